@@ -1,0 +1,171 @@
+"""Where the key, the region and the base URL come from.
+
+The names are the official SDK's, so a machine already set up for DashScope works as is:
+
+- key: ``DASHSCOPE_API_KEY``, else the file named by ``DASHSCOPE_API_KEY_FILE_PATH``, else
+  ``~/.dashscope/api_key``. A region-specific ``DASHSCOPE_API_KEY_AP_SOUTHEAST_1`` /
+  ``DASHSCOPE_API_KEY_CN_BEIJING`` comes first for its region, so one machine can hold a
+  Singapore and a Beijing account (their keys are not interchangeable).
+- region: ``DASHSCOPE_API_REGION`` (``ap-southeast-1``/``singapore``/``intl`` or
+  ``cn-beijing``/``beijing``/``cn``); Singapore by default, as in the reference's examples.
+- base URL: ``DASHSCOPE_HTTP_BASE_URL_<REGION>``, else ``DASHSCOPE_HTTP_BASE_URL`` (a proxy,
+  the emulator), else the region's endpoint. Plain http is allowed only for loopback hosts,
+  so a key never crosses a network unencrypted.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlsplit
+
+from .errors import ConfigurationError, MissingApiKeyError
+from .models import BEIJING, SINGAPORE
+
+
+@dataclass(frozen=True)
+class Region:
+    id: str
+    name: str
+    base_url: str
+    temporary_storage: bool  # /uploads?action=getPolicy and oss:// inputs
+
+
+REGIONS = {
+    SINGAPORE: Region(SINGAPORE, "Singapore", "https://dashscope-intl.aliyuncs.com/api/v1", False),
+    BEIJING: Region(BEIJING, "Beijing", "https://dashscope.aliyuncs.com/api/v1", True),
+}
+DEFAULT_REGION = SINGAPORE
+
+_REGION_WORDS = {
+    SINGAPORE: ("ap-southeast-1", "singapore", "sg", "intl", "international", "dashscope-intl"),
+    BEIJING: ("cn-beijing", "beijing", "bj", "cn", "china", "mainland"),
+}
+
+
+def normalize_region(value: str) -> str:
+    word = value.strip().lower().replace("_", "-")
+    for region, words in _REGION_WORDS.items():
+        if word in words:
+            return region
+    raise ConfigurationError(
+        f"Unknown region {value!r}.",
+        hint="Use ap-southeast-1 (Singapore; also 'intl', 'singapore') or cn-beijing "
+             "(Beijing; also 'cn', 'beijing'), in DASHSCOPE_API_REGION or the node's region input.")
+
+
+def region_env_suffix(region: str) -> str:
+    """``ap-southeast-1`` -> ``AP_SOUTHEAST_1``: the suffix of region-specific variables."""
+    return region.upper().replace("-", "_")
+
+
+def other_region(region: str) -> str:
+    return BEIJING if region == SINGAPORE else SINGAPORE
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: str, source: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"{source} is not an http(s) URL: {url!r}.",
+                                 hint="Example: https://dashscope-intl.aliyuncs.com/api/v1")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigurationError(
+            f"{source} uses plain http to {parts.hostname}; the API key would travel unencrypted.",
+            hint="Use https, or http only to 127.0.0.1/localhost (the bundled emulator).")
+    return url.rstrip("/")
+
+
+@dataclass(frozen=True)
+class KeySource:
+    """A key and where it came from (for ``doctor``); ``repr`` never shows the key."""
+
+    key: str = field(repr=False)
+    origin: str
+
+    @property
+    def masked(self) -> str:
+        return f"sk-…{self.key[-4:]}" if len(self.key) > 8 else "(short key)"
+
+
+@dataclass(frozen=True)
+class Config:
+    region: str
+    base_url: str
+    base_url_origin: str
+    key_source: KeySource | None = field(repr=False)
+    timeout: float = 300.0  # seconds, as the SDK's default for a synchronous generation
+
+    @property
+    def region_info(self) -> Region:
+        return REGIONS[self.region]
+
+    @property
+    def uses_official_endpoint(self) -> bool:
+        return self.base_url == self.region_info.base_url
+
+    def api_key(self) -> str:
+        if self.key_source is None:
+            raise MissingApiKeyError(
+                f"No DashScope API key found for the {self.region_info.name} region.",
+                hint="Set DASHSCOPE_API_KEY (or DASHSCOPE_API_KEY_"
+                     f"{region_env_suffix(self.region)} for this region only) in the environment "
+                     "that starts ComfyUI, or write the key to ~/.dashscope/api_key. Get a key in "
+                     "the Model Studio console of the same region. Keys are never taken from a "
+                     "node widget, so they stay out of workflows and saved PNGs.")
+        return self.key_source.key
+
+    @classmethod
+    def resolve(cls, region: str | None = None, *, api_key: str | None = None,
+                base_url: str | None = None, environ: Mapping[str, str] | None = None,
+                timeout: float = 300.0) -> "Config":
+        env = os.environ if environ is None else environ
+        if region:
+            region_id = normalize_region(region)
+        elif env.get("DASHSCOPE_API_REGION"):
+            region_id = normalize_region(env["DASHSCOPE_API_REGION"])
+        else:
+            region_id = DEFAULT_REGION
+        suffix = region_env_suffix(region_id)
+
+        if base_url:
+            url, origin = check_base_url(base_url, "base_url"), "argument"
+        else:
+            for name in (f"DASHSCOPE_HTTP_BASE_URL_{suffix}", "DASHSCOPE_HTTP_BASE_URL"):
+                if env.get(name):
+                    url, origin = check_base_url(env[name], name), name
+                    break
+            else:
+                url, origin = REGIONS[region_id].base_url, "default"
+        return cls(region_id, url, origin, find_key(region_id, api_key, env), timeout)
+
+
+def find_key(region: str, explicit: str | None, env: Mapping[str, str]) -> KeySource | None:
+    if explicit:
+        return KeySource(explicit.strip(), "argument")
+    for name in (f"DASHSCOPE_API_KEY_{region_env_suffix(region)}", "DASHSCOPE_API_KEY"):
+        if env.get(name, "").strip():
+            return KeySource(env[name].strip(), name)
+    candidates = []
+    if env.get("DASHSCOPE_API_KEY_FILE_PATH"):
+        candidates.append(Path(env["DASHSCOPE_API_KEY_FILE_PATH"]).expanduser())
+    home = env.get("HOME")
+    candidates.append((Path(home) if home else Path.home()) / ".dashscope" / "api_key")
+    for path in candidates:
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except OSError:
+            continue
+        if text:
+            return KeySource(text, f"file {path}")
+    return None

@@ -1,0 +1,25 @@
+"""Test set-up: load the repository as the package ``qwen_image_dashscope``.
+
+ComfyUI imports a pack from its folder, whatever the folder is called; the tests do the
+same, so they run from a clone in any directory without installing anything.
+"""
+import importlib.util
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "qwen_image_dashscope"
+
+
+def _load_repository_as_package():
+    if PACKAGE in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(
+        PACKAGE, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACKAGE] = module
+    spec.loader.exec_module(module)
+
+
+_load_repository_as_package()
