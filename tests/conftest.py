@@ -23,3 +23,18 @@ def _load_repository_as_package():
 
 
 _load_repository_as_package()
+
+
+# --- DashScope emulator -------------------------------------------------------------------
+import pytest  # noqa: E402 - kept below the loader above, which must run first
+
+
+@pytest.fixture
+def emulator(request):
+    """A running emulator (api/emulator); options via indirect parametrization, e.g.
+    ``@pytest.mark.parametrize("emulator", [{"rate_limits": False}], indirect=True)``."""
+    from qwen_image_dashscope.api.emulator import Emulator
+
+    options = {"latency": 0.1, **getattr(request, "param", {})}
+    with Emulator(**options) as emu:
+        yield emu

@@ -1,0 +1,100 @@
+"""Result images: deterministic Pillow drawings (the exact rules are in the package docstring)."""
+import hashlib
+import io
+import json
+import math
+
+from PIL import Image, ImageDraw, ImageOps
+
+from . import rules
+
+BICUBIC = Image.Resampling.BICUBIC
+
+
+def png_bytes(img):
+    buf = io.BytesIO()
+    img.save(buf, "PNG", compress_level=1)  # speed over size: tests make many of these
+    return buf.getvalue()
+
+
+def open_image(data):
+    """Decode *data* far enough to know its format and size; ValueError if it is no image."""
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Exception as exc:  # Pillow raises several types for garbage
+        raise ValueError("not an image") from exc
+    if img.format not in rules.IMAGE_FORMATS:
+        raise ValueError(f"unsupported image format {img.format}")
+    return img
+
+
+def edit_size(width, height):
+    """Default edit output size: the input's ratio, area near 1024*1024, sides multiples of 16."""
+    ratio, unit = width / height, rules.EDIT_MULTIPLE
+    return (
+        max(unit, round(math.sqrt(rules.EDIT_AREA * ratio) / unit) * unit),
+        max(unit, round(math.sqrt(rules.EDIT_AREA / ratio) / unit) * unit),
+    )
+
+
+def text_to_image(model, prompt, negative_prompt, size, seed, index, watermark=False):
+    key = json.dumps([model, prompt, negative_prompt, size[0], size[1], seed, index], ensure_ascii=False)
+    digest = hashlib.sha256(key.encode()).digest()
+    width, height = size
+    ramp = Image.linear_gradient("L")  # 256 px; resizing is far cheaper than drawing W*H pixels
+    img = Image.composite(
+        Image.new("RGB", size, tuple(digest[0:3])), Image.new("RGB", size, tuple(digest[3:6])), ramp.resize(size)
+    )
+    img = Image.composite(img, Image.new("RGB", size, tuple(digest[6:9])), ramp.rotate(90).resize(size))
+    draw, unit = ImageDraw.Draw(img), min(width, height)
+    for i in range(4):
+        b = digest[9 + 5 * i : 14 + 5 * i]
+        x, y, r = b[0] * width // 255, b[1] * height // 255, (b[2] % 64 + 32) * unit // 512
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=(b[3], b[4], b[2]))
+    if watermark:
+        _watermark(img)
+    return png_bytes(img)
+
+
+def edit_base(inputs, size):
+    """The part of every edit output that does not depend on the output index."""
+    width, height = size
+    img = ImageOps.invert(inputs[-1].convert("RGB").resize(size, BICUBIC))
+    thumb = (width // 6, height // 6)
+    for i, other in enumerate(inputs[:-1]):
+        img.paste(other.convert("RGB").resize(thumb, BICUBIC), (8 + i * (thumb[0] + 8), 8))
+    return img
+
+
+def mark_colour(seed, index):
+    return tuple(hashlib.sha256(f"{seed}:{index}".encode()).digest()[:3])
+
+
+def edit_output(base, seed, index, watermark=False):
+    img = base.copy()
+    height = img.height
+    ImageDraw.Draw(img).rectangle(
+        (16 * index, height - 16, 16 * index + 15, height - 1), fill=mark_colour(seed, index)
+    )
+    if watermark:
+        _watermark(img)
+    return png_bytes(img)
+
+
+def render(job):
+    """PNG bytes of every output of a validated job (see validate.Job)."""
+    if not job.inputs:
+        return [
+            text_to_image(job.model, job.prompt, job.negative_prompt, job.size, job.seed, k, job.watermark)
+            for k in range(job.n)
+        ]
+    base = edit_base(job.inputs, job.size)
+    return [edit_output(base, job.seed, k, job.watermark) for k in range(job.n)]
+
+
+def _watermark(img):
+    draw, text = ImageDraw.Draw(img), "Qwen-Image"
+    left, top, right, bottom = draw.textbbox((0, 0), text)
+    x, y = img.width - (right - left) - 12, img.height - (bottom - top) - 12
+    draw.rectangle((x - 4, y - 4, img.width - 8, img.height - 8), fill=(0, 0, 0))
+    draw.text((x - left, y - top), text, fill=(255, 255, 255))

@@ -1,0 +1,91 @@
+"""The service's rules as data: regions, keys, models, limits and error codes.
+
+Values come from the vendor's API reference (seeds/) and the protocol notes; where the
+two disagree the reference wins (default text-to-image size 1328*1328).
+"""
+from typing import NamedTuple
+
+REGIONS = ("ap-southeast-1", "cn-beijing")
+UPLOAD_REGIONS = ("cn-beijing",)  # temporary file storage exists in Beijing only
+
+SINGAPORE_KEY = "sk-emulator-singapore"
+BEIJING_KEY = "sk-emulator-beijing"
+DEFAULT_KEYS = {SINGAPORE_KEY: "ap-southeast-1", BEIJING_KEY: "cn-beijing"}
+
+
+class Model(NamedTuple):
+    kind: str  # "t2i": text only; "edit": 1-3 images plus one text
+    max_n: int  # n above 1 is refused by these models
+    size: str  # "fixed": one of T2I_SIZES; "free": W*H in FREE_SIDE, n == 1 only; "none": refused
+    prompt_extend: bool  # False: the parameter is ignored and the prompt never rewritten
+    async_task: bool  # also served by text2image/image-synthesis (X-DashScope-Async)
+
+
+MODELS = {
+    "qwen-image-plus": Model("t2i", 1, "fixed", True, True),
+    "qwen-image": Model("t2i", 1, "fixed", True, True),
+    "qwen-image-edit-plus": Model("edit", 6, "free", True, False),
+    "qwen-image-edit-plus-2025-10-30": Model("edit", 6, "free", True, False),
+    "qwen-image-edit": Model("edit", 1, "none", False, False),
+}
+
+# The reference's five sizes, plus the spellings newer pages use for 4:3 and 3:4.
+T2I_SIZES = ("1664*928", "1472*1140", "1328*1328", "1140*1472", "928*1664", "1472*1104", "1104*1472")
+T2I_DEFAULT_SIZE = "1328*1328"
+FREE_SIDE = (512, 2048)  # edit-plus "size" bounds, both sides
+EDIT_AREA, EDIT_MULTIPLE = 1024 * 1024, 16  # default edit output: last input's ratio, ~1 Mpx
+
+PROMPT_MAX, NEGATIVE_MAX = 800, 500  # characters; longer ones are cut silently
+SEED_MAX = 2147483647
+EDIT_IMAGES = (1, 3)
+INPUT_SIDE = (384, 3072)
+INPUT_MAX_BYTES = 10 * 1024 * 1024
+DATA_URI_MAX = 10485760
+IMAGE_MIMES = ("image/jpeg", "image/png", "image/bmp", "image/tiff", "image/webp")
+IMAGE_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP")  # Pillow names; MPO is camera JPEG
+EXTEND_SUFFIX = " Rich details, balanced composition, soft natural light, sharp focus."
+UNSAFE_MARKER = "[[unsafe]]"  # stands in for content the real inspection would refuse
+
+RPS = 2  # task-creating and generating POSTs per (key, model), sliding 1 s window
+CONCURRENT = 2  # async tasks processing at once per (key, model); later ones wait PENDING
+QUERY_QPS = 20  # task queries per key
+POLICY_QPS = 100  # upload policies per (key, model)
+BODY_LIMIT = 6 * 1024 * 1024  # API request bodies
+
+UPLOAD_TTL = 172800  # seconds an uploaded file lives
+POLICY_TTL = 3600  # seconds an upload policy may be used
+UPLOAD_MAX_MB, UPLOAD_CAPACITY_MB = 100, 999999999
+UPLOAD_ACCESS_KEY = "LTAI5tEmulatorUploadKey"  # fake OSS ids: shape only, no secret
+RESULT_ACCESS_KEY = "LTAI5tEmulatorResultKey"
+
+STATUS = {  # HTTP status of each error code (protocol notes §9)
+    "InvalidParameter": 400,
+    "DataInspectionFailed": 400,
+    "BadRequest.EmptyInput": 400,
+    "BadRequest.EmptyModel": 400,
+    "InvalidURL": 400,
+    "UnsupportedOperation": 400,
+    "InvalidApiKey": 401,
+    "AccessDenied": 403,
+    "NotFound": 404,
+    "BadRequest.TooLarge": 413,
+    "Throttling.RateQuota": 429,
+    "InternalError": 500,
+    "InternalError.Algo": 500,
+}
+
+MESSAGES = {  # fixed texts; other messages are written where the error is raised
+    "InvalidApiKey": "Invalid API-key provided.",
+    "DataInspectionFailed": "Input or output data may contain inappropriate content.",
+    "BadRequest.EmptyInput": "Required input parameter missing from request.",
+    "BadRequest.EmptyModel": 'Required parameter "model" missing from request.',
+    "UnsupportedOperation": (
+        "Failed to cancel the task, please confirm if the task is in PENDING status."
+    ),
+    "BadRequest.TooLarge": "Request body is too large.",
+    "Throttling.RateQuota": "Requests rate limit exceeded, please try again later.",
+    "InternalError": "An internal error has occured, please try again later or contact service support.",
+    "InternalError.Algo": "An internal error occurred during model inference.",
+}
+MODEL_NOT_EXIST = "Model not exist."
+N_MUST_BE_1 = "num_images_per_prompt must be 1"

@@ -1,0 +1,250 @@
+"""Request bodies to jobs, or the error the service answers (ApiError)."""
+import base64
+import binascii
+import random
+import re
+from dataclasses import dataclass, field
+
+from . import rules
+from .images import edit_size, open_image
+
+_SIZE = re.compile(r"(\d+)\*(\d+)")
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, code and message of the service's error body."""
+
+    def __init__(self, code, message=None, *, status=None, headers=None):
+        self.code = code
+        self.message = message or rules.MESSAGES.get(code, code)
+        self.status = status or rules.STATUS[code]
+        self.headers = headers or {}
+        super().__init__(f"{self.status} {code}: {self.message}")
+
+
+def invalid(message):
+    return ApiError("InvalidParameter", message)
+
+
+@dataclass
+class Job:
+    """What the model is asked to draw, after validation and truncation."""
+
+    model: str
+    prompt: str
+    negative_prompt: str
+    size: tuple = (0, 0)
+    n: int = 1
+    seed: int = 0
+    prompt_extend: bool = False
+    watermark: bool = False
+    inputs: list = field(default_factory=list)  # decoded PIL images, edit models only
+    notes: list = field(default_factory=list)  # what the service did silently (truncation)
+
+    @property
+    def actual_prompt(self):
+        return self.prompt + rules.EXTEND_SUFFIX if self.prompt_extend else None
+
+
+def model_of(body, asynchronous):
+    """(name, rules.Model) of a request body; unknown, or not served here: "Model not exist."."""
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.")
+    name = body.get("model")
+    if not name:
+        raise ApiError("BadRequest.EmptyModel")
+    model = rules.MODELS.get(name) if isinstance(name, str) else None
+    if model is None or (asynchronous and not model.async_task):
+        raise invalid(rules.MODEL_NOT_EXIST)
+    return name, model
+
+
+def generation(body, name, model, fetch):
+    """A multimodal-generation body; fetch(value) gives the bytes of one image item."""
+    messages = _input(body).get("messages")
+    if not isinstance(messages, list) or len(messages) != 1 or not isinstance(messages[0], dict):
+        raise invalid("input.messages must hold exactly one message.")
+    if messages[0].get("role") != "user":
+        raise invalid("The role of the message must be user.")
+    content = messages[0].get("content")
+    if not isinstance(content, list) or not content:
+        raise invalid("The message content must be a non-empty array.")
+    texts, images = [], []
+    for item in content:
+        kind = _item_kind(item)
+        if kind is None:
+            raise invalid('Each content item must be {"text": string} or {"image": string}.')
+        (texts if kind == "text" else images).append(item[kind])
+    if len(texts) != 1:
+        raise invalid("The content must hold exactly one text item.")
+    if model.kind == "t2i" and images:
+        raise invalid(f"Model {name} does not accept input images.")
+    low, high = rules.EDIT_IMAGES
+    if model.kind == "edit" and not low <= len(images) <= high:
+        raise invalid(f"Model {name} takes {low} to {high} input images, got {len(images)}.")
+    params = _parameters(body)
+    job = _job(name, model, texts[0], params.get("negative_prompt"), params)
+    job.inputs = [decode_input(fetch(value)) for value in images]
+    job.size = _size(params.get("size"), name, model, job)
+    _inspect(job)
+    return job
+
+
+def synthesis(body, name, model):
+    """An image-synthesis (async task) body: prompt and negative_prompt sit in input."""
+    inp = _input(body)
+    prompt = inp.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise invalid("Field required: input.prompt")
+    params = _parameters(body)
+    job = _job(name, model, prompt, inp.get("negative_prompt"), params)
+    job.size = _size(params.get("size"), name, model, job)
+    _inspect(job)
+    return job
+
+
+def image_bytes(value, *, fetch_url, fetch_oss, oss_enabled):
+    """Bytes of one image item: a data URI, an http(s) URL or an oss:// name."""
+    if value.startswith("data:"):
+        if len(value) > rules.DATA_URI_MAX:
+            raise invalid("Exceeded limit on max bytes per data-uri item")
+        header, comma, payload = value[5:].partition(",")
+        mime, _, encoding = header.partition(";")
+        if not comma or encoding.strip().lower() != "base64":
+            raise invalid("The data URI must read data:{mime};base64,{data}.")
+        if mime.strip().lower() not in rules.IMAGE_MIMES:
+            raise invalid(f"The image type {mime!r} is not supported.")
+        try:
+            return base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise invalid("The data URI does not hold valid base64.") from None
+    if value.startswith("oss://"):
+        if not oss_enabled:
+            raise ApiError(
+                "InvalidURL", "oss:// resources need the header X-DashScope-OssResourceResolve: enable."
+            )
+        return fetch_oss(value)
+    if value.startswith(("http://", "https://")):
+        return fetch_url(value)
+    raise invalid("An image must be an http(s) URL, an oss:// name or a data URI.")
+
+
+def decode_input(data):
+    if len(data) > rules.INPUT_MAX_BYTES:
+        raise invalid("The input image is larger than 10MB.")
+    try:
+        img = open_image(data)
+    except ValueError:
+        raise invalid("The input image format is not supported or the image is damaged.") from None
+    low, high = rules.INPUT_SIDE
+    if not (low <= img.width <= high and low <= img.height <= high):
+        raise invalid(
+            f"The input image is {img.width}*{img.height}; width and height must be in [{low}, {high}]."
+        )
+    try:
+        img.load()  # after the size check: no decompression of oversized images
+    except Exception:  # truncated or corrupt data, whatever Pillow raises
+        raise invalid("The input image format is not supported or the image is damaged.") from None
+    return img
+
+
+def _item_kind(item):
+    if isinstance(item, dict) and ("text" in item) != ("image" in item):
+        kind = "text" if "text" in item else "image"
+        return kind if isinstance(item[kind], str) else None
+    return None
+
+
+def _input(body):
+    inp = body.get("input")
+    if not inp:
+        raise ApiError("BadRequest.EmptyInput")
+    if not isinstance(inp, dict):
+        raise invalid("input must be an object.")
+    return inp
+
+
+def _parameters(body):
+    params = body.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise invalid("parameters must be an object.")
+    return params
+
+
+def _job(name, model, prompt, negative, params):
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise invalid("The prompt (text) must not be empty.")
+    if negative is None:
+        negative = ""
+    if not isinstance(negative, str):
+        raise invalid("negative_prompt must be a string.")
+    n = _integer(params, "n", 1)
+    if model.max_n == 1 and n != 1:
+        raise invalid(rules.N_MUST_BE_1)
+    if not 1 <= n <= model.max_n:
+        raise invalid(f"n must be between 1 and {model.max_n}.")
+    seed = _integer(params, "seed", None)
+    if seed is None:
+        seed = random.randint(0, rules.SEED_MAX)
+    elif not 0 <= seed <= rules.SEED_MAX:
+        raise invalid(f"seed must be in [0, {rules.SEED_MAX}].")
+    extend = _boolean(params, "prompt_extend", True) if model.prompt_extend else False
+    job = Job(name, prompt, negative, n=n, seed=seed, prompt_extend=extend,
+              watermark=_boolean(params, "watermark", False))
+    for attr, limit in (("prompt", rules.PROMPT_MAX), ("negative_prompt", rules.NEGATIVE_MAX)):
+        text = getattr(job, attr)
+        if len(text) > limit:  # the service cuts silently; the note lets tests see it
+            setattr(job, attr, text[:limit])
+            job.notes.append(f"{attr} truncated from {len(text)} to {limit} characters")
+    return job
+
+
+def _integer(params, name, default):
+    value = params.get(name)
+    if value is None:  # the SDK sends null for kwargs given as None
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid(f"{name} must be an integer.")
+    return value
+
+
+def _boolean(params, name, default):
+    value = params.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise invalid(f"{name} must be a boolean.")
+    return value
+
+
+def _size(value, name, model, job):
+    if value is not None and not isinstance(value, str):
+        raise invalid("size must be a string W*H.")
+    if model.size == "fixed":
+        value = value or rules.T2I_DEFAULT_SIZE
+        if value not in rules.T2I_SIZES:
+            raise invalid(f"The size {value} is not supported; use one of {', '.join(rules.T2I_SIZES)}.")
+        return _parse_size(value)
+    if value is None:
+        return edit_size(*job.inputs[-1].size)
+    if model.size == "none":
+        raise invalid(f"Model {name} does not support the size parameter.")
+    if job.n != 1:
+        raise invalid("size can only be set when n is 1.")
+    low, high = rules.FREE_SIDE
+    match = _SIZE.fullmatch(value)
+    if not match or not all(low <= int(side) <= high for side in match.groups()):
+        raise invalid(f"size must be W*H with W and H in [{low}, {high}], got {value!r}.")
+    return _parse_size(value)
+
+
+def _parse_size(value):
+    width, height = value.split("*")
+    return int(width), int(height)
+
+
+def _inspect(job):
+    if rules.UNSAFE_MARKER in job.prompt or rules.UNSAFE_MARKER in job.negative_prompt:
+        raise ApiError("DataInspectionFailed")

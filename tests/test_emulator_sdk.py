@@ -1,0 +1,181 @@
+"""The official dashscope SDK (2.0.2) against the emulator: it must parse every answer as
+it parses the service's. This is what makes the emulator a credible stand-in."""
+import base64
+import io
+import os
+
+import pytest
+import requests
+from PIL import Image
+
+from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY, Emulator
+
+dashscope = pytest.importorskip("dashscope")
+from dashscope import ImageSynthesis, MultiModalConversation  # noqa: E402
+from dashscope.common.error import UploadFileException  # noqa: E402
+
+SG, BJ = "ap-southeast-1", "cn-beijing"
+
+
+@pytest.fixture(autouse=True)
+def clean_sdk_environment(monkeypatch, tmp_path):
+    """The SDK reads DASHSCOPE_* at import and ~/.dashscope/api_key on calls: neutralise both."""
+    for name in [n for n in os.environ if n.startswith("DASHSCOPE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(dashscope, "api_key", None)
+    monkeypatch.setattr(dashscope, "base_http_api_url", "http://127.0.0.1:9/unset/api/v1")  # fails loudly
+
+
+@pytest.fixture
+def emu(monkeypatch):
+    with Emulator(latency=0.05, rate_limits=False) as running:
+        monkeypatch.setattr(dashscope, "base_http_api_url", running.base_url(SG))
+        yield running
+
+
+def fetch_png(url):
+    response = requests.get(url)
+    assert response.status_code == 200 and response.headers["Content-Type"] == "image/png"
+    return Image.open(io.BytesIO(response.content))
+
+
+def png_data_uri(size, colour):
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def test_image_synthesis_call_waits_for_the_task_and_the_url_downloads(emu):
+    rsp = ImageSynthesis.call(api_key=SINGAPORE_KEY, model="qwen-image-plus", prompt="a lighthouse",
+                              n=1, size="1664*928", prompt_extend=True, watermark=False)
+    assert rsp.status_code == 200
+    assert rsp.code is None and rsp.message == ""  # what the SDK makes of a task query answer
+    assert rsp.output.task_status == "SUCCEEDED"
+    (result,) = rsp.output.results
+    assert result.orig_prompt == "a lighthouse" and result.actual_prompt.startswith("a lighthouse")
+    assert rsp.usage.image_count == 1
+    assert fetch_png(result.url).size == (1664, 928)
+    sent = emu.requests[0]
+    assert sent.headers["X-DashScope-Async"] == "enable"
+    assert sent.json["parameters"]["size"] == "1664*928" and sent.json["input"]["prompt"] == "a lighthouse"
+
+
+def test_async_call_fetch_and_wait(emu):
+    emu.set_latency(0.3)
+    created = ImageSynthesis.async_call(api_key=SINGAPORE_KEY, model="qwen-image", prompt="a fox",
+                                        prompt_extend=False, seed=12)
+    assert created.status_code == 200 and created.code == ""
+    assert created.output.task_status == "PENDING" and created.output.results == []
+    fetched = ImageSynthesis.fetch(created, api_key=SINGAPORE_KEY)
+    assert fetched.status_code == 200 and fetched.output.task_status in ("PENDING", "RUNNING")
+    assert fetched.output.task_id == created.output.task_id
+    done = ImageSynthesis.wait(created, api_key=SINGAPORE_KEY)
+    assert done.output.task_status == "SUCCEEDED"
+    (result,) = done.output.results
+    assert "actual_prompt" not in result  # prompt_extend was off
+    assert fetch_png(result.url).size == (1328, 1328)
+    assert emu.tasks[0]["seed"] == 12
+
+
+def test_cancel_a_pending_task(emu):
+    emu.set_latency(0.5)
+    running = [ImageSynthesis.async_call(api_key=SINGAPORE_KEY, model="qwen-image-plus", prompt=f"p{i}")
+               for i in range(2)]
+    third = ImageSynthesis.async_call(api_key=SINGAPORE_KEY, model="qwen-image-plus", prompt="p3")
+    assert ImageSynthesis.fetch(third, api_key=SINGAPORE_KEY).output.task_status == "PENDING"
+    canceled = ImageSynthesis.cancel(third, api_key=SINGAPORE_KEY)
+    assert canceled.status_code == 200 and canceled.output == {}
+    assert ImageSynthesis.fetch(third, api_key=SINGAPORE_KEY).output.task_status == "CANCELED"
+    refused = ImageSynthesis.cancel(running[0], api_key=SINGAPORE_KEY)
+    assert (refused.status_code, refused.code) == (400, "UnsupportedOperation")
+    assert "PENDING" in refused.message
+    cancel_request = emu.requests[-1]
+    assert cancel_request.body == b"" and cancel_request.path.endswith("/cancel")
+
+
+def test_multimodal_text_to_image(emu):
+    messages = [{"role": "user", "content": [{"text": "a poster that says hello"}]}]
+    rsp = MultiModalConversation.call(api_key=SINGAPORE_KEY, model="qwen-image-plus", messages=messages,
+                                      result_format="message", stream=False, watermark=False,
+                                      prompt_extend=True, negative_prompt="", size="928*1664")
+    assert rsp.status_code == 200 and rsp.code == ""
+    assert rsp.output.task_metric == {"TOTAL": 1, "FAILED": 0, "SUCCEEDED": 1}
+    assert (rsp.usage.width, rsp.usage.height, rsp.usage.image_count) == (928, 1664, 1)
+    (item,) = rsp.output.choices[0].message.content
+    assert fetch_png(item["image"]).size == (928, 1664)
+
+
+def test_multimodal_edit_with_a_data_uri_and_two_outputs(emu):
+    image = png_data_uri((800, 600), (250, 200, 10))
+    messages = [{"role": "user", "content": [{"image": image}, {"text": "make it night"}]}]
+    rsp = MultiModalConversation.call(api_key=SINGAPORE_KEY, model="qwen-image-edit-plus", messages=messages,
+                                      n=2, negative_prompt=" ", prompt_extend=True, watermark=False, seed=3)
+    assert rsp.status_code == 200
+    assert (rsp.usage.width, rsp.usage.height, rsp.usage.image_count) == (1184, 880, 2)
+    urls = [item["image"] for item in rsp.output.choices[0].message.content]
+    assert len(urls) == 2
+    for url in urls:
+        img = fetch_png(url).convert("RGB")
+        assert img.size == (1184, 880)
+        assert img.getpixel((592, 440)) == (5, 55, 245)  # the input's colour, inverted
+    recorded = [r for r in emu.requests if r.path.endswith("/generation")][-1]
+    assert recorded.json["input"]["messages"][0]["content"][0]["image"] == image  # sent as is
+    assert emu.input_images(recorded) == [base64.b64decode(image.split(",", 1)[1])]
+
+
+def test_error_answers_are_parsed_into_status_code_and_message(emu, monkeypatch):
+    messages = [{"role": "user", "content": [{"text": "a cat"}]}]
+    wrong_region = MultiModalConversation.call(api_key=BEIJING_KEY, model="qwen-image-plus", messages=messages)
+    assert (wrong_region.status_code, wrong_region.code) == (401, "InvalidApiKey")
+    assert wrong_region.message == "Invalid API-key provided." and wrong_region.request_id
+    two = MultiModalConversation.call(api_key=SINGAPORE_KEY, model="qwen-image-plus", messages=messages, n=2)
+    assert (two.status_code, two.code, two.message) == (400, "InvalidParameter", "num_images_per_prompt must be 1")
+    assert two.output is None
+    task = ImageSynthesis.async_call(api_key=BEIJING_KEY, model="qwen-image-plus", prompt="x")
+    assert (task.status_code, task.code) == (401, "InvalidApiKey")
+    # The Beijing key is good in Beijing.
+    monkeypatch.setattr(dashscope, "base_http_api_url", emu.base_url(BJ))
+    ok = MultiModalConversation.call(api_key=BEIJING_KEY, model="qwen-image-plus", messages=messages)
+    assert ok.status_code == 200
+
+
+def test_rate_limit_answers_reach_the_sdk_as_429(monkeypatch):
+    with Emulator(latency=0.05) as emu:
+        monkeypatch.setattr(dashscope, "base_http_api_url", emu.base_url(SG))
+        answers = [ImageSynthesis.async_call(api_key=SINGAPORE_KEY, model="qwen-image-plus", prompt="x")
+                   for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 429]
+        assert answers[2].code == "Throttling.RateQuota"
+        assert answers[2].message == "Requests rate limit exceeded, please try again later."
+
+
+def test_a_dropped_connection_is_retried_once_by_the_sdk(emu):
+    emu.inject("drop")
+    messages = [{"role": "user", "content": [{"text": "a cat"}]}]
+    rsp = MultiModalConversation.call(api_key=SINGAPORE_KEY, model="qwen-image-plus", messages=messages)
+    assert rsp.status_code == 200
+    assert [r.status for r in emu.requests if r.path.endswith("/generation")] == [None, 200]
+
+
+def test_the_sdk_uploads_local_files_in_beijing(monkeypatch, tmp_path):
+    path = tmp_path / "input.png"
+    Image.new("RGB", (512, 768), (0, 128, 255)).save(path)
+    with Emulator(latency=0.05, rate_limits=False) as emu:
+        monkeypatch.setattr(dashscope, "base_http_api_url", emu.base_url(BJ))
+        messages = [{"role": "user", "content": [{"image": f"file://{path}"}, {"text": "add a moon"}]}]
+        rsp = MultiModalConversation.call(api_key=BEIJING_KEY, model="qwen-image-edit-plus", messages=messages)
+        assert rsp.status_code == 200, rsp
+        policy, upload, generation = emu.requests[:3]
+        assert policy.path == "/cn-beijing/api/v1/uploads" and "action=getPolicy" in policy.query
+        assert upload.path == "/oss-upload" and upload.status == 200 and upload.key_id is None
+        image_item = generation.json["input"]["messages"][0]["content"][0]["image"]
+        assert image_item.startswith("oss://dashscope-instant/") and image_item.endswith("/input.png")
+        assert generation.headers["X-DashScope-OssResourceResolve"] == "enable"
+        assert emu.input_images(generation) == [path.read_bytes()]
+        assert fetch_png(rsp.output.choices[0].message.content[0]["image"]).size == (832, 1248)
+
+        # Singapore offers no temporary storage: the SDK gives up at the policy request.
+        monkeypatch.setattr(dashscope, "base_http_api_url", emu.base_url(SG))
+        with pytest.raises(UploadFileException):
+            MultiModalConversation.call(api_key=SINGAPORE_KEY, model="qwen-image-edit-plus", messages=messages)
