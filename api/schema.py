@@ -42,10 +42,11 @@ class ImageEditRequest:
 
 @dataclass
 class GeneratedImage:
-    data: bytes  # the PNG exactly as downloaded
+    data: bytes = field(repr=False)  # the PNG exactly as downloaded
     url: str  # expires 24 h after generation
     width: int
     height: int
+    saved_path: str | None = None  # where the result store wrote it, if one is configured
 
 
 @dataclass
@@ -65,3 +66,4 @@ class GenerationResult:
     seed: int | None = None
     cost_usd: float | None = None  # from the reference's price table; None if unknown
     notes: list[str] = field(default_factory=list)  # e.g. "limits of model X unknown"
+    from_store: bool = False  # served from the result store: nothing was sent or billed

@@ -1,0 +1,97 @@
+"""When to query an asynchronous task: notice its end quickly without hammering.
+
+Schedule, with ``t`` the time since the task was created and ``E`` its expected duration:
+
+- sparse phase, ``t`` before ``E - lead`` (``lead = max(1 s, 2 * deviation, E / 4)``): the
+  gaps grow geometrically from 0.5 s (x1.5, at most 5 s) and never jump past the dense
+  phase's start. Early polls still catch a task that fails or ends at once.
+- dense phase, from ``E - lead`` until ``E + max(5 s, 4 * deviation, E)``: one poll every
+  0.5 s, the most allowed (2 per second per task), so the end is seen 0.25 s after it
+  on average.
+- late phase: the gap grows by 0.1 s per second late, up to 3 s, for tasks stuck in a queue.
+
+``E`` and the deviation are exponential moving averages per (endpoint, model) over the
+tasks of the whole process; the first observed task replaces the prior (15 s for the real
+service), later ones weigh 1/2, so the schedule follows a model within a few tasks. The
+duration learned is the service's own ``end_time - submit_time`` when both are readable,
+which is free of the polling delay; otherwise the time until the end was seen.
+"""
+from __future__ import annotations
+
+import datetime
+import threading
+
+MIN_INTERVAL = 0.5  # 2 polls per second per task at most
+MAX_SPARSE_INTERVAL = 5.0
+MAX_LATE_INTERVAL = 3.0
+INITIAL_EXPECTED = 15.0  # seconds; a typical Qwen-Image task on the real service
+_WEIGHT = 0.5
+
+
+class DurationEstimator:
+    """Thread-safe EMA of durations per key (e.g. ``(base_url, model, "async")``)."""
+
+    def __init__(self, initial: float = INITIAL_EXPECTED):
+        self.initial = initial
+        self._stats: dict[tuple, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def expected(self, key: tuple) -> tuple[float, float]:
+        """``(mean, deviation)`` in seconds."""
+        with self._lock:
+            return self._stats.get(key, (self.initial, self.initial / 4))
+
+    def record(self, key: tuple, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        with self._lock:
+            if key not in self._stats:
+                self._stats[key] = (seconds, seconds / 4)
+                return
+            mean, deviation = self._stats[key]
+            deviation = (1 - _WEIGHT) * deviation + _WEIGHT * abs(seconds - mean)
+            mean = (1 - _WEIGHT) * mean + _WEIGHT * seconds
+            self._stats[key] = (mean, deviation)
+
+
+ESTIMATOR = DurationEstimator()
+
+
+class PollSchedule:
+    def __init__(self, expected: float, deviation: float):
+        self.expected = expected
+        lead = max(1.0, 2 * deviation, expected / 4)
+        self.dense_from = max(0.0, expected - lead)
+        self.dense_until = expected + max(5.0, 4 * deviation, expected)
+        self._gap = MIN_INTERVAL
+
+    def next_delay(self, elapsed: float) -> float:
+        """Seconds from the poll just made (at ``elapsed``) to the next one."""
+        if elapsed < self.dense_from:
+            delay = min(self._gap, MAX_SPARSE_INTERVAL, self.dense_from - elapsed)
+            self._gap *= 1.5
+            return max(MIN_INTERVAL, delay)
+        if elapsed <= self.dense_until:
+            return MIN_INTERVAL
+        late = elapsed - self.dense_until
+        return min(MIN_INTERVAL + 0.1 * late, MAX_LATE_INTERVAL)
+
+    def fraction(self, elapsed: float) -> float:
+        """A rough progress estimate for display, never reaching 1 before the end."""
+        return min(0.95, elapsed / self.expected) if self.expected > 0 else 0.0
+
+
+def service_duration(output: dict) -> float | None:
+    """``end_time - submit_time`` of a task answer, in seconds, when both parse."""
+    try:
+        start = _parse_time(output["submit_time"])
+        end = _parse_time(output["end_time"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    seconds = (end - start).total_seconds()
+    return seconds if seconds > 0 else None
+
+
+def _parse_time(text: str) -> datetime.datetime:
+    # The service writes "2025-09-09 13:39:45.233" (its local time; only differences matter).
+    return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f")

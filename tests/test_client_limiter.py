@@ -1,0 +1,68 @@
+"""The pack never exceeds DashScope's per-model limits, whatever the number of callers."""
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from qwen_image_dashscope.api import ImageEditRequest, TextToImageRequest
+from qwen_image_dashscope.api.limiter import RateGate, key_fingerprint, limiter_for
+from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
+from qwen_image_dashscope.api.models import MODELS
+from test_client_support import fresh_limiters, make_client, png_bytes  # noqa: F401
+
+
+def test_six_concurrent_async_requests_stay_within_the_limits():
+    # Tasks outlast the 2-per-second rate window, so only the concurrency limit keeps a
+    # third task from being created while two run.
+    with Emulator(latency=1.1, rate_limits=True) as emu:
+        clients = [make_client(emu) for _ in range(3)]  # separate clients share the limiter
+        requests = [TextToImageRequest(f"picture {i}", seed=i) for i in range(6)]
+        with ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(lambda i: clients[i % 3].text_to_image(requests[i]),
+                                    range(6)))
+        stats = emu.stats
+        bucket = next(iter(stats["max_requests_per_second"]))
+        assert all(len(r.images) == 1 for r in results)
+        assert len({r.task_id for r in results}) == 6
+        assert stats["tasks_created"] == 6
+        assert stats["max_concurrent_tasks"][bucket] <= 2
+        assert stats["max_outstanding_tasks"][bucket] <= 2  # none even waited in the queue
+        assert stats["max_requests_per_second"][bucket] <= 2
+        assert stats["rate_limited"] == 0
+        for c in clients:
+            c.close()
+
+
+def test_concurrent_sync_calls_keep_the_request_rate():
+    with Emulator(latency=0.1, rate_limits=True) as emu, make_client(emu) as client:
+        request = ImageEditRequest("blue", images=(png_bytes(),), model="qwen-image-edit",
+                                   prompt_extend=None)
+        with ThreadPoolExecutor(5) as pool:
+            results = list(pool.map(lambda _: client.edit_image(request), range(5)))
+        stats = emu.stats
+        assert all(len(r.images) == 1 for r in results)
+        assert max(stats["max_requests_per_second"].values()) <= 2
+        assert stats["rate_limited"] == 0
+
+
+def test_registry_is_keyed_by_fingerprint_and_model():
+    spec = MODELS["qwen-image-plus"]
+    assert limiter_for(SINGAPORE_KEY, spec) is limiter_for(SINGAPORE_KEY, spec)
+    assert limiter_for(SINGAPORE_KEY, spec) is not limiter_for("sk-another-key", spec)
+    assert limiter_for(SINGAPORE_KEY, spec) is not limiter_for(SINGAPORE_KEY, MODELS["qwen-image"])
+    from qwen_image_dashscope.api import limiter
+
+    assert all(SINGAPORE_KEY not in key for key, _ in limiter._limiters)
+    assert (key_fingerprint(SINGAPORE_KEY), "qwen-image-plus") in limiter._limiters
+
+
+def test_rate_gate_slides():
+    import time
+
+    gate = RateGate(2, 0.2)
+    started = time.monotonic()
+    threads = [threading.Thread(target=gate.wait) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # 5 events at 2 per 0.25 s (window plus margin): the fifth waits two windows.
+    assert 0.45 <= time.monotonic() - started < 1.0

@@ -1,0 +1,73 @@
+"""Polling: the end of a task is noticed quickly, and no task is queried more than 2/s."""
+import statistics
+
+import pytest
+
+from qwen_image_dashscope.api import TextToImageRequest
+from qwen_image_dashscope.api.emulator import Emulator
+from qwen_image_dashscope.api.polling import (
+    ESTIMATOR,
+    MIN_INTERVAL,
+    DurationEstimator,
+    PollSchedule,
+    service_duration,
+)
+from test_client_support import api_requests, fresh_limiters, make_client  # noqa: F401
+
+
+def test_task_end_is_noticed_quickly_without_hammering():
+    with Emulator(latency=0.7) as emu, make_client(emu) as client:
+        results = [client.text_to_image(TextToImageRequest(f"picture {i}")) for i in range(3)]
+        tasks = {t["id"]: t for t in emu.tasks}
+        delays = []
+        for result in results:
+            polls = api_requests(emu, f"/tasks/{result.task_id}", "GET")
+            times = [p.time for p in polls]
+            gaps = [b - a for a, b in zip(times, times[1:])]
+            assert all(gap >= MIN_INTERVAL - 0.03 for gap in gaps), gaps
+            span = times[-1] - tasks[result.task_id]["submit_time"]
+            assert len(polls) <= 2 * span + 1
+            delays.append(times[-1] - tasks[result.task_id]["end_time"])
+        assert all(delay >= 0 for delay in delays)
+        assert statistics.median(delays) <= 0.5, delays
+        key = (emu.base_url("ap-southeast-1"), "qwen-image-plus", "async")
+        learned, _ = ESTIMATOR.expected(key)
+        assert learned == pytest.approx(0.7, abs=0.2)
+
+
+def _poll_times(schedule, until):
+    times, now = [], 0.0
+    while now < until:
+        now += schedule.next_delay(now)
+        times.append(now)
+    return times
+
+
+def test_schedule_for_the_real_service():
+    schedule = PollSchedule(expected=15.0, deviation=3.75)
+    times = _poll_times(schedule, 40.0)
+    gaps = [b - a for a, b in zip([0.0] + times, times)]
+    assert times[0] == MIN_INTERVAL  # an instant failure is seen at once
+    assert min(gaps) >= MIN_INTERVAL and max(gaps) <= 5.0
+    assert sum(1 for t in times if t <= 15.0) <= 22  # sparse early: far fewer than 2/s
+    # From shortly before the expected end until well after it, an end is seen within 0.5 s.
+    for end in [8.0 + 0.1 * k for k in range(200)]:
+        noticed = next(t for t in times if t >= end)
+        assert noticed - end <= MIN_INTERVAL + 1e-9, end
+    assert schedule.next_delay(200.0) == 3.0  # a task stuck in a queue is polled gently
+
+
+def test_estimator_adapts_fast():
+    estimator = DurationEstimator(initial=15.0)
+    key = ("https://example", "qwen-image-plus", "async")
+    assert estimator.expected(key) == (15.0, 3.75)
+    estimator.record(key, 4.0)
+    assert estimator.expected(key)[0] == 4.0  # the first real task replaces the prior
+    estimator.record(key, 6.0)
+    assert estimator.expected(key)[0] == 5.0
+
+
+def test_service_duration_from_task_times():
+    output = {"submit_time": "2025-09-09 13:39:20.659", "end_time": "2025-09-09 13:39:45.233"}
+    assert service_duration(output) == pytest.approx(24.574)
+    assert service_duration({"submit_time": "garbled"}) is None
