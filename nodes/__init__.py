@@ -1,0 +1,1 @@
+"""ComfyUI glue: widgets, tensor conversion, progress and interruption around ``api``."""

@@ -1,0 +1,287 @@
+"""The image-edit node run as ComfyUI runs it, against the emulator, with stand-in hooks."""
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from comfy_stubs.harness import (
+    pixels_sent,
+    png_pixels,
+    run_node,
+    saved_pixels,
+)
+
+from qwen_image_dashscope.api.errors import ValidationError
+from qwen_image_dashscope.nodes.image_edit import DashScopeQwenImageEdit as Edit
+
+pytest_plugins = ("comfy_stubs.fixtures",)  # the comfy and service fixtures
+
+
+def image(batch=1, height=400, width=520, channels=3, seed=0):
+    return torch.rand(batch, height, width, channels, generator=torch.Generator().manual_seed(seed))
+
+
+def edit_posts(emu):
+    return [r for r in emu.requests if r.method == "POST" and r.path.endswith("/generation")]
+
+
+def received(emu):
+    """Per edit request, in seed order: the decoded pixels of every input image it got."""
+    posts = sorted(edit_posts(emu), key=lambda r: r.json["parameters"]["seed"])
+    return [[png_pixels(data) for data in emu.input_images(post)] for post in posts]
+
+
+def served_pixels(emu):
+    return {png_pixels(data).tobytes() for data in emu.served_images.values()}
+
+
+def test_batch_of_edits_times_n_outputs_with_exact_pixels_both_ways(service, comfy):
+    inputs = image(batch=2)
+    images, prompts, info = run_node(Edit, image=inputs, prompt="make the sky pink", n=2, seed=10)
+
+    sent = pixels_sent(inputs)
+    got = received(service)
+    assert [len(r) for r in got] == [1, 1]
+    for index in range(2):
+        assert np.array_equal(got[index][0], sent[index])  # lossless: the very pixels
+    bodies = sorted((r.json for r in edit_posts(service)), key=lambda b: b["parameters"]["seed"])
+    assert [b["parameters"]["seed"] for b in bodies] == [10, 11]
+    assert all(b["parameters"]["n"] == 2 and "size" not in b["parameters"] for b in bodies)
+    assert all(b["parameters"]["prompt_extend"] is True for b in bodies)
+    assert all(b["input"]["messages"][0]["content"][-1] == {"text": "make the sky pink"}
+               for b in bodies)
+
+    assert tuple(images.shape)[0] == 4 and images.shape[-1] == 3
+    out = saved_pixels(images)
+    served = served_pixels(service)
+    assert len(served) == 4 and {frame.tobytes() for frame in out} == served
+    record = json.loads(info)
+    assert record["images"] == 4
+    assert [r["outputs"] for r in record["requests"]] == ["images 1-2/4", "images 3-4/4"]
+    assert [r["seed"] for r in record["requests"]] == [10, 11]
+    assert record["estimated_cost_usd"] == pytest.approx(0.12)
+    assert prompts.split("\n") == ["make the sky pink"] * 4
+
+
+def test_outputs_keep_the_order_edit_by_edit(service, comfy):
+    inputs = torch.stack([torch.zeros(400, 400, 3), torch.ones(400, 400, 3)])
+    images, _, _ = run_node(Edit, image=inputs, prompt="invert", n=1)
+    # The emulator inverts the last input: black in gives white out, and the reverse.
+    out = saved_pixels(images)
+    assert out[0, 200, 200].tolist() == [255, 255, 255]
+    assert out[1, 200, 200].tolist() == [0, 0, 0]
+
+
+def test_image2_and_image3_of_batch_1_are_shared_by_every_edit(service, comfy):
+    first, second = image(batch=3, seed=1), image(seed=2)
+    third = image(height=512, width=512, seed=3)
+    images, _, _ = run_node(Edit, image=first, image2=second, image3=third,
+                            prompt="image 1 wears the hat of image 2 in the room of image 3")
+    assert images.shape[0] == 3
+    got = received(service)
+    assert len(got) == 3
+    for index, edit in enumerate(got):
+        assert len(edit) == 3
+        assert np.array_equal(edit[0], pixels_sent(first)[index])
+        assert np.array_equal(edit[1], pixels_sent(second)[0])
+        assert np.array_equal(edit[2], pixels_sent(third)[0])
+
+
+def test_image2_of_the_same_batch_size_is_matched_one_to_one(service, comfy):
+    first, second = image(batch=2, seed=4), image(batch=2, seed=5)
+    run_node(Edit, image=first, image2=second, prompt="swap the faces of image 1 and image 2")
+    got = received(service)
+    for index in range(2):
+        assert np.array_equal(got[index][1], pixels_sent(second)[index])
+
+
+def test_mismatched_batches_are_a_clear_error_and_nothing_is_sent(service, comfy):
+    with pytest.raises(ValidationError) as caught:
+        run_node(Edit, image=image(batch=3), image2=image(batch=2), prompt="combine")
+    message = str(caught.value)
+    assert message.startswith("image2: batch sizes do not match (image has 3, image2 has 2)")
+    assert "batch of 1" in message and "or of 3" in message
+    assert service.requests == []
+
+
+def test_image3_without_image2_is_refused(service, comfy):
+    with pytest.raises(ValidationError, match="image3: is connected but image2 is not"):
+        run_node(Edit, image=image(), image3=image(), prompt="combine")
+    assert service.requests == []
+
+
+def test_rgba_greyscale_and_out_of_range_inputs(service, comfy):
+    rgba = torch.zeros(1, 400, 400, 4)
+    rgba[..., 0] = 1.0
+    rgba[:, :, :200, 3] = 1.0  # left half opaque red, right half transparent
+    grey = torch.linspace(0, 1, 400 * 400).reshape(1, 400, 400, 1)
+    wild = image(seed=6) * 1.6 - 0.3
+    wild[0, 0, 0, 0] = float("nan")
+    _, _, info = run_node(Edit, image=rgba, image2=grey, image3=wild, prompt="collage")
+    (edit,) = received(service)
+    assert edit[0][0, 0].tolist() == [255, 0, 0] and edit[0][0, 399].tolist() == [255, 255, 255]
+    assert np.array_equal(edit[1], np.repeat(pixels_sent(grey)[0], 3, axis=-1))
+    expected = pixels_sent(torch.nan_to_num(wild, nan=0.0))[0]
+    assert np.array_equal(edit[2], expected)
+    notes = json.loads(info)["notes"]
+    assert "image: the alpha channel was composited over white." in notes
+    assert any(n.startswith("image3: 1 NaN values were set to 0") for n in notes)
+    assert any(n.startswith("image3: ") and "outside 0..1" in n for n in notes)
+
+
+def test_inputs_outside_384_to_3072_px_are_resized(service, comfy):
+    small = image(height=200, width=300)
+    large = image(height=400, width=3200)
+    _, _, info = run_node(Edit, image=small, image2=large, prompt="combine")
+    (edit,) = received(service)
+    assert edit[0].shape == (384, 576, 3) and edit[1].shape == (384, 3072, 3)
+    notes = json.loads(info)["notes"]
+    rule = "(the service takes 384-3072 px per side)."
+    assert f"image: resized from 300x200 to 576x384 px {rule}" in notes
+    assert f"image2: resized from 3200x400 to 3072x384 px {rule}" in notes
+
+
+def test_impossible_aspect_ratio_is_refused_before_sending(service, comfy):
+    with pytest.raises(ValidationError, match=r"image: 4000x300 px has an aspect ratio"):
+        run_node(Edit, image=image(height=300, width=4000), prompt="widen")
+    assert service.requests == []
+
+
+@pytest.mark.parametrize("emulator", [{"body_limit": 0}], indirect=True)
+def test_an_input_over_10_mb_is_re_encoded_to_fit(service, comfy):
+    # body_limit 0: only the per-item rule of the reference applies here.
+    noise = torch.rand(1, 2000, 2400, 3, generator=torch.Generator().manual_seed(7))
+    _, _, info = run_node(Edit, image=noise, prompt="denoise")
+    (post,) = edit_posts(service)
+    item = post.json["input"]["messages"][0]["content"][0]["image"]
+    assert item.startswith("data:image/png;base64,") and len(item) <= 10485760
+    assert len(item) > 6 * 1024 * 1024  # it used the room the item limit gives
+    (edit,) = received(service)
+    assert edit[0].shape[0] < 2000 and 384 <= edit[0].shape[0]
+    assert any("downscaled from 2400x2000" in n for n in json.loads(info)["notes"])
+
+
+def test_a_body_refused_as_too_large_is_sent_again_within_the_body_limit(service, comfy):
+    # Three busy inputs of ~2.9 MB each: every item is fine, the 6 MiB body is not.
+    noise = [torch.rand(1, 900, 1100, 3, generator=torch.Generator().manual_seed(seed))
+             for seed in (1, 2, 3)]
+    images, _, info = run_node(Edit, image=noise[0], image2=noise[1], image3=noise[2],
+                               prompt="collage of image 1, image 2 and image 3")
+    assert images.shape[0] == 1
+    refused, accepted = edit_posts(service)
+    assert refused.status == 413 and accepted.status == 200
+    assert len(accepted.body) <= 6 * 1024 * 1024
+    assert service.stats["images_billed"] == 1
+    notes = json.loads(info)["notes"]
+    assert sum("refused the first one as too large; nothing was billed" in n for n in notes) == 3
+    for data in service.input_images(accepted):
+        assert png_pixels(data).shape[0] < 900  # downscaled: noise has no lossless way down
+
+
+def test_custom_size_is_sent_for_n_1(service, comfy):
+    images, _, _ = run_node(Edit, image=image(), prompt="widen", size="custom", width=1280,
+                            height=720)
+    (post,) = edit_posts(service)
+    assert post.json["parameters"]["size"] == "1280*720"
+    assert tuple(images.shape) == (1, 720, 1280, 3)
+
+
+def test_qwen_image_edit_gets_no_prompt_extend_and_info_says_so(service, comfy):
+    _, _, info = run_node(Edit, image=image(), prompt="remove the tree", model="qwen-image-edit",
+                          prompt_extend=True)
+    (post,) = edit_posts(service)
+    assert post.json["model"] == "qwen-image-edit"
+    assert "prompt_extend" not in post.json["parameters"]
+    record = json.loads(info)
+    assert any("prompt_extend is not sent" in n and "qwen-image-edit" in n for n in record["notes"])
+    assert record["estimated_cost_usd"] == pytest.approx(0.045)
+
+
+def test_progress_text_and_bar_count_the_images(service, comfy):
+    service.set_latency(0.5)
+    run_node(Edit, image=image(batch=2), prompt="paint it", n=3, unique_id="9")
+    texts = comfy.server.PromptServer.instance.texts_for("9")
+    assert any("images 1-3/6: running" in t for t in texts)
+    assert texts[-1] == "images 1-3/6: done\nimages 4-6/6: done"
+    assert comfy.utils.bars == [(6, "9")]
+    assert comfy.utils.updates[-1] == ("9", 6, 6)
+
+
+def test_cancel_returns_at_once_and_the_paid_result_still_lands_in_the_store(service, comfy):
+    service.set_latency(1.5)
+    mm = comfy.model_management
+    pressed, timing = {}, {}
+
+    def press_cancel_once_sent():
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not edit_posts(service):
+            time.sleep(0.02)
+        time.sleep(0.1)
+        pressed["at"] = time.monotonic()
+        mm.interrupt_current_processing()
+
+    threading.Thread(target=press_cancel_once_sent, daemon=True).start()
+    with pytest.raises(mm.InterruptProcessingException):
+        run_node(Edit, timing=timing, image=image(), prompt="paint it", seed=1)
+    assert timing["ended"] - pressed["at"] < 0.4  # the call itself takes 1.5 s
+    store = Path(comfy.folder_paths.get_output_directory())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not list((store / "qwen-image").rglob("*.png")):
+        time.sleep(0.05)
+    assert len(list((store / "qwen-image").rglob("*.png"))) == 1
+
+
+def test_cancel_while_inputs_are_encoded_sends_nothing(service, comfy):
+    big = torch.rand(1, 2000, 2400, 3, generator=torch.Generator().manual_seed(8))  # ~1-2 s
+    mm = comfy.model_management
+    timing = {}
+    threading.Timer(0.2, mm.interrupt_current_processing).start()
+    started = time.monotonic()
+    with pytest.raises(mm.InterruptProcessingException):
+        run_node(Edit, timing=timing, image=big, prompt="paint it")
+    assert timing["ended"] - started < 0.6
+    assert service.requests == []  # run_node returned after the encoding thread ended
+
+
+@pytest.mark.parametrize("inputs, expected", [
+    ({"n": 2, "size": "custom"}, "size: can be set only when n is 1"),
+    ({"n": 2, "model": "qwen-image-edit"},
+     "n: 2 images asked for; qwen-image-edit makes 1 per call"),
+    ({"n": 7}, "n: 7 images asked for"),
+    ({"size": "custom", "width": 4000}, "size: 4000*1024 has a side outside 512-2048 pixels"),
+    ({"size": "custom", "height": 256}, "size: 1024*256 has a side outside 512-2048 pixels"),
+    ({"size": "custom", "model": "qwen-image-edit"},
+     "size: qwen-image-edit does not take an output size"),
+    ({"size": "1024*1024"}, "size: '1024*1024' is not in the list"),
+    ({"prompt": "字" * 801}, "prompt: is 801 characters long, over the limit of 800"),
+    ({"negative_prompt": "n" * 501},
+     "negative_prompt: is 501 characters long, over the limit of 500"),
+    ({"seed": 2147483648}, "seed: 2147483648 is out of range"),
+    ({"model": "wan2.5-i2i"}, "model: 'wan2.5-i2i' is not in the list"),
+])
+def test_validate_inputs_refuses_at_queue_time(inputs, expected, service):
+    values = {"prompt": "edit", "negative_prompt": "", "model": "qwen-image-edit-plus", "n": 1,
+              "size": "auto", "width": 1024, "height": 1024, "seed": 0, "custom_model": "",
+              **inputs}
+    message = Edit.VALIDATE_INPUTS(**values)
+    assert isinstance(message, str) and message.startswith(expected), message
+    assert service.requests == []
+
+
+def test_validate_inputs_accepts_what_it_cannot_judge_yet():
+    # Linked inputs are None at queue time; width and height matter only with size=custom.
+    assert Edit.VALIDATE_INPUTS(prompt=None, negative_prompt=None, model="qwen-image-edit-plus",
+                                n=None, size="custom", width=None, height=1024, seed=None) is True
+    assert Edit.VALIDATE_INPUTS(prompt="edit", model="qwen-image-edit-plus", n=6, size="auto",
+                                width=4000, height=1024, seed=0) is True
+    assert Edit.VALIDATE_INPUTS(prompt="edit", model="qwen-image-edit-plus", n=3, size="auto",
+                                seed=0, custom_model="qwen-image-edit-next") is True
+
+
+def test_run_time_refusal_sends_nothing(service, comfy):
+    with pytest.raises(ValidationError, match="size: can be set only when n is 1"):
+        run_node(Edit, image=image(), prompt="edit", n=2, size="custom")
+    assert service.requests == []

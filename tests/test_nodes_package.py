@@ -1,0 +1,234 @@
+"""The pack as ComfyUI loads it: import, node definitions, help pages, example workflows."""
+import inspect
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import qwen_image_dashscope as pack
+from qwen_image_dashscope.nodes.comfy_bridge import Comfy
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+# ComfyUI's built-in Qwen node ids (a pack node with the same id would be dropped silently).
+BUILTIN_QWEN_IDS = {"TextEncodeQwenImageEdit", "TextEncodeQwenImageEditPlus", "ModelMergeQwenImage",
+                    "QwenImageDiffsynthControlnet", "EmptyQwenImageLayeredLatentImage"}
+
+
+def load_in_subprocess(tmp_path, preload_torch: bool) -> dict:
+    """Import the repository the way ComfyUI's load_custom_node does, from a hyphenated folder."""
+    custom_nodes = tmp_path / "custom_nodes"
+    custom_nodes.mkdir(exist_ok=True)
+    folder = custom_nodes / "ComfyUI-Qwen-Image"
+    if not folder.exists():
+        folder.symlink_to(REPO, target_is_directory=True)
+    code = f"""
+import importlib.util, json, sys, time
+{"import torch" if preload_torch else ""}
+before = set(sys.modules)
+module_path = {str(folder)!r}
+name = module_path.replace(".", "_x_")  # as ComfyUI names it
+start = time.perf_counter()
+spec = importlib.util.spec_from_file_location(name, module_path + "/__init__.py")
+module = importlib.util.module_from_spec(spec)
+sys.modules[name] = module
+spec.loader.exec_module(module)
+print(json.dumps({{"seconds": time.perf_counter() - start,
+                   "new": sorted(set(sys.modules) - before),
+                   "nodes": sorted(module.NODE_CLASS_MAPPINGS),
+                   "names": module.NODE_DISPLAY_NAME_MAPPINGS,
+                   "web": module.WEB_DIRECTORY}}))
+"""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("DASHSCOPE_") and k != "PYTHONPATH"}
+    env["HOME"] = str(tmp_path)  # no key file either
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_imports_under_a_hyphenated_folder_without_key_torch_or_http(tmp_path):
+    loaded = load_in_subprocess(tmp_path, preload_torch=False)
+    assert loaded["nodes"] == ["DashScopeQwenImageEdit", "DashScopeQwenImageTextToImage"]
+    assert loaded["web"] == "./web"
+    heavy = ("torch", "numpy", "PIL", "requests", "urllib3", "asyncio", "comfy", "server",
+             "folder_paths", "ssl")
+    pulled = [m for m in loaded["new"] if m.split(".")[0] in heavy]
+    assert pulled == []
+
+
+def test_import_is_fast_once_torch_is_loaded(tmp_path):
+    loaded = load_in_subprocess(tmp_path, preload_torch=True)
+    assert loaded["seconds"] <= 0.1, loaded["seconds"]
+
+
+def test_node_ids_and_display_names_cannot_clash_with_comfyui():
+    assert set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
+    for node_id, name in pack.NODE_DISPLAY_NAME_MAPPINGS.items():
+        assert node_id.startswith("DashScopeQwenImage") and node_id not in BUILTIN_QWEN_IDS
+        assert "(DashScope)" in name
+
+
+@pytest.mark.parametrize("node_id", sorted(pack.NODE_CLASS_MAPPINGS))
+def test_node_definition(node_id):
+    cls = pack.NODE_CLASS_MAPPINGS[node_id]
+    types = cls.INPUT_TYPES()
+    assert types["hidden"] == {"unique_id": "UNIQUE_ID"}
+    inputs = {**types["required"], **types.get("optional", {})}
+    for name, spec in inputs.items():
+        assert len(spec) == 2 and spec[1].get("tooltip"), f"{name} has no tooltip"
+    assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == 3
+    assert cls.RETURN_TYPES == ("IMAGE", "STRING", "STRING")
+    assert cls.CATEGORY.startswith("api node/") and len(cls.DESCRIPTION) > 100
+    assert inspect.iscoroutinefunction(getattr(cls, cls.FUNCTION))
+    # ComfyUI passes VALIDATE_INPUTS only the inputs it names: a misspelt name would mean
+    # a rule that never runs.
+    named = inspect.getfullargspec(cls.VALIDATE_INPUTS).args[1:]
+    assert named and set(named) <= set(inputs)
+    assert types["required"]["seed"][1]["control_after_generate"] is True
+    assert types["required"]["seed"][1]["max"] == 2147483647
+    assert (REPO / "web" / "docs" / f"{node_id}.md").is_file()
+
+
+def test_without_comfyui_the_hooks_fall_back_quietly(monkeypatch, tmp_path):
+    for name in ("comfy", "comfy.utils", "comfy.model_management", "server", "folder_paths"):
+        assert name not in sys.modules
+    comfy = Comfy()
+    assert comfy.interrupted() is False
+    assert comfy.progress_bar(3, "1") is None
+    comfy.send_text("running 1 s", "1")  # logged, not sent
+    from qwen_image_dashscope.api.errors import CancelledError
+
+    with pytest.raises(CancelledError):
+        comfy.raise_interrupted()
+    monkeypatch.delenv("QWEN_IMAGE_STORE_DIR", raising=False)
+    assert comfy.store_directory() == Path("qwen-image-output")
+    monkeypatch.setenv("QWEN_IMAGE_STORE_DIR", str(tmp_path / "kept"))
+    assert comfy.store_directory() == tmp_path / "kept"
+
+
+# -- example workflows ----------------------------------------------------------------------
+
+# Built-in nodes the examples use: widget names in order, input and output socket types.
+BUILTIN = {
+    "SaveImage": (["filename_prefix"], ["IMAGE"], []),
+    "LoadImage": (["image", "upload"], [], ["IMAGE", "MASK"]),
+    "VAEEncode": ([], ["IMAGE", "VAE"], ["LATENT"]),
+    "VAEDecode": ([], ["LATENT", "VAE"], ["IMAGE"]),
+    "CheckpointLoaderSimple": (["ckpt_name"], [], ["MODEL", "CLIP", "VAE"]),
+    "CLIPTextEncode": (["text"], ["CLIP"], ["CONDITIONING"]),
+    "KSampler": (["seed", "control_after_generate", "steps", "cfg", "sampler_name", "scheduler",
+                  "denoise"], ["MODEL", "CONDITIONING", "CONDITIONING", "LATENT"], ["LATENT"]),
+}
+CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
+
+
+def pack_node_shape(cls):
+    """(widget names in frontend order, input socket types, output types) of a pack node."""
+    types = cls.INPUT_TYPES()
+    widgets, sockets = [], []
+    for name, spec in {**types["required"], **types.get("optional", {})}.items():
+        if isinstance(spec[0], list) or spec[0] in WIDGET_TYPES:
+            widgets.append(name)
+            if spec[1].get("control_after_generate"):
+                widgets.append("control_after_generate")
+        else:
+            sockets.append(spec[0])
+    return widgets, sockets, list(cls.RETURN_TYPES)
+
+
+def test_there_are_five_example_workflows():
+    assert [p.name for p in WORKFLOWS] == [
+        "qwen-image-edit-multi-round.json", "qwen-image-edit-three-image-fusion.json",
+        "qwen-image-edit.json", "qwen-image-refine-locally.json", "qwen-image-text-to-image.json"]
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_example_workflow_is_valid_ui_format(path):
+    workflow = json.loads(path.read_text(encoding="utf-8"))
+    assert set(workflow) == {"last_node_id", "last_link_id", "nodes", "links", "groups", "config",
+                             "extra", "version"}
+    assert workflow["version"] == 0.4
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    assert len(nodes) == len(workflow["nodes"]) and workflow["last_node_id"] >= max(nodes)
+    assert workflow["last_link_id"] >= max(link[0] for link in workflow["links"])
+    assert sorted(node["order"] for node in nodes.values()) == list(range(len(nodes)))
+
+    for node in nodes.values():
+        assert {"id", "type", "pos", "size", "flags", "order", "mode", "inputs", "outputs",
+                "properties", "widgets_values"} <= set(node)
+        assert node["properties"]["Node name for S&R"] == node["type"]
+        if node["type"] in pack.NODE_CLASS_MAPPINGS:
+            cls = pack.NODE_CLASS_MAPPINGS[node["type"]]
+            widgets, sockets, outputs = pack_node_shape(cls)
+            check_pack_widgets(cls, widgets, node["widgets_values"])
+        else:
+            widgets, sockets, outputs = BUILTIN[node["type"]]
+        assert len(node["widgets_values"]) == len(widgets), node["type"]
+        assert [i["type"] for i in node["inputs"]] == sockets, node["type"]
+        assert [o["type"] for o in node["outputs"]] == outputs, node["type"]
+        if "control_after_generate" in widgets:
+            assert node["widgets_values"][widgets.index("control_after_generate")] in CONTROL_VALUES
+
+    for link_id, source, source_slot, target, target_slot, kind in workflow["links"]:
+        output = nodes[source]["outputs"][source_slot]
+        socket = nodes[target]["inputs"][target_slot]
+        assert output["type"] == socket["type"] == kind
+        assert link_id in output["links"] and socket["link"] == link_id
+    linked = {link[0] for link in workflow["links"]}
+    for node in nodes.values():
+        for socket in node["inputs"]:
+            assert socket["link"] is None or socket["link"] in linked
+        for output in node["outputs"]:
+            assert all(link in linked for link in output["links"] or [])
+
+
+def check_pack_widgets(cls, widgets, values):
+    """Every value is one the widget allows, and the node's queue-time check accepts them."""
+    assert len(values) == len(widgets)
+    types = cls.INPUT_TYPES()
+    inputs = {**types["required"], **types.get("optional", {})}
+    named = {}
+    for name, value in zip(widgets, values):
+        if name == "control_after_generate":
+            continue
+        kind, options = inputs[name]
+        if isinstance(kind, list):
+            assert value in kind, (name, value)
+        elif kind == "INT":
+            assert isinstance(value, int) and options["min"] <= value <= options["max"], name
+        elif kind == "BOOLEAN":
+            assert isinstance(value, bool), name
+        else:
+            assert isinstance(value, str), name
+        named[name] = value
+    accepted = inspect.getfullargspec(cls.VALIDATE_INPUTS).args[1:]
+    assert cls.VALIDATE_INPUTS(**{k: v for k, v in named.items() if k in accepted}) is True
+
+
+def test_example_workflows_cover_the_five_graphs():
+    def graph(name):
+        workflow = json.loads((REPO / "example_workflows" / name).read_text(encoding="utf-8"))
+        return sorted(node["type"] for node in workflow["nodes"]), workflow
+
+    types, _ = graph("qwen-image-text-to-image.json")
+    assert types == ["DashScopeQwenImageTextToImage", "SaveImage"]
+    types, _ = graph("qwen-image-edit.json")
+    assert types == ["DashScopeQwenImageEdit", "LoadImage", "SaveImage"]
+    types, fusion = graph("qwen-image-edit-three-image-fusion.json")
+    assert types == ["DashScopeQwenImageEdit"] + ["LoadImage"] * 3 + ["SaveImage"]
+    edit = next(n for n in fusion["nodes"] if n["type"] == "DashScopeQwenImageEdit")
+    assert all(socket["link"] is not None for socket in edit["inputs"])  # image, image2, image3
+    types, chain = graph("qwen-image-edit-multi-round.json")
+    assert types == ["DashScopeQwenImageEdit"] * 2 + ["LoadImage", "SaveImage"]
+    edits = [n["id"] for n in chain["nodes"] if n["type"] == "DashScopeQwenImageEdit"]
+    assert any(link[1] == edits[0] and link[3] == edits[1] for link in chain["links"])
+    types, _ = graph("qwen-image-refine-locally.json")
+    assert types == ["CLIPTextEncode", "CLIPTextEncode", "CheckpointLoaderSimple",
+                     "DashScopeQwenImageTextToImage", "KSampler", "SaveImage", "VAEDecode",
+                     "VAEEncode"]

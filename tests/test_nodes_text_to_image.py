@@ -1,0 +1,248 @@
+"""The text-to-image node run as ComfyUI runs it, against the emulator, with stand-in hooks."""
+import json
+import re
+import threading
+import time
+
+import numpy as np
+import pytest
+from comfy_stubs.harness import png_pixels, run_node, saved_pixels
+
+from qwen_image_dashscope.api.emulator import BEIJING_KEY
+from qwen_image_dashscope.api.errors import MissingApiKeyError, TaskFailedError, ValidationError
+from qwen_image_dashscope.nodes.text_to_image import SIZES, DashScopeQwenImageTextToImage as T2I
+
+SQUARE = "1328*1328 (1:1)"
+WIDE = "1664*928 (16:9)"
+
+pytest_plugins = ("comfy_stubs.fixtures",)  # the comfy and service fixtures
+
+
+def generation_posts(emu):
+    return [r for r in emu.requests if r.method == "POST" and r.path.endswith(
+        ("/image-synthesis", "/generation"))]
+
+
+def served_by_seed(emu):
+    served = emu.served_images
+    return {task["seed"]: served[task["urls"][0]] for task in emu.tasks if task["urls"]}
+
+
+def test_batch_uses_consecutive_seeds_and_returns_the_served_pixels(service, comfy):
+    images, prompts, info = run_node(T2I, prompt="a red kite over a beach", size=WIDE,
+                                     seed=41, batch=3)
+    bodies = [r.json for r in generation_posts(service)]
+    assert sorted(b["parameters"]["seed"] for b in bodies) == [41, 42, 43]
+    assert all(b["parameters"]["size"] == "1664*928" for b in bodies)
+    assert all(b["parameters"]["prompt_extend"] is True for b in bodies)
+    assert all(b["parameters"]["watermark"] is False for b in bodies)
+    assert all(r.path.endswith("/image-synthesis") for r in generation_posts(service))  # async
+
+    assert images.dtype.is_floating_point and tuple(images.shape) == (3, 928, 1664, 3)
+    by_seed = served_by_seed(service)
+    for index, seed in enumerate((41, 42, 43)):
+        served = png_pixels(by_seed[seed])
+        assert np.array_equal(saved_pixels(images[index:index + 1])[0], served)
+        assert np.array_equal(images[index].numpy(), served.astype(np.float32) / np.float32(255))
+
+    record = json.loads(info)
+    assert record["images"] == 3 and record["region"] == "ap-southeast-1"
+    assert [r["seed"] for r in record["requests"]] == [41, 42, 43]
+    assert all(r["task_id"] and r["request_id"] and not r["from_store"] for r in record["requests"])
+    assert record["requests"][0]["sizes"] == ["1664*928"]
+    assert record["estimated_cost_usd"] == pytest.approx(0.09)
+    assert record["failures"] == []
+    # prompt_extend rewrote the prompt: one line per image, the rewritten one.
+    lines = prompts.split("\n")
+    assert len(lines) == 3
+    assert all(line.startswith("a red kite over a beach") and line != "a red kite over a beach"
+               for line in lines)
+    assert lines[0] == record["requests"][0]["actual_prompt"]
+
+
+def test_sync_interface_without_prompt_extend(service, comfy):
+    images, prompts, _ = run_node(T2I, prompt="line one\nline two", interface="sync",
+                                  prompt_extend=False, watermark=True, seed=7)
+    (post,) = generation_posts(service)
+    assert post.path.endswith("/multimodal-generation/generation")
+    assert post.json["parameters"]["prompt_extend"] is False
+    assert post.json["parameters"]["watermark"] is True
+    assert post.json["input"]["messages"][0]["content"] == [{"text": "line one\nline two"}]
+    assert prompts == "line one line two"  # one line per image
+    (served,) = service.served_images.values()
+    assert np.array_equal(saved_pixels(images)[0], png_pixels(served))
+
+
+def test_progress_text_and_progress_bar(service, comfy):
+    service.set_latency(0.6)
+    run_node(T2I, prompt="a lighthouse", batch=2, unique_id="42")
+    texts = comfy.server.PromptServer.instance.texts_for("42")
+    assert any("image 1/2: queued" in t or "image 1/2: running" in t for t in texts)
+    lines = [line for text in texts for line in text.split("\n")]
+    assert any(re.fullmatch(r"image [12]/2: (queued|running) \d+ s", line) for line in lines)
+    assert texts[-1] == "image 1/2: done\nimage 2/2: done"
+    assert comfy.utils.bars == [(2, "42")]
+    updates = comfy.utils.updates
+    assert updates and all(node == "42" and total == 2 for node, _, total in updates)
+    values = [value for _, value, _ in updates]
+    assert values == sorted(values) and values[-1] == 2
+    assert comfy.model_management.polls >= 5  # it looked at the Cancel flag while waiting
+
+
+def test_cancel_cancels_a_queued_task_and_reports_interrupted(service, comfy):
+    # Another client of the same account keeps both task slots busy, so the node's task
+    # waits PENDING at DashScope.
+    import requests
+
+    from qwen_image_dashscope.api.emulator import SINGAPORE_KEY
+
+    service.set_latency(5.0)
+    for _ in range(2):
+        requests.post(
+            service.base_url("ap-southeast-1") + "/services/aigc/text2image/image-synthesis",
+            headers={"Authorization": f"Bearer {SINGAPORE_KEY}", "X-DashScope-Async": "enable"},
+            json={"model": "qwen-image-plus", "input": {"prompt": "busy"}}, timeout=5)
+    time.sleep(1.05)  # the emulator's 2 task creations per second
+    mm = comfy.model_management
+    pressed = {}
+
+    def press_cancel_once_queued():
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(service.tasks) < 3:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        pressed["at"] = time.monotonic()
+        mm.interrupt_current_processing()
+
+    threading.Thread(target=press_cancel_once_queued, daemon=True).start()
+    timing = {}
+    with pytest.raises(mm.InterruptProcessingException):
+        run_node(T2I, timing=timing, prompt="a queued cat", seed=3)
+    assert timing["ended"] - pressed["at"] < 0.4
+    assert mm.raised == 1 and not mm.processing_interrupted()
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        statuses = {t["request"]["input"]["prompt"]: t["status"] for t in service.tasks}
+        if statuses.get("a queued cat") == "CANCELED":
+            break
+        time.sleep(0.05)
+    assert statuses["a queued cat"] == "CANCELED"
+    assert service.stats["images_billed"] == 0
+
+
+def test_reuse_stored_serves_an_identical_request_from_the_store(service, comfy):
+    first, _, info1 = run_node(T2I, prompt="a paper boat", seed=5)
+    calls = len(generation_posts(service))
+    second, _, info2 = run_node(T2I, prompt="a paper boat", seed=5)
+    assert len(generation_posts(service)) == calls  # nothing sent
+    assert np.array_equal(first.numpy(), second.numpy())
+    record = json.loads(info2)
+    assert record["requests"][0]["from_store"] is True
+    assert record["estimated_cost_usd"] == 0
+    assert any("served from the result store" in note for note in record["notes"])
+    files = json.loads(info1)["requests"][0]["files"]
+    assert files and files[0].startswith(str(comfy.folder_paths.get_output_directory()))
+    assert "/qwen-image/" in files[0]
+    run_node(T2I, prompt="a paper boat", seed=5, reuse_stored=False)
+    assert len(generation_posts(service)) == calls + 1
+
+
+def test_store_directory_follows_the_environment(service, comfy, tmp_path, monkeypatch):
+    monkeypatch.setenv("QWEN_IMAGE_STORE_DIR", str(tmp_path / "elsewhere"))
+    _, _, info = run_node(T2I, prompt="a stored kite", seed=1)
+    assert json.loads(info)["requests"][0]["files"][0].startswith(str(tmp_path / "elsewhere"))
+
+
+def test_region_override_uses_that_regions_key_and_price(service, comfy, monkeypatch):
+    monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL_CN_BEIJING", service.base_url("cn-beijing"))
+    monkeypatch.setenv("DASHSCOPE_API_KEY_CN_BEIJING", BEIJING_KEY)
+    _, _, info = run_node(T2I, prompt="a tea house", region="cn-beijing (Beijing)")
+    assert {r.region for r in generation_posts(service)} == {"cn-beijing"}
+    record = json.loads(info)
+    assert record["region"] == "cn-beijing"
+    assert record["estimated_cost_usd"] == pytest.approx(0.028671)
+
+
+def test_partial_failure_fail_raises_the_error_with_its_message(service, comfy):
+    service.inject("task_failed", count=1)
+    with pytest.raises(TaskFailedError) as caught:
+        run_node(T2I, prompt="two kites", batch=2, interface="async")
+    assert "InternalError.Algo" in str(caught.value) and "not billed" in str(caught.value)
+
+
+def test_partial_failure_return_successful_lists_the_failure(service, comfy):
+    service.inject("task_failed", count=1)
+    images, prompts, info = run_node(T2I, prompt="two kites", batch=2,
+                                     on_partial_failure="return successful")
+    assert images.shape[0] == 1 and len(prompts.split("\n")) == 1
+    (failure,) = json.loads(info)["failures"]
+    assert failure["error"] == "TaskFailedError" and "InternalError.Algo" in failure["message"]
+
+
+def test_all_failed_raises_even_when_returning_successful(service, comfy):
+    service.inject("task_failed", count=2)
+    with pytest.raises(TaskFailedError):
+        run_node(T2I, prompt="two kites", batch=2, on_partial_failure="return successful")
+
+
+def test_missing_key_is_a_clear_error_at_run_time_and_nothing_is_sent(service, comfy, monkeypatch):
+    monkeypatch.delenv("DASHSCOPE_API_KEY")
+    with pytest.raises(MissingApiKeyError) as caught:
+        run_node(T2I, prompt="a cat")
+    message = str(caught.value)
+    assert "No DashScope API key" in message and "DASHSCOPE_API_KEY" in message
+    assert "never taken from a node widget" in message
+    assert service.requests == []
+
+
+def test_custom_model_is_sent_as_written_and_the_service_error_arrives_intact(service, comfy):
+    assert T2I.VALIDATE_INPUTS(prompt="a cat", model="qwen-image-plus", size=SQUARE, seed=0,
+                               custom_model="qwen-image-max-preview") is True
+    with pytest.raises(Exception) as caught:
+        run_node(T2I, prompt="a cat", custom_model=" qwen-image-max-preview ")
+    (post,) = generation_posts(service)
+    assert post.json["model"] == "qwen-image-max-preview"
+    assert "Model not exist" in str(caught.value) and "InvalidParameter" in str(caught.value)
+
+
+@pytest.mark.parametrize("inputs, expected", [
+    ({"prompt": "x" * 801}, "prompt: is 801 characters long, over the limit of 800"),
+    ({"prompt": ""}, "prompt: is empty"),
+    ({"negative_prompt": "n" * 501}, "negative_prompt: is 501 characters long"),
+    ({"seed": -1}, "seed: -1 is out of range"),
+    ({"seed": 2147483648}, "seed: 2147483648 is out of range"),
+    ({"size": "1024*1024"}, "size: '1024*1024' is not in the list"),
+    ({"model": "qwen-image-edit-plus"}, "model: 'qwen-image-edit-plus' is not in the list"),
+])
+def test_validate_inputs_refuses_at_queue_time(inputs, expected, service):
+    values = {"prompt": "a cat", "negative_prompt": "", "model": "qwen-image-plus",
+              "size": SQUARE, "seed": 0, "custom_model": "", **inputs}
+    message = T2I.VALIDATE_INPUTS(**values)
+    assert isinstance(message, str) and message.startswith(expected), message
+    assert service.requests == []
+
+
+def test_validate_inputs_accepts_linked_and_missing_inputs():
+    # Linked inputs arrive as None at queue time; optional inputs may be absent.
+    assert T2I.VALIDATE_INPUTS(prompt=None, negative_prompt=None, model="qwen-image",
+                               size=SQUARE, seed=None) is True
+    assert T2I.VALIDATE_INPUTS(prompt="a cat", model="qwen-image-plus", size=SQUARE,
+                               seed=2147483647) is True
+
+
+def test_run_time_validation_sends_nothing(service, comfy):
+    with pytest.raises(ValidationError, match="prompt: is 801 characters long"):
+        run_node(T2I, prompt="x" * 801, batch=3)
+    assert service.requests == []
+
+
+def test_seeds_wrap_past_the_largest(service, comfy):
+    run_node(T2I, prompt="wrap", seed=2147483647, batch=2, interface="sync")
+    seeds = sorted(r.json["parameters"]["seed"] for r in generation_posts(service))
+    assert seeds == [0, 2147483647]
+
+
+def test_every_size_label_names_a_size_and_its_aspect():
+    assert list(SIZES) == ["1664*928 (16:9)", "1472*1140 (4:3)", "1328*1328 (1:1)",
+                           "1140*1472 (3:4)", "928*1664 (9:16)"]
+    assert T2I.INPUT_TYPES()["required"]["size"][1]["default"] == SQUARE
