@@ -1,0 +1,251 @@
+"""``qwen-image``: the command line on the same client the nodes use.
+
+    qwen-image generate "a cat on a sofa" --size 1664*928 --out ./images
+    qwen-image edit "make the cat blue" cat.png --n 2
+    qwen-image doctor          # configuration, and which region the key belongs to
+    qwen-image emulator        # the bundled DashScope stand-in on 127.0.0.1
+    qwen-image demo            # generate + edit; on the emulator when no key is set
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .config import Config, other_region
+from .errors import QwenImageError
+from .models import DEFAULT_MODEL, IMAGE_EDIT, MODELS, TEXT_TO_IMAGE, TEXT_TO_IMAGE_SIZES
+
+DEFAULT_OUT = Path("qwen-image-output")
+log = logging.getLogger("qwen_image")
+
+
+def _status_printer(stream=sys.stderr):
+    """One self-overwriting status line while a call waits (queued / running, seconds)."""
+    def show(progress):
+        line = f"\r{progress.stage:<11} {progress.elapsed:5.1f} s"
+        if progress.task_id:
+            line += f"  task {progress.task_id}"
+        stream.write(line.ljust(70))
+        stream.flush()
+        if progress.stage == "done":
+            stream.write("\n")
+    return show
+
+
+@contextlib.contextmanager
+def _cancel_on_ctrl_c():
+    """Ctrl-C sets the client's cancel event, so a queued task is cancelled remotely."""
+    event = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        if event.is_set():  # a second Ctrl-C leaves at once
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+        sys.stderr.write("\ncancelling… (Ctrl-C again to quit at once)\n")
+        event.set()
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _client(args, config: Config | None = None):
+    from .client import QwenImageClient
+    from .store import ResultStore
+
+    config = config or Config.resolve(region=getattr(args, "region", None))
+    return QwenImageClient(config, store=ResultStore(Path(args.out)))
+
+
+def _report(result, stream=sys.stdout) -> None:
+    for image in result.images:
+        stream.write(f"{image.saved_path or image.url}  ({image.width}x{image.height})\n")
+    cost = f"${result.cost_usd:.4f}" if result.cost_usd is not None else "unknown"
+    stream.write(f"model {result.model}, region {result.region}, estimated cost {cost}"
+                 + (f", task {result.task_id}" if result.task_id else "")
+                 + (f", request {result.request_id}" if result.request_id else "") + "\n")
+    if result.actual_prompt and result.actual_prompt != result.orig_prompt:
+        stream.write(f"prompt used: {result.actual_prompt}\n")
+    for note in result.notes:
+        stream.write(f"note: {note}\n")
+
+
+def _generate(client, args) -> int:
+    from .schema import TextToImageRequest
+
+    request = TextToImageRequest(
+        prompt=args.prompt, model=args.model, negative_prompt=args.negative_prompt,
+        size=args.size, prompt_extend=args.prompt_extend, watermark=args.watermark,
+        seed=args.seed)
+    with _cancel_on_ctrl_c() as cancel:
+        result = client.text_to_image(request, interface=args.interface,
+                                      on_progress=_status_printer(), cancel_event=cancel)
+    _report(result)
+    return 0
+
+
+def _edit(client, args) -> int:
+    from .schema import ImageEditRequest
+
+    images = tuple(path if path.startswith(("http://", "https://", "oss://"))
+                   else Path(path).read_bytes() for path in args.images)
+    size = args.size.replace("x", "*") if args.size else None
+    request = ImageEditRequest(
+        prompt=args.prompt, images=images, model=args.model, negative_prompt=args.negative_prompt,
+        size=size, n=args.n, prompt_extend=args.prompt_extend if MODELS.get(
+            args.model, MODELS[DEFAULT_MODEL[IMAGE_EDIT]]).prompt_extend else None,
+        watermark=args.watermark, seed=args.seed)
+    with _cancel_on_ctrl_c() as cancel:
+        result = client.edit_image(request, on_progress=_status_printer(), cancel_event=cancel)
+    _report(result)
+    return 0
+
+
+def cmd_generate(args) -> int:
+    return _generate(_client(args), args)
+
+
+def cmd_edit(args) -> int:
+    return _edit(_client(args), args)
+
+
+def cmd_doctor(args) -> int:
+    """Per region: the URL, the key that serves it, and whether the service accepts it.
+
+    The check is a task query for a random id (answered UNKNOWN for a valid key, 401 for
+    an invalid one), so it costs nothing.
+    """
+    from .client import QwenImageClient
+
+    default = Config.resolve(region=args.region)
+    out = sys.stdout
+    out.write(f"default region  {default.region} ({default.region_info.name})\n")
+    accepted = {}
+    for region in (default.region, other_region(default.region)):
+        config = Config.resolve(region=region)
+        name = config.region_info.name
+        out.write(f"{name:<10} URL  {config.base_url}  [{config.base_url_origin}]\n")
+        if config.key_source is None:
+            out.write(f"{name:<10} key  none (DASHSCOPE_API_KEY or ~/.dashscope/api_key)\n")
+            continue
+        try:
+            accepted[region] = QwenImageClient(config).check_key(region)
+            verdict = "accepted" if accepted[region] else "rejected (InvalidApiKey)"
+        except QwenImageError as error:
+            verdict = f"not checked: {error}"
+        out.write(f"{name:<10} key  {config.key_source.masked}  [{config.key_source.origin}]"
+                  f"  {verdict}\n")
+    return 0 if accepted.get(default.region) else 1
+
+
+def cmd_emulator(args) -> int:
+    from .emulator import serve
+
+    serve(host=args.host, port=args.port, latency=args.latency,
+          rate_limits=not args.no_rate_limits)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Generate an image and edit it; on the bundled emulator when no key is configured."""
+    config = Config.resolve(region=args.region)
+    with contextlib.ExitStack() as stack:
+        if config.key_source is None:
+            from .emulator import SINGAPORE_KEY, Emulator
+
+            emulator = stack.enter_context(Emulator(latency=args.latency))
+            config = Config.resolve(region="ap-southeast-1", api_key=SINGAPORE_KEY,
+                                    base_url=emulator.base_url("ap-southeast-1"))
+            sys.stderr.write(f"No DASHSCOPE_API_KEY set: using the bundled emulator at "
+                             f"{emulator.url} (no cost, synthetic images).\n")
+        else:
+            sys.stderr.write(f"Using DashScope {config.region_info.name} at {config.base_url}: "
+                             "this is billed (two images).\n")
+        client = _client(args, config)
+        from .schema import ImageEditRequest, TextToImageRequest
+
+        with _cancel_on_ctrl_c() as cancel:
+            generated = client.text_to_image(
+                TextToImageRequest(prompt="A red fox reading a newspaper in a snowy forest, "
+                                          "watercolour", seed=42),
+                on_progress=_status_printer(), cancel_event=cancel)
+            _report(generated)
+            edited = client.edit_image(
+                ImageEditRequest(prompt="Make it a summer meadow at sunset",
+                                 images=(generated.images[0].data,), seed=42),
+                on_progress=_status_printer(), cancel_event=cancel)
+            _report(edited)
+    sys.stdout.write(f"Images and JSON sidecars are in {Path(args.out).resolve()}\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qwen-image", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log HTTP activity")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p, family):
+        p.add_argument("prompt")
+        p.add_argument("--model", default=DEFAULT_MODEL[family],
+                       help="a model of the table, or any other id (limits then unknown)")
+        p.add_argument("--negative-prompt", default="")
+        p.add_argument("--seed", type=int, default=None, help="0..2147483647 (default: random)")
+        p.add_argument("--no-prompt-extend", dest="prompt_extend", action="store_false",
+                       help="do not let the service rewrite the prompt")
+        p.add_argument("--watermark", action="store_true")
+        p.add_argument("--region", default=None,
+                       help="ap-southeast-1 (Singapore, default) or cn-beijing (Beijing)")
+        p.add_argument("--out", default=str(DEFAULT_OUT), help="folder for images + sidecars")
+
+    gen = sub.add_parser("generate", help="text to image")
+    common(gen, TEXT_TO_IMAGE)
+    gen.add_argument("--size", default="1328*1328", choices=list(TEXT_TO_IMAGE_SIZES),
+                     metavar="W*H", help="one of " + ", ".join(
+                         f"{s} ({r})" for s, r in TEXT_TO_IMAGE_SIZES.items()))
+    gen.add_argument("--interface", choices=["async", "sync"], default=None,
+                     help="async (default: cancellable, safe to re-poll) or sync")
+    gen.set_defaults(func=cmd_generate)
+
+    edit = sub.add_parser("edit", help="image edit (1-3 input images)")
+    common(edit, IMAGE_EDIT)
+    edit.add_argument("images", nargs="+", help="1-3 image files or http(s) URLs")
+    edit.add_argument("--n", type=int, default=1, help="images to return (1-6, edit-plus)")
+    edit.add_argument("--size", default=None, help="W*H, 512-2048 each (n = 1 only)")
+    edit.set_defaults(func=cmd_edit)
+
+    doctor = sub.add_parser("doctor", help="show the configuration and check the key")
+    doctor.add_argument("--region", default=None)
+    doctor.set_defaults(func=cmd_doctor)
+
+    emu = sub.add_parser("emulator", help="serve the DashScope emulator on 127.0.0.1")
+    emu.add_argument("--host", default="127.0.0.1")
+    emu.add_argument("--port", type=int, default=8765)
+    emu.add_argument("--latency", type=float, default=2.0, help="seconds per generation")
+    emu.add_argument("--no-rate-limits", action="store_true")
+    emu.set_defaults(func=cmd_emulator)
+
+    demo = sub.add_parser("demo", help="generate and edit one image (emulator if no key)")
+    demo.add_argument("--region", default=None)
+    demo.add_argument("--out", default=str(DEFAULT_OUT))
+    demo.add_argument("--latency", type=float, default=1.0, help="emulator seconds per image")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except QwenImageError as error:
+        sys.stderr.write(f"\nerror: {error}\n")
+        return 2
