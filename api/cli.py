@@ -147,8 +147,16 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_emulator(args) -> int:
-    from .emulator import serve
+    from .emulator import BEIJING_KEY, SINGAPORE_KEY, serve
 
+    logging.getLogger().setLevel(logging.INFO)  # serve() logs its URLs and keys at INFO
+    base = f"http://{args.host}:{args.port}"
+    sys.stdout.write(
+        "Point the pack, the CLI or the dashscope SDK at it with:\n"
+        f"  export DASHSCOPE_HTTP_BASE_URL={base}/ap-southeast-1/api/v1"
+        f" DASHSCOPE_API_KEY={SINGAPORE_KEY}\n"
+        f"  (Beijing: {base}/cn-beijing/api/v1 with {BEIJING_KEY})\n")
+    sys.stdout.flush()
     serve(host=args.host, port=args.port, latency=args.latency,
           rate_limits=not args.no_rate_limits)
     return 0
