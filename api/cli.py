@@ -24,9 +24,10 @@ DEFAULT_OUT = Path("qwen-image-output")
 log = logging.getLogger("qwen_image")
 
 
-def _status_printer(stream=sys.stderr):
+def _status_printer():
     """One self-overwriting status line while a call waits (queued / running, seconds)."""
     def show(progress):
+        stream = sys.stderr
         line = f"\r{progress.stage:<11} {progress.elapsed:5.1f} s"
         if progress.task_id:
             line += f"  task {progress.task_id}"
@@ -65,7 +66,8 @@ def _client(args, config: Config | None = None):
     return QwenImageClient(config, store=ResultStore(Path(args.out)))
 
 
-def _report(result, stream=sys.stdout) -> None:
+def _report(result) -> None:
+    stream = sys.stdout
     for image in result.images:
         stream.write(f"{image.saved_path or image.url}  ({image.width}x{image.height})\n")
     cost = f"${result.cost_usd:.4f}" if result.cost_usd is not None else "unknown"
