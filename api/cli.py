@@ -2,7 +2,7 @@
 
     qwen-image generate "a cat on a sofa" --size 1664*928 --out ./images
     qwen-image edit "make the cat blue" cat.png --n 2
-    qwen-image doctor          # configuration, and which region the key belongs to
+    qwen-image doctor          # configuration, which key serves which region, the budget
     qwen-image emulator        # the bundled DashScope stand-in on 127.0.0.1
     qwen-image demo            # generate + edit; on the emulator when no key is set
 """
@@ -16,9 +16,23 @@ import sys
 import threading
 from pathlib import Path
 
-from .config import Config, other_region
+from .config import (
+    BUDGET_IMAGES_ENV,
+    BUDGET_USD_ENV,
+    REGIONS,
+    Config,
+    other_region,
+    region_env_suffix,
+)
 from .errors import QwenImageError
-from .models import DEFAULT_MODEL, IMAGE_EDIT, MODELS, TEXT_TO_IMAGE, TEXT_TO_IMAGE_SIZES
+from .models import (
+    DEFAULT_MODEL,
+    IMAGE_EDIT,
+    MODELS,
+    REQUEST_BODY_TARGET,
+    TEXT_TO_IMAGE,
+    TEXT_TO_IMAGE_SIZES,
+)
 
 DEFAULT_OUT = Path("qwen-image-output")
 log = logging.getLogger("qwen_image")
@@ -120,11 +134,13 @@ def cmd_edit(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    """Per region: the URL, the key that serves it, and whether the service accepts it.
+    """Per region: the URL, the key that serves it, whether the service accepts it (and, if
+    not, whether the other region does), and how large edit inputs travel; then the budget.
 
     The check is a task query for a random id (answered UNKNOWN for a valid key, 401 for
     an invalid one), so it costs nothing.
     """
+    from .budget import SpendGuard
     from .client import QwenImageClient
 
     default = Config.resolve(region=args.region)
@@ -135,16 +151,30 @@ def cmd_doctor(args) -> int:
         config = Config.resolve(region=region)
         name = config.region_info.name
         out.write(f"{name:<10} URL  {config.base_url}  [{config.base_url_origin}]\n")
+        out.write(f"{name:<10} large edit inputs  " + (
+            "uploaded to temporary storage (kept 48 h, each image once)"
+            if config.region_info.temporary_storage else
+            "re-encoded to fit (no temporary storage here)")
+            + f" beyond {REQUEST_BODY_TARGET / 2**20:g} MiB per request\n")
         if config.key_source is None:
-            out.write(f"{name:<10} key  none (DASHSCOPE_API_KEY or ~/.dashscope/api_key)\n")
+            out.write(f"{name:<10} key  none (DASHSCOPE_API_KEY_{region_env_suffix(region)}, "
+                      "DASHSCOPE_API_KEY or ~/.dashscope/api_key)\n")
             continue
-        try:
-            accepted[region] = QwenImageClient(config).check_key(region)
-            verdict = "accepted" if accepted[region] else "rejected (InvalidApiKey)"
-        except QwenImageError as error:
-            verdict = f"not checked: {error}"
+        with QwenImageClient(config) as client:
+            try:
+                accepted[region] = client.check_key(region)
+                verdict = "accepted" if accepted[region] else "rejected (InvalidApiKey)"
+                if not accepted[region] and config.other_base_url:
+                    there = REGIONS[other_region(region)].name
+                    verdict += (f": it is a {there} key" if client.check_key(other_region(region))
+                                else f": not accepted in {there} either")
+            except QwenImageError as error:
+                verdict = f"not checked: {error}"
         out.write(f"{name:<10} key  {config.key_source.masked}  [{config.key_source.origin}]"
                   f"  {verdict}\n")
+    guard = SpendGuard.from_settings(default.budget)
+    out.write("budget     " + (guard.status().summary() if guard is not None else
+                                f"none (set {BUDGET_IMAGES_ENV} and/or {BUDGET_USD_ENV})") + "\n")
     return 0 if accepted.get(default.region) else 1
 
 

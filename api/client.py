@@ -6,9 +6,18 @@ interruptible within a fraction of a second even while an HTTP request is blocki
 what keeps paid images safe: when the caller gives up on work that can no longer be
 stopped (a running task, a synchronous call already sent), the worker carries on, saves
 the images to the result store and logs where they went.
+
+Edit inputs ride as data URIs while the JSON body stays within ``REQUEST_BODY_TARGET``.
+Beyond it they go through DashScope's temporary storage where the region has it (Beijing,
+``uploads``), and are otherwise re-encoded to share the body (lossless first, then
+downscaled), with a note and a log line saying what was done; ``input_transport`` forces
+either way. A spend guard (``budget``) is charged before every billed request and settled
+after it. A key refused with InvalidApiKey is tried once in the other region, so the error
+can say where it belongs.
 """
 from __future__ import annotations
 
+import base64
 import logging
 import queue
 import threading
@@ -19,9 +28,11 @@ from typing import Callable
 
 import requests
 
-from .config import Config, normalize_region
+from .budget import BudgetStatus, Reservation, SpendGuard
+from .config import REGIONS, Config, normalize_region, other_region, region_env_suffix
 from .download import Downloader
 from .errors import (
+    AmbiguousRequestError,
     ApiError,
     AuthenticationError,
     CancelledError,
@@ -34,12 +45,30 @@ from .errors import (
     TransportError,
     ValidationError,
 )
-from .limiter import ModelLimiter, attach_task, limiter_for, task_finished, task_query_gate
-from .models import ASYNC, IMAGE_EDIT, SYNC, TEXT_TO_IMAGE, ModelSpec, spec_for
+from .images import shrink_to_fit, to_data_uri
+from .limiter import (
+    ModelLimiter,
+    attach_task,
+    key_fingerprint,
+    limiter_for,
+    task_finished,
+    task_query_gate,
+)
+from .models import (
+    ASYNC,
+    IMAGE_EDIT,
+    INPUT_TRANSPORTS,
+    REQUEST_BODY_TARGET,
+    SYNC,
+    TEXT_TO_IMAGE,
+    ModelSpec,
+    spec_for,
+)
 from .polling import ESTIMATOR, PollSchedule, service_duration
 from .schema import GeneratedImage, GenerationResult, ImageEditRequest, TextToImageRequest
 from .store import ResultStore, image_from_stored, request_fingerprint
-from .transport import RetryPolicy, Transport, region_name
+from .transport import RetryPolicy, Transport, encode_body, region_name
+from .uploads import REUSE_FOR, TemporaryStorage
 from .validation import validate
 
 log = logging.getLogger(__name__)
@@ -53,6 +82,12 @@ CANCEL_WAIT = 1.0  # longest wait for DashScope to confirm the cancel of a queue
 # Polls keep failing (network down, 5xx) for this long before the wait gives up.
 POLL_OUTAGE_LIMIT = 300.0
 
+AUTO, DATA_URI, UPLOAD = INPUT_TRANSPORTS
+# The probe of the other region after an InvalidApiKey only improves a message: kept short.
+_PROBE_RETRY = RetryPolicy(attempts=2, base=0.2, cap=1.0, total=10.0)
+_probe_lock = threading.Lock()
+_key_probes: dict[tuple[str, str], bool] = {}  # (key fingerprint, other region's URL) -> accepted
+
 _TASK_HINTS = {
     "DataInspectionFailed": "The content check refused the prompt or the generated image. "
                             "Rephrase the prompt. Failed tasks are not billed.",
@@ -63,7 +98,7 @@ _TASK_HINTS = {
 
 @dataclass(frozen=True)
 class Progress:
-    stage: str  # "queued" | "running" | "downloading" | "done"
+    stage: str  # "queued" | "preparing" (uploading, shrinking inputs) | "running" | ...
     elapsed: float  # seconds since the call started
     task_id: str | None
     fraction: float  # rough estimate, 0..1
@@ -73,11 +108,14 @@ class Progress:
 class _Job:
     """What the calling thread and the worker share about one call."""
 
-    def __init__(self, request, spec: ModelSpec, interface: str, expected: float):
+    def __init__(self, request, spec: ModelSpec, interface: str, expected: float, *,
+                 reservation: Reservation | None = None, input_transport: str = AUTO):
         self.request = request
         self.spec = spec
         self.interface = interface
         self.expected = expected
+        self.reservation = reservation  # the spend guard's charge, settled by the worker
+        self.input_transport = input_transport
         self.started = time.monotonic()
         self.lock = threading.Lock()
         self.abandon_event = threading.Event()  # the caller stopped waiting
@@ -137,15 +175,22 @@ class QwenImageClient:
 
     ``store``: every downloaded image is written there before the call returns (and
     images of cancelled runs land there too). ``session``: a ``requests.Session`` for the
-    DashScope API (connection reuse, proxies). ``retry``: the backoff policy.
+    DashScope API (connection reuse, proxies). ``retry``: the backoff policy. ``budget``:
+    the spend guard; by default the one the configuration describes (``Config.budget``,
+    none unless a daily limit is set).
     """
 
     def __init__(self, config: Config | None = None, *, store: ResultStore | None = None,
-                 session: requests.Session | None = None, retry: RetryPolicy | None = None):
+                 session: requests.Session | None = None, retry: RetryPolicy | None = None,
+                 budget: SpendGuard | None = None):
         self.config = config or Config.resolve()
         self.store = store
         self.transport = Transport(self.config, session=session, retry=retry)
         self.downloader = Downloader(retry=retry)
+        self.budget = budget if budget is not None else SpendGuard.from_settings(
+            self.config.budget)
+        self._task_reservations: dict[str, Reservation] = {}  # create_task's charges
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         key = self.config.key_source.masked if self.config.key_source else None
@@ -183,22 +228,36 @@ class QwenImageClient:
         if stored is not None:
             return stored
         self.config.api_key()  # a missing key fails here, before any work starts
-        if interface == ASYNC:
-            return self._run(request, spec, ASYNC, notes, self._async_work, on_progress,
-                             cancel_event)
-        return self._run(request, spec, SYNC, notes, self._sync_work, on_progress, cancel_event)
+        reservation = self._reserve(spec, request.n, notes)
+        work = self._async_work if interface == ASYNC else self._sync_work
+        return self._run(request, spec, interface, notes, work, on_progress, cancel_event,
+                         reservation=reservation)
 
-    def edit_image(self, request: ImageEditRequest, *,
+    def edit_image(self, request: ImageEditRequest, *, input_transport: str = AUTO,
                    on_progress: Callable[[Progress], None] | None = None,
                    cancel_event: threading.Event | None = None,
                    reuse: bool = False) -> GenerationResult:
-        """Edit 1-3 images with an instruction (synchronous interface, the only one offered)."""
+        """Edit 1-3 images with an instruction (synchronous interface, the only one offered).
+
+        ``input_transport``: how encoded input images travel. "auto" (default): as data
+        URIs while the request body stays within ``REQUEST_BODY_TARGET``; beyond it through
+        the temporary storage in Beijing, and re-encoded to fit elsewhere. "data_uri": never
+        uploaded (re-encoded to fit if needed). "upload": always through the temporary
+        storage (Beijing only). URL and ``oss://`` inputs are sent as given.
+        """
         spec, notes = self._prepare(request, ImageEditRequest)
+        self._check_transport(input_transport)
         stored = self._from_store(request, notes, reuse, on_progress)
         if stored is not None:
             return stored
         self.config.api_key()
-        return self._run(request, spec, SYNC, notes, self._sync_work, on_progress, cancel_event)
+        reservation = self._reserve(spec, request.n, notes)
+        return self._run(request, spec, SYNC, notes, self._sync_work, on_progress, cancel_event,
+                         reservation=reservation, input_transport=input_transport)
+
+    def budget_status(self) -> BudgetStatus | None:
+        """Today's spend and limits of the spend guard; None when there is none."""
+        return self.budget.status() if self.budget is not None else None
 
     # -- low-level task calls -----------------------------------------------------------
 
@@ -208,18 +267,25 @@ class QwenImageClient:
         The model's concurrency slot stays taken until ``get_task``/``wait_task`` sees the
         task end or ``cancel_task`` cancels it.
         """
-        spec, _ = self._prepare(request, TextToImageRequest)
+        spec, notes = self._prepare(request, TextToImageRequest)
         limiter = limiter_for(self.config.api_key(), spec)
+        reservation = self._reserve(spec, request.n, notes)
         slot = limiter.acquire()
         try:
             answer = self.transport.post_billed(ASYNC_PATH, _async_body(request),
                                                 asynchronous=True,
                                                 before_attempt=limiter.before_post)
             task_id = _task_id(answer)
-        except BaseException:
+        except BaseException as exc:
             slot.release()
+            self._release_unless_billed(reservation, exc)
+            if isinstance(exc, AuthenticationError):
+                raise self._explained(exc) from None
             raise
         attach_task(task_id, slot)
+        if reservation is not None:
+            with self._lock:
+                self._task_reservations[task_id] = reservation
         return task_id
 
     def get_task(self, task_id: str) -> dict:
@@ -230,6 +296,7 @@ class QwenImageClient:
         """Cancel a task that is still PENDING; nothing is billed for it."""
         answer = self.transport.post_cancel(task_id)
         task_finished(task_id)
+        self._close_task_reservation(task_id, None)
         return answer
 
     def wait_task(self, task_id: str, *, model: str | None = None,
@@ -264,14 +331,110 @@ class QwenImageClient:
         region = normalize_region(region)
         if base_url is None:
             base_url = (self.config.base_url if region == self.config.region else
-                        Config.resolve(region, api_key=self.config.api_key()).base_url)
+                        self.config.other_base_url or REGIONS[region].base_url)
+        return self._probe(base_url, None)
+
+    def _probe(self, base_url: str, retry: RetryPolicy | None) -> bool:
         try:
-            self.transport.get(f"/tasks/{uuid.uuid4()}", base_url=base_url)
+            self.transport.get(f"/tasks/{uuid.uuid4()}", base_url=base_url, retry=retry)
         except AuthenticationError:
             return False
         return True
 
+    def _explained(self, error: AuthenticationError) -> AuthenticationError:
+        """``error`` with a hint that says whether the key works in the other region.
+
+        The other region is probed once per key (a free task query) and the answer kept for
+        the process; without a known endpoint for it, or when the probe fails, the general
+        hint stays.
+        """
+        url = self.config.other_base_url
+        if url is None:
+            return error
+        key = self.config.api_key()
+        probe = (key_fingerprint(key), url)
+        with _probe_lock:
+            accepted = _key_probes.get(probe)
+        if accepted is None:
+            try:
+                accepted = self._probe(url, _PROBE_RETRY)
+            except QwenImageError as exc:
+                log.info("Could not try the key in the other region: %s", exc)
+                return error
+            with _probe_lock:
+                _key_probes[probe] = accepted
+        here, there = self.config.region, other_region(self.config.region)
+        source = self.config.key_source
+        if accepted:
+            hint = (f"This key is not valid in {region_name(here)}, but this key is accepted by "
+                    f"the {REGIONS[there].name} region: set DASHSCOPE_API_REGION={there} or the "
+                    f"node's region to '{there} ({REGIONS[there].name})'. To use both regions, "
+                    f"put it in DASHSCOPE_API_KEY_{region_env_suffix(there)} and a "
+                    f"{REGIONS[here].name} key in DASHSCOPE_API_KEY_{region_env_suffix(here)}.")
+        else:
+            hint = (f"The key {source.masked} (from {source.origin}) is not accepted in either "
+                    f"region: neither {region_name(here)} nor {region_name(there)} knows it. It "
+                    "may be mistyped, disabled or deleted: copy it again from the Model Studio "
+                    "console (API keys) of the region you use.")
+        return AuthenticationError(error.status, error.code, error.message, error.request_id,
+                                   hint=hint)
+
     # -- the calling thread -------------------------------------------------------------
+
+    def _check_transport(self, input_transport: str) -> None:
+        if input_transport not in INPUT_TRANSPORTS:
+            raise ValidationError("input_transport", f"{input_transport!r} is not a choice",
+                                  allowed=list(INPUT_TRANSPORTS))
+        region = self.config.region_info
+        if input_transport == UPLOAD and not region.temporary_storage:
+            raise ValidationError(
+                "input_transport", f"'upload' needs DashScope's temporary file storage, which "
+                                   f"the {region_name(region.id)} region does not offer (Beijing "
+                                   "only)",
+                allowed=[AUTO, DATA_URI],
+                hint=f"Choose 'auto' (large inputs are then shrunk to fit in {region.name}) or "
+                     "use the Beijing region (DASHSCOPE_API_REGION=cn-beijing or the node's "
+                     "region), which needs a Beijing key.")
+
+    def _reserve(self, spec: ModelSpec, n: int, notes: list[str]) -> Reservation | None:
+        """Charge the spend guard for ``n`` images before anything is sent (or refuse)."""
+        if self.budget is None:
+            return None
+        price = spec.price(self.config.region)
+        if price is None:
+            notes.append(f"{spec.id} has no price in the pack's table, so the spend guard counts "
+                         "its images against the daily image budget only, not the dollar one")
+        return self.budget.reserve(spec.id, n, price,
+                                   what=f"n={n} in {region_name(self.config.region)}")
+
+    def _release_unless_billed(self, reservation: Reservation | None,
+                               error: BaseException) -> None:
+        """Give the charge back when ``error`` proves nothing was billed.
+
+        Every error of the pack before or instead of a service answer proves it, except an
+        ambiguous one (sent, no answer); anything unexpected keeps the charge too.
+        """
+        if (reservation is not None and isinstance(error, QwenImageError)
+                and not isinstance(error, AmbiguousRequestError)):
+            self.budget.release(reservation)
+
+    def _settle(self, reservation: Reservation | None, usage: dict | None,
+                url_count: int) -> None:
+        if reservation is not None:
+            self.budget.settle(reservation, _billed_count(usage, url_count))
+
+    def _close_task_reservation(self, task_id: str, answer: dict | None) -> None:
+        """Settle a create_task charge from the task's end: SUCCEEDED bills, the rest not."""
+        with self._lock:
+            reservation = self._task_reservations.pop(task_id, None)
+        if reservation is None:
+            return
+        if answer is not None and answer["output"]["task_status"] == "SUCCEEDED":
+            results = answer["output"].get("results") or []
+            self._settle(reservation, answer.get("usage"),
+                         sum(1 for item in results if item.get("url")))
+        elif answer is None or answer["output"]["task_status"] in ("FAILED", "CANCELED"):
+            self.budget.release(reservation)
 
     def _prepare(self, request, expected_type) -> tuple[ModelSpec, list[str]]:
         if not isinstance(request, expected_type):
@@ -313,15 +476,19 @@ class QwenImageClient:
         return (self.config.base_url, spec.id, interface)
 
     def _run(self, request, spec: ModelSpec, interface: str, notes: list[str], work,
-             on_progress, cancel_event) -> GenerationResult:
+             on_progress, cancel_event, *, reservation: Reservation | None,
+             input_transport: str = AUTO) -> GenerationResult:
         expected = ESTIMATOR.expected(self._duration_key(spec, interface))[0]
-        job = _Job(request, spec, interface, expected)
+        job = _Job(request, spec, interface, expected, reservation=reservation,
+                   input_transport=input_transport)
         worker = _Worker(lambda: self._guarded(job, work, notes),
                          f"qwen-image-{interface}-{spec.id}")
         try:
             result = self._wait_for(worker, job, on_progress, cancel_event)
         except _Abandoned:
             raise self._cancelled(job) from None
+        except AuthenticationError as exc:
+            raise self._explained(exc) from None
         _call(on_progress, Progress("done", time.monotonic() - job.started, job.task_id, 1.0,
                                     f"{len(result.images)} image(s) ready"))
         return result
@@ -435,21 +602,95 @@ class QwenImageClient:
                 raise CancelledError("Cancelled before the request was sent; nothing was billed.")
             job.sent = True
 
+    def _edit_inputs(self, job: _Job, notes: list[str]) -> list[str]:
+        """The image values of an edit body that keeps within ``REQUEST_BODY_TARGET``."""
+        request, spec = job.request, job.spec
+        values = [_image_value(image) for image in request.images]
+        local = [i for i, value in enumerate(values) if value.startswith("data:")]
+        size = len(encode_body(_sync_body(request, spec, values)[0]))
+        mode = job.input_transport
+        if not local or (mode != UPLOAD and size <= REQUEST_BODY_TARGET):
+            return values
+        region = self.config.region_info
+        over = (f"as data URIs the request body would be {_mib(size)}, over the "
+                f"{_mib(REQUEST_BODY_TARGET)} the pack sends")
+        if mode == DATA_URI:
+            return self._shrink_inputs(job, values, local, size, notes,
+                                       f"input_transport is 'data_uri' and {over}")
+        if mode == AUTO and not region.temporary_storage:
+            return self._shrink_inputs(
+                job, values, local, size, notes,
+                f"{over}, and {region.name} has no temporary file storage for large inputs "
+                "(DashScope offers it in Beijing only)")
+        job.emit("preparing", f"uploading {len(local)} input image(s)")
+        try:
+            uploads = TemporaryStorage(self.transport).oss_names(
+                spec.id, [_local_bytes(request.images[i]) for i in local], job.abandon_event)
+        except (ApiError, TransportError) as exc:
+            if mode == UPLOAD or isinstance(exc, AuthenticationError):
+                raise
+            log.warning("The temporary upload failed (%s); shrinking the inputs instead", exc)
+            return self._shrink_inputs(job, values, local, size, notes,
+                                       f"{over}, and the temporary upload failed ({exc})")
+        for index, name in zip(local, uploads.names, strict=True):
+            values[index] = name
+        why = "input_transport is 'upload'" if mode == UPLOAD else over
+        notes.append(f"{len(local)} input image(s) sent through DashScope's temporary storage "
+                     f"as oss:// names ({uploads.uploaded} uploaded now, {uploads.reused} "
+                     f"uploaded within the last {REUSE_FOR // 3600} h and reused), because "
+                     f"{why}")
+        log.info(notes[-1])
+        return values
+
+    def _shrink_inputs(self, job: _Job, values: list[str], local: list[int], size: int,
+                       notes: list[str], why: str) -> list[str]:
+        """Re-encode the local inputs so that the body fits, smallest first.
+
+        Each gets an equal share of the room left; one already within its share is kept, and
+        what it leaves unused goes to the larger ones.
+        """
+        job.emit("preparing", f"re-encoding {len(local)} input image(s) to fit")
+        room = REQUEST_BODY_TARGET - (size - sum(len(values[i]) for i in local))
+        changed = []
+        for count, index in enumerate(sorted(local, key=lambda i: len(values[i]))):
+            share = room // (len(local) - count)
+            try:
+                data, done = shrink_to_fit(_local_bytes(job.request.images[index]), share)
+            except ValueError as exc:
+                raise ValidationError(
+                    f"image {index + 1}", f"cannot be sent within the request body limit: {exc}",
+                    hint="Send fewer or smaller images, pass them as http(s) URLs, or use the "
+                         "Beijing region, which uploads large inputs instead.") from None
+            if done:
+                values[index] = to_data_uri(data)
+                changed.append((index, f"image {index + 1} {done}"))
+            room -= len(values[index])
+        notes.append(f"the input images were re-encoded to fit, because {why}: "
+                     + "; ".join(text for _, text in sorted(changed)))
+        log.warning("Qwen-Image edit: %s", notes[-1])
+        return values
+
     def _sync_work(self, job: _Job, notes: list[str]) -> GenerationResult:
         request, spec = job.request, job.spec
         limiter = limiter_for(self.config.api_key(), spec)
-        body, oss = _sync_body(request, spec)
-        slot = self._acquire(job, limiter)
         try:
-            job.emit("running", "generating")
-            sent_at = time.monotonic()
-            answer = self.transport.post_billed(
-                SYNC_PATH, body, oss_resolve=oss, cancel_event=job.abandon_event,
-                before_attempt=lambda: self._before_post(job, limiter))
-        finally:
-            slot.release()
+            images = self._edit_inputs(job, notes) if request.family == IMAGE_EDIT else None
+            body, oss = _sync_body(request, spec, images)
+            slot = self._acquire(job, limiter)
+            try:
+                job.emit("running", "generating")
+                sent_at = time.monotonic()
+                answer = self.transport.post_billed(
+                    SYNC_PATH, body, oss_resolve=oss, cancel_event=job.abandon_event,
+                    before_attempt=lambda: self._before_post(job, limiter))
+            finally:
+                slot.release()
+        except BaseException as exc:
+            self._release_unless_billed(job.reservation, exc)
+            raise
         ESTIMATOR.record(self._duration_key(spec, SYNC), time.monotonic() - sent_at)
         urls = _sync_urls(answer)
+        self._settle(job.reservation, answer.get("usage"), len(urls))
         result = GenerationResult(
             images=[], model=spec.id, region=self.config.region, interface=SYNC,
             request_id=answer.get("request_id"), orig_prompt=request.prompt,
@@ -461,34 +702,44 @@ class QwenImageClient:
     def _async_work(self, job: _Job, notes: list[str]) -> GenerationResult:
         request, spec = job.request, job.spec
         limiter = limiter_for(self.config.api_key(), spec)
-        slot = self._acquire(job, limiter)
+        created = None
         try:
-            created = self.transport.post_billed(
-                ASYNC_PATH, _async_body(request), asynchronous=True,
-                cancel_event=job.abandon_event,
-                before_attempt=lambda: self._before_post(job, limiter))
-            task_id = _task_id(created)
-            created_at = time.monotonic()
-            with job.lock:
-                job.task_id = task_id
-                job.status = created["output"].get("task_status")
-                cancel_now = job.abandoned
-            if cancel_now:
-                self._cancel_quietly(task_id)
-            job.emit("queued", f"task {task_id} created")
-            final = self._poll_until_done(job, task_id, created_at)
-        finally:
-            slot.release()
-        output = final["output"]
-        results = output.get("results") or []
-        urls = [item["url"] for item in results if item.get("url")]
-        failed = [f"image {index}: {item.get('code')}: {item.get('message')}"
-                  for index, item in enumerate(results, start=1) if not item.get("url")]
-        if not urls:
-            raise TaskFailedError(
-                f"Task {task_id} ended without any image ({'; '.join(failed) or 'no results'}).",
-                task_id=task_id, status="SUCCEEDED", request_id=final.get("request_id"),
-                hint="Failed images are not billed; run again.")
+            slot = self._acquire(job, limiter)
+            try:
+                created = self.transport.post_billed(
+                    ASYNC_PATH, _async_body(request), asynchronous=True,
+                    cancel_event=job.abandon_event,
+                    before_attempt=lambda: self._before_post(job, limiter))
+                task_id = _task_id(created)
+                created_at = time.monotonic()
+                with job.lock:
+                    job.task_id = task_id
+                    job.status = created["output"].get("task_status")
+                    cancel_now = job.abandoned
+                if cancel_now:
+                    self._cancel_quietly(task_id)
+                job.emit("queued", f"task {task_id} created")
+                final = self._poll_until_done(job, task_id, created_at)
+            finally:
+                slot.release()
+            output = final["output"]
+            results = output.get("results") or []
+            urls = [item["url"] for item in results if item.get("url")]
+            failed = [f"image {index}: {item.get('code')}: {item.get('message')}"
+                      for index, item in enumerate(results, start=1) if not item.get("url")]
+            if not urls:
+                raise TaskFailedError(
+                    f"Task {task_id} ended without any image "
+                    f"({'; '.join(failed) or 'no results'}).",
+                    task_id=task_id, status="SUCCEEDED", request_id=final.get("request_id"),
+                    hint="Failed images are not billed; run again.")
+        except BaseException as exc:
+            # Until the task exists every error proves nothing was billed; after that only
+            # an end without images does (a lost task may still succeed).
+            if created is None or isinstance(exc, (TaskFailedError, TaskCanceledError)):
+                self._release_unless_billed(job.reservation, exc)
+            raise
+        self._settle(job.reservation, final.get("usage"), len(urls))
         notes.extend(f"{item} of task {task_id} failed (not billed)" for item in failed)
         first = next(item for item in results if item.get("url"))
         result = GenerationResult(
@@ -566,6 +817,7 @@ class QwenImageClient:
                               hint="Run again; if it persists, the service's format changed.")
         if output["task_status"] in TERMINAL:
             task_finished(task_id)
+            self._close_task_reservation(task_id, answer)
         return answer
 
     def _collect(self, job: _Job, result: GenerationResult, urls: list[str]) -> GenerationResult:
@@ -609,22 +861,31 @@ def _stage_message(job: _Job) -> str:
 
 
 def _image_value(image) -> str:
+    return image if isinstance(image, str) else to_data_uri(bytes(image))
+
+
+def _local_bytes(image) -> bytes:
+    """The encoded bytes of an input given as bytes or as a data URI."""
     if isinstance(image, str):
-        return image
-    from .images import to_data_uri
-
-    return to_data_uri(bytes(image))
+        return base64.b64decode(image.split(",", 1)[1])
+    return bytes(image)
 
 
-def _sync_body(request, spec: ModelSpec) -> tuple[dict, bool]:
-    """The multimodal-generation body, and whether an input is an oss:// name."""
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+def _sync_body(request, spec: ModelSpec, images: list[str] | None) -> tuple[dict, bool]:
+    """The multimodal-generation body, and whether an input is an oss:// name.
+
+    ``images``: the edit inputs' values as sent (data URIs, URLs, oss:// names).
+    """
     content: list[dict] = []
     oss = False
     parameters: dict = {"negative_prompt": request.negative_prompt, "n": request.n,
                         "watermark": request.watermark}
     if request.family == IMAGE_EDIT:
-        for image in request.images:
-            value = _image_value(image)
+        for value in images:
             oss = oss or value.startswith("oss://")
             content.append({"image": value})
         if request.size is not None:
@@ -678,13 +939,17 @@ def _sync_urls(answer: dict) -> list[str]:
     return urls
 
 
+def _billed_count(usage: dict | None, url_count: int) -> int:
+    """Images billed: the service's ``usage.image_count``, else the URLs it returned."""
+    count = (usage or {}).get("image_count")
+    return count if isinstance(count, int) and count >= 0 else url_count
+
+
 def _cost(spec: ModelSpec, region: str, usage: dict | None, url_count: int) -> float | None:
     price = spec.price(region)
     if price is None:
         return None
-    count = (usage or {}).get("image_count")
-    count = count if isinstance(count, int) and count >= 0 else url_count
-    return round(price * count, 6)
+    return round(price * _billed_count(usage, url_count), 6)
 
 
 def _task_error(task_id: str, status: str | None, output: dict, request_id: str | None,

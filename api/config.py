@@ -10,7 +10,11 @@ The names are the official SDK's, so a machine already set up for DashScope work
   ``cn-beijing``/``beijing``/``cn``); Singapore by default, as in the reference's examples.
 - base URL: ``DASHSCOPE_HTTP_BASE_URL_<REGION>``, else ``DASHSCOPE_HTTP_BASE_URL`` (a proxy,
   the emulator), else the region's endpoint. Plain http is allowed only for loopback hosts,
-  so a key never crosses a network unencrypted.
+  so a key never crosses a network unencrypted. The other region's URL is resolved the same
+  way (``Config.other_base_url``), so a rejected key can be tried there.
+- spend guard (``api.budget``): ``QWEN_IMAGE_BUDGET_IMAGES_PER_DAY`` and/or
+  ``QWEN_IMAGE_BUDGET_USD_PER_DAY`` turn it on; the ledger is ``QWEN_IMAGE_BUDGET_FILE``,
+  else ``~/.dashscope/qwen-image-budget.json``.
 """
 from __future__ import annotations
 
@@ -98,6 +102,51 @@ class KeySource:
         return f"sk-…{self.key[-4:]}" if len(self.key) > 8 else "(short key)"
 
 
+BUDGET_IMAGES_ENV = "QWEN_IMAGE_BUDGET_IMAGES_PER_DAY"
+BUDGET_USD_ENV = "QWEN_IMAGE_BUDGET_USD_PER_DAY"
+BUDGET_FILE_ENV = "QWEN_IMAGE_BUDGET_FILE"
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    """Daily limits of the spend guard; None means no limit of that kind."""
+
+    images_per_day: int | None
+    usd_per_day: float | None
+    path: Path
+
+    @property
+    def enabled(self) -> bool:
+        return self.images_per_day is not None or self.usd_per_day is not None
+
+
+def _home(env: Mapping[str, str]) -> Path:
+    home = env.get("HOME")
+    return Path(home) if home else Path.home()
+
+
+def _limit(env: Mapping[str, str], name: str, kind):
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = kind(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < float("inf"):  # also refuses nan
+        raise ConfigurationError(
+            f"{name} is {text!r}, not a number of 0 or more.",
+            hint=f"Example: {name}={'20' if kind is int else '1.50'}; unset it for no limit.")
+    return value
+
+
+def budget_settings(env: Mapping[str, str]) -> BudgetSettings:
+    path = env.get(BUDGET_FILE_ENV, "").strip()
+    return BudgetSettings(
+        _limit(env, BUDGET_IMAGES_ENV, int), _limit(env, BUDGET_USD_ENV, float),
+        Path(path).expanduser() if path else _home(env) / ".dashscope" / "qwen-image-budget.json")
+
+
 @dataclass(frozen=True)
 class Config:
     region: str
@@ -105,6 +154,10 @@ class Config:
     base_url_origin: str
     key_source: KeySource | None = field(repr=False)
     timeout: float = 300.0  # seconds, as the SDK's default for a synchronous generation
+    # The other region's endpoint for this environment; None when it is unknown (a base URL
+    # given as an argument) or the same as this one (one proxy for both cannot tell them).
+    other_base_url: str | None = None
+    budget: BudgetSettings | None = None
 
     @property
     def region_info(self) -> Region:
@@ -136,18 +189,23 @@ class Config:
             region_id = normalize_region(env["DASHSCOPE_API_REGION"])
         else:
             region_id = DEFAULT_REGION
-        suffix = region_env_suffix(region_id)
-
         if base_url:
             url, origin = check_base_url(base_url, "base_url"), "argument"
+            name = f"DASHSCOPE_HTTP_BASE_URL_{region_env_suffix(other_region(region_id))}"
+            other_url = check_base_url(env[name], name) if env.get(name) else None
         else:
-            for name in (f"DASHSCOPE_HTTP_BASE_URL_{suffix}", "DASHSCOPE_HTTP_BASE_URL"):
-                if env.get(name):
-                    url, origin = check_base_url(env[name], name), name
-                    break
-            else:
-                url, origin = REGIONS[region_id].base_url, "default"
-        return cls(region_id, url, origin, find_key(region_id, api_key, env), timeout)
+            url, origin = _base_url(region_id, env)
+            other_url = _base_url(other_region(region_id), env)[0]
+        return cls(region_id, url, origin, find_key(region_id, api_key, env), timeout,
+                   other_base_url=None if other_url == url else other_url,
+                   budget=budget_settings(env))
+
+
+def _base_url(region: str, env: Mapping[str, str]) -> tuple[str, str]:
+    for name in (f"DASHSCOPE_HTTP_BASE_URL_{region_env_suffix(region)}", "DASHSCOPE_HTTP_BASE_URL"):
+        if env.get(name):
+            return check_base_url(env[name], name), name
+    return REGIONS[region].base_url, "default"
 
 
 def find_key(region: str, explicit: str | None, env: Mapping[str, str]) -> KeySource | None:
@@ -159,8 +217,7 @@ def find_key(region: str, explicit: str | None, env: Mapping[str, str]) -> KeySo
     candidates = []
     if env.get("DASHSCOPE_API_KEY_FILE_PATH"):
         candidates.append(Path(env["DASHSCOPE_API_KEY_FILE_PATH"]).expanduser())
-    home = env.get("HOME")
-    candidates.append((Path(home) if home else Path.home()) / ".dashscope" / "api_key")
+    candidates.append(_home(env) / ".dashscope" / "api_key")
     for path in candidates:
         try:
             text = path.read_text(encoding="utf-8").strip()

@@ -40,6 +40,17 @@ EDIT_INPUT_MAX_BYTES = 10 * 1024 * 1024  # per image, and per data-URI item
 EDIT_INPUT_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP")  # Pillow's names for JPG/JPEG, PNG, ...
 EDIT_CUSTOM_SIZE_RANGE = (512, 2048)  # width and height of a custom edit output size
 
+# The service documents no request body limit, but its gateway refuses bodies over 6 MiB
+# (413 BadRequest.TooLarge, seen in public reports). The client keeps every body at or
+# under REQUEST_BODY_TARGET, leaving half a MiB for headers and a stricter proxy.
+REQUEST_BODY_LIMIT = 6 * 1024 * 1024
+REQUEST_BODY_TARGET = REQUEST_BODY_LIMIT - 512 * 1024
+# How edit inputs travel (QwenImageClient.edit_image): "auto" picks per request, "data_uri"
+# never uploads (inputs are shrunk to fit), "upload" always uses the temporary storage.
+INPUT_TRANSPORTS = ("auto", "data_uri", "upload")
+# Temporary storage (Beijing only): a file lives 48 h, bound to the model and the account.
+TEMPORARY_FILE_TTL = 48 * 3600
+
 
 @dataclass(frozen=True)
 class ModelSpec:

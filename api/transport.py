@@ -6,8 +6,10 @@ Waits between attempts use exponential backoff with full jitter (a random delay 
 0 and ``min(cap, base * 2**attempt)``), never less than a ``Retry-After`` the answer
 gives, within a bounded number of attempts and a bounded total time.
 
-Reads (GET task queries, probes) and the cancel call are idempotent: they are retried on
-connection failures, timeouts, 429, 5xx, and answers that are not JSON.
+Reads (GET task queries, probes, upload policies) and the cancel call are idempotent: they
+are retried on connection failures, timeouts, 429, 5xx, and answers that are not JSON. The
+temporary-storage upload (a multipart POST to object storage) is retried the same way: it
+is not billed, and its object name is the content's hash, so a repeat stores the same file.
 
 Billed POSTs (task creation, synchronous generation) follow the no-duplicate rule: a
 second attempt is sent only when the first one certainly was not processed, i.e.
@@ -32,6 +34,7 @@ import json
 import logging
 import platform
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -57,7 +60,7 @@ from .errors import (
     TransportError,
     redact,
 )
-from .models import BEIJING, SINGAPORE
+from .models import BEIJING, REQUEST_BODY_TARGET, SINGAPORE
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +102,13 @@ _PARAMETER_HINTS = {
     "BadRequest.UnsupportedFileFormat": "An input image is not JPG, PNG, BMP, TIFF or WEBP.",
     "UnsupportedOperation": "Only a task still queued (PENDING) can be cancelled; a running "
                             "task finishes, and is billed if it succeeds.",
-    "BadRequest.TooLarge": "The request body is too large for the service: shrink the input "
-                           "images (images.fit_encoding with a lower max_bytes) or pass them "
-                           "as http(s) URLs.",
+    "BadRequest.TooLarge": "The request body is too large for the service or a proxy in "
+                           "between, although the pack keeps it under "
+                           f"{REQUEST_BODY_TARGET / 2**20:g} MiB: a proxy may have a lower "
+                           "limit. Pass the input images as http(s) URLs, or use Beijing "
+                           "(input_transport 'upload').",
 }
+_OSS_FIELD = re.compile(r"<(Code|Message|RequestId)>([^<]*)</\1>")
 
 
 @dataclass(frozen=True)
@@ -190,6 +196,11 @@ def retry_after_seconds(response: requests.Response) -> float | None:
         return max(0.0, when.timestamp() - time.time())
 
 
+def encode_body(body: dict) -> bytes:
+    """The JSON body exactly as sent (the SDK's serialisation), so its size can be checked."""
+    return json.dumps(body, ensure_ascii=False).encode("utf-8")
+
+
 def _json_body(response: requests.Response) -> dict | None:
     # DashScope sometimes labels JSON as text/plain, so the content type is not trusted.
     try:
@@ -213,6 +224,15 @@ def _never_connected(exc: requests.RequestException) -> bool:
         # NewConnectionError (refused, DNS) is a ConnectTimeoutError in urllib3.
         return isinstance(cause, MaxRetryError) and isinstance(cause.reason, ConnectTimeoutError)
     return False
+
+
+class _Retry(Exception):
+    """An attempt of an idempotent call failed in a way worth another attempt."""
+
+    def __init__(self, error: Exception, retry_after: float | None = None):
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
 
 
 class Transport:
@@ -255,7 +275,7 @@ class Transport:
             extra["X-DashScope-Async"] = "enable"
         if oss_resolve:
             extra["X-DashScope-OssResourceResolve"] = "enable"
-        payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        payload = encode_body(body)
         url = self.url(path)
         what = "task creation" if asynchronous else "generation"
         started = time.monotonic()
@@ -298,61 +318,109 @@ class Transport:
 
     def get(self, path: str, *, params: dict | None = None, base_url: str | None = None,
             cancel_event: threading.Event | None = None,
-            before_attempt: Callable[[], None] | None = None) -> dict:
+            before_attempt: Callable[[], None] | None = None,
+            retry: RetryPolicy | None = None) -> dict:
         return self._idempotent("GET", path, params=params, base_url=base_url,
-                                cancel_event=cancel_event, before_attempt=before_attempt)
+                                cancel_event=cancel_event, before_attempt=before_attempt,
+                                retry=retry)
 
     def post_cancel(self, task_id: str, *, cancel_event: threading.Event | None = None) -> dict:
         # The SDK sends the cancel with an empty body and no Content-Type.
         return self._idempotent("POST", f"/tasks/{task_id}/cancel", cancel_event=cancel_event)
 
+    def post_upload(self, url: str, fields: dict[str, str], file: tuple[str, bytes, str], *,
+                    cancel_event: threading.Event | None = None) -> None:
+        """A multipart POST of ``file`` (name, bytes, media type) to object storage.
+
+        It never carries the API key: the signed ``fields`` authorise it. An object that
+        already exists (409 FileAlreadyExists, e.g. stored by an attempt whose answer was
+        lost) counts as stored, as its name is the content's hash.
+        """
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+
+        def attempt() -> None:
+            response = self.session.post(url, data=fields, files={"file": file}, headers=headers,
+                                         timeout=(CONNECT_TIMEOUT, self.config.timeout))
+            log.debug("POST %s -> %s", url, response.status_code)
+            if response.ok:
+                return
+            found = dict(_OSS_FIELD.findall(response.content.decode("utf-8", "replace")))
+            if response.status_code == 409 and found.get("Code") == "FileAlreadyExists":
+                return
+            args = (response.status_code, found.get("Code") or None,
+                    found.get("Message") or _snippet(response), found.get("RequestId"))
+            if response.status_code in (408, 429) or response.status_code >= 500:
+                raise _Retry(ServerError(*args, hint="Object storage had a temporary problem."),
+                             retry_after_seconds(response))
+            raise ApiError(*args, hint="The temporary storage refused the upload; nothing was "
+                                       "billed. Run again; if it persists, pass the images as "
+                                       "http(s) URLs or choose input_transport 'data_uri'.")
+
+        self._retrying(url, attempt, url, cancel_event, None, self.retry)
+
     def _idempotent(self, method: str, path: str, *, params=None, base_url=None,
-                    cancel_event=None, before_attempt=None) -> dict:
+                    cancel_event=None, before_attempt=None, retry=None) -> dict:
         url = self.url(path, base_url)
+
+        def attempt() -> dict:
+            response = self.session.request(method, url, params=params, headers=self._headers(),
+                                            timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+            log.debug("%s %s -> %s", method, path, response.status_code)
+            body_json = _json_body(response)
+            if response.status_code == 200 and body_json is not None:
+                return body_json
+            retry_after = retry_after_seconds(response)
+            if response.status_code == 200:
+                raise _Retry(ServerError(200, "InvalidResponse",
+                                         f"the answer is not JSON: {_snippet(response)}",
+                                         hint="A proxy may be rewriting answers; run again."))
+            error = self._api_error(response, body_json, retry_after)
+            if not (error.retryable or response.status_code >= 500):
+                raise error
+            raise _Retry(error, retry_after)
+
+        return self._retrying(path, attempt, base_url or self.config.base_url, cancel_event,
+                              before_attempt, retry or self.retry)
+
+    def _retrying(self, path: str, attempt: Callable[[], object], url: str,
+                  cancel_event: threading.Event | None,
+                  before_attempt: Callable[[], None] | None, retry: RetryPolicy):
+        """``attempt()`` until it returns, within ``retry``; it raises ``_Retry`` to go on.
+
+        ``url`` names the server in the error when it cannot be reached.
+        """
         started = time.monotonic()
-        for attempt in range(self.retry.attempts):
+        for number in range(retry.attempts):
             if before_attempt is not None:
                 before_attempt()
-            retry_after = None
             try:
-                response = self.session.request(method, url, params=params,
-                                                headers=self._headers(),
-                                                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+                return attempt()
             except requests.exceptions.SSLError as exc:
-                raise self._ssl_error(exc) from None
+                raise self._ssl_error(exc, url) from None
             except requests.RequestException as exc:
-                error = self._unreachable(exc)
-            else:
-                log.debug("%s %s -> %s", method, path, response.status_code)
-                body_json = _json_body(response)
-                if response.status_code == 200 and body_json is not None:
-                    return body_json
-                retry_after = retry_after_seconds(response)
-                if response.status_code == 200:
-                    error = ServerError(200, "InvalidResponse",
-                                        f"the answer is not JSON: {_snippet(response)}",
-                                        hint="A proxy may be rewriting answers; run again.")
-                else:
-                    error = self._api_error(response, body_json, retry_after)
-                    if not (error.retryable or response.status_code >= 500):
-                        raise error
-            self._pause(error, attempt, retry_after, started, path, cancel_event, billed=False)
+                error, retry_after = self._unreachable(exc, url), None
+            except _Retry as failed:
+                error, retry_after = failed.error, failed.retry_after
+            self._pause(error, number, retry_after, started, path, cancel_event, billed=False,
+                        retry=retry)
         raise AssertionError("unreachable: _pause raises on the last attempt")
 
     # -- helpers ------------------------------------------------------------------------
 
     def _pause(self, error: Exception, attempt: int, retry_after: float | None, started: float,
-               path: str, cancel_event: threading.Event | None, *, billed: bool) -> None:
+               path: str, cancel_event: threading.Event | None, *, billed: bool,
+               retry: RetryPolicy | None = None) -> None:
         """Sleep before the next attempt, or raise ``error`` when the budget is spent."""
-        delay = self.retry.delay(attempt, retry_after)
-        last = attempt + 1 >= self.retry.attempts
-        if last or time.monotonic() - started + delay > self.retry.total:
+        retry = retry or self.retry
+        delay = retry.delay(attempt, retry_after)
+        last = attempt + 1 >= retry.attempts
+        if last or time.monotonic() - started + delay > retry.total:
             log.warning("%s: giving up after %d attempts in %.1f s", path, attempt + 1,
                         time.monotonic() - started)
             raise error
         log.warning("%s failed (%s); attempt %d of %d in %.1f s", path,
                     getattr(error, "code", type(error).__name__), attempt + 2,
-                    self.retry.attempts, delay)
+                    retry.attempts, delay)
         if cancel_event is None:
             time.sleep(delay)
         elif cancel_event.wait(delay):
@@ -371,16 +439,17 @@ class Transport:
         return api_error(response.status_code, code, message, request_id,
                          region=self.config.region, retry_after=retry_after)
 
-    def _unreachable(self, exc: requests.RequestException) -> TransportError:
+    def _unreachable(self, exc: requests.RequestException,
+                     url: str | None = None) -> TransportError:
         return TransportError(
-            f"Could not reach DashScope at {self.config.base_url} ({type(exc).__name__}: "
-            f"{exc}).",
+            f"Could not reach DashScope at {url or self.config.base_url} "
+            f"({type(exc).__name__}: {exc}).",
             hint="Check the network, a proxy (HTTPS_PROXY) or a firewall, and the base URL "
                  f"(from {self.config.base_url_origin}).")
 
-    def _ssl_error(self, exc: requests.RequestException) -> TransportError:
+    def _ssl_error(self, exc: requests.RequestException, url: str | None = None) -> TransportError:
         return TransportError(
-            f"TLS to {self.config.base_url} failed ({exc}).",
+            f"TLS to {url or self.config.base_url} failed ({exc}).",
             hint="A proxy or antivirus may be intercepting HTTPS; set REQUESTS_CA_BUNDLE to "
                  "its certificate, or fix the system clock.")
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
 
-from ..api.config import Config
+from ..api.config import Config, budget_settings
 from ..api.errors import QwenImageError, ValidationError
 from ..api.models import BEIJING, SEED_MAX, SINGAPORE, spec_for
 from ..api.validation import validate
@@ -271,6 +272,14 @@ def make_client(region: str | None, comfy: Comfy):
                            store=ResultStore(comfy.store_directory()))
 
 
+def _budget() -> dict | None:
+    """Today's state of the spend guard the clients use (from the same environment)."""
+    from ..api.budget import SpendGuard
+
+    guard = SpendGuard.from_settings(budget_settings(os.environ))
+    return guard.status().as_dict() if guard is not None else None
+
+
 def _dedupe(notes: list[str]) -> list[str]:
     return list(dict.fromkeys(notes))
 
@@ -321,6 +330,7 @@ def assemble(node_id: str, model: str, family: str, jobs: list[Job], outcomes: l
         "estimated_cost_usd": None if None in costs else round(sum(costs), 6),
         "requests": requests_info,
         "failures": failures,
+        "budget": _budget(),  # None: no daily limit is set
         "notes": _dedupe(notes),
     }
     return images, "\n".join(prompts), json.dumps(info, ensure_ascii=False, indent=2)

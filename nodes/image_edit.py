@@ -1,10 +1,16 @@
 """DashScopeQwenImageEdit: Qwen-Image edit (1-3 input images) on Alibaba Cloud DashScope."""
 from __future__ import annotations
 
-import dataclasses
-
-from ..api.errors import InvalidParameterError, ValidationError
-from ..api.models import DEFAULT_MODEL, EDIT_CUSTOM_SIZE_RANGE, IMAGE_EDIT, models_of, spec_for
+from ..api.errors import ValidationError
+from ..api.models import (
+    DEFAULT_MODEL,
+    EDIT_CUSTOM_SIZE_RANGE,
+    IMAGE_EDIT,
+    INPUT_TRANSPORTS,
+    REQUEST_BODY_TARGET,
+    models_of,
+    spec_for,
+)
 from ..api.schema import ImageEditRequest
 from ..api.validation import validate
 from . import common
@@ -20,10 +26,6 @@ SIZE_MIN, SIZE_MAX = EDIT_CUSTOM_SIZE_RANGE
 # passed by validation without being fetched.
 _PLACEHOLDER_IMAGE = "https://example.invalid/queued.png"
 _IMAGE_INPUTS = ("image", "image2", "image3")
-# A request body the service refuses as too large (413 BadRequest.TooLarge) is sent again
-# with its images fitted into this many bytes together: DashScope's gateway limit of 6 MiB
-# (as the emulator models it) less room for the prompts and the JSON around them.
-BODY_BUDGET = 6 * 1024 * 1024 - 64 * 1024
 
 
 def _size(size, width, height):
@@ -115,6 +117,16 @@ class DashScopeQwenImageEdit:
                                                 "output keeps the aspect ratio of the last input."
                                                 + image_note}),
                 **common.shared_optional_inputs(),
+                "input_transport": (list(INPUT_TRANSPORTS), {
+                    "default": INPUT_TRANSPORTS[0],
+                    "tooltip": "How the input images travel. auto: inside the request while it "
+                               f"stays under {REQUEST_BODY_TARGET / 2**20:g} MiB; larger "
+                               "requests upload the images to "
+                               "DashScope's temporary storage in Beijing (free, kept 48 h, each "
+                               "image uploaded once), and in Singapore, which has no such "
+                               "storage, re-encode them to fit (lossless first, then "
+                               "downscaled; 'info' says what was done). data_uri: never "
+                               "upload. upload: always upload (Beijing only)."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -140,7 +152,8 @@ class DashScopeQwenImageEdit:
 
     async def edit(self, image, prompt, negative_prompt, model, n, size, width, height, seed,
                    prompt_extend, watermark, reuse_stored, on_partial_failure, image2=None,
-                   image3=None, custom_model="", region=common.REGION_DEFAULT, unique_id=None):
+                   image3=None, custom_model="", region=common.REGION_DEFAULT,
+                   input_transport=INPUT_TRANSPORTS[0], unique_id=None):
         comfy = Comfy()
         model = common.model_id(model, custom_model)
         region = common.region_id(region)
@@ -164,22 +177,11 @@ class DashScopeQwenImageEdit:
         client = common.make_client(region, comfy)
 
         def call(job, on_progress, cancel_event):
-            try:
-                return client.edit_image(job.request, on_progress=on_progress,
-                                         cancel_event=cancel_event, reuse=reuse_stored)
-            except InvalidParameterError as error:
-                if error.code != "BadRequest.TooLarge":
-                    raise
-            # Refused for its size before anything ran (nothing billed): once more, with the
-            # inputs re-encoded to share one body.
-            from .tensors import fit_total
-
-            images, shrink_notes = fit_total(job.request.images, _IMAGE_INPUTS, BODY_BUDGET)
-            result = client.edit_image(dataclasses.replace(job.request, images=images),
-                                       on_progress=on_progress, cancel_event=cancel_event,
-                                       reuse=reuse_stored)
-            result.notes.extend(shrink_notes)
-            return result
+            # The client keeps the request body within the service's limit (uploads or
+            # re-encodes the inputs as needed), so a body is never refused as too large.
+            return client.edit_image(job.request, input_transport=input_transport,
+                                     on_progress=on_progress, cancel_event=cancel_event,
+                                     reuse=reuse_stored)
 
         outcomes = await common.run_jobs(jobs, call, comfy=comfy, node_id=unique_id,
                                          fail_fast=on_partial_failure == common.FAIL)

@@ -15,6 +15,7 @@ from comfy_stubs.harness import (
 )
 
 from qwen_image_dashscope.api.errors import ValidationError
+from qwen_image_dashscope.api.models import REQUEST_BODY_TARGET
 from qwen_image_dashscope.nodes.image_edit import DashScopeQwenImageEdit as Edit
 
 pytest_plugins = ("comfy_stubs.fixtures",)  # the comfy and service fixtures
@@ -152,31 +153,38 @@ def test_impossible_aspect_ratio_is_refused_before_sending(service, comfy):
 
 @pytest.mark.parametrize("emulator", [{"body_limit": 0}], indirect=True)
 def test_an_input_over_10_mb_is_re_encoded_to_fit(service, comfy):
-    # body_limit 0: only the per-item rule of the reference applies here.
+    # body_limit 0: the emulator refuses no body; the node fits the 10 MB item limit, and
+    # the client then the body limit it keeps to everywhere (Singapore: by shrinking).
     noise = torch.rand(1, 2000, 2400, 3, generator=torch.Generator().manual_seed(7))
     _, _, info = run_node(Edit, image=noise, prompt="denoise")
     (post,) = edit_posts(service)
     item = post.json["input"]["messages"][0]["content"][0]["image"]
     assert item.startswith("data:image/png;base64,") and len(item) <= 10485760
-    assert len(item) > 6 * 1024 * 1024  # it used the room the item limit gives
+    assert len(post.body) <= REQUEST_BODY_TARGET
     (edit,) = received(service)
     assert edit[0].shape[0] < 2000 and 384 <= edit[0].shape[0]
-    assert any("downscaled from 2400x2000" in n for n in json.loads(info)["notes"])
+    notes = json.loads(info)["notes"]
+    assert any("downscaled from 2400x2000" in n for n in notes)
+    assert any("re-encoded to fit" in n and "no temporary file storage" in n for n in notes)
 
 
-def test_a_body_refused_as_too_large_is_sent_again_within_the_body_limit(service, comfy):
-    # Three busy inputs of ~2.9 MB each: every item is fine, the 6 MiB body is not.
+def test_a_body_over_the_limit_is_never_sent_in_singapore(service, comfy):
+    # Three busy inputs of ~2.9 MB each: every item is fine, the 6 MiB body is not. The
+    # client re-encodes them before sending, so the service never refuses a body.
     noise = [torch.rand(1, 900, 1100, 3, generator=torch.Generator().manual_seed(seed))
              for seed in (1, 2, 3)]
     images, _, info = run_node(Edit, image=noise[0], image2=noise[1], image3=noise[2],
                                prompt="collage of image 1, image 2 and image 3")
     assert images.shape[0] == 1
-    refused, accepted = edit_posts(service)
-    assert refused.status == 413 and accepted.status == 200
-    assert len(accepted.body) <= 6 * 1024 * 1024
+    (accepted,) = edit_posts(service)
+    assert accepted.status == 200
+    assert len(accepted.body) <= REQUEST_BODY_TARGET < 6 * 1024 * 1024
     assert service.stats["images_billed"] == 1
+    assert not any(r.status == 413 for r in service.requests)
+    assert not any("/uploads" in r.path for r in service.requests)
     notes = json.loads(info)["notes"]
-    assert sum("refused the first one as too large; nothing was billed" in n for n in notes) == 3
+    (shrunk,) = [n for n in notes if "re-encoded to fit" in n]
+    assert all(f"image {i} downscaled" in shrunk for i in (1, 2, 3))
     for data in service.input_images(accepted):
         assert png_pixels(data).shape[0] < 900  # downscaled: noise has no lossless way down
 
