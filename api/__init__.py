@@ -30,6 +30,7 @@ _EXPORTS = {
     "StoredImage": "store",
     "request_fingerprint": "store",
     "RetryPolicy": "transport",
+    "SpendGuard": "budget",
     "to_data_uri": "images",
     "inspect_image": "images",
     "fit_encoding": "images",

@@ -28,10 +28,11 @@ from .errors import QwenImageError
 from .models import (
     DEFAULT_MODEL,
     IMAGE_EDIT,
-    MODELS,
+    INPUT_TRANSPORTS,
     REQUEST_BODY_TARGET,
     TEXT_TO_IMAGE,
     TEXT_TO_IMAGE_SIZES,
+    spec_for,
 )
 
 DEFAULT_OUT = Path("qwen-image-output")
@@ -116,11 +117,14 @@ def _edit(client, args) -> int:
     size = args.size.replace("x", "*") if args.size else None
     request = ImageEditRequest(
         prompt=args.prompt, images=images, model=args.model, negative_prompt=args.negative_prompt,
-        size=size, n=args.n, prompt_extend=args.prompt_extend if MODELS.get(
-            args.model, MODELS[DEFAULT_MODEL[IMAGE_EDIT]]).prompt_extend else None,
+        size=size, n=args.n,
+        # qwen-image-edit takes no prompt_extend: not sending it beats refusing the call.
+        prompt_extend=args.prompt_extend if spec_for(args.model, IMAGE_EDIT).prompt_extend
+        else None,
         watermark=args.watermark, seed=args.seed)
     with _cancel_on_ctrl_c() as cancel:
-        result = client.edit_image(request, on_progress=_status_printer(), cancel_event=cancel)
+        result = client.edit_image(request, input_transport=args.input_transport,
+                                   on_progress=_status_printer(), cancel_event=cancel)
     _report(result)
     return 0
 
@@ -259,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("images", nargs="+", help="1-3 image files or http(s) URLs")
     edit.add_argument("--n", type=int, default=1, help="images to return (1-6, edit-plus)")
     edit.add_argument("--size", default=None, help="W*H, 512-2048 each (n = 1 only)")
+    edit.add_argument("--input-transport", choices=INPUT_TRANSPORTS,
+                      default=INPUT_TRANSPORTS[0],
+                      help="auto: inline while the request stays small, else upload (Beijing) "
+                           "or re-encode to fit (Singapore); data_uri; upload (Beijing only)")
     edit.set_defaults(func=cmd_edit)
 
     doctor = sub.add_parser("doctor", help="show the configuration and check the key")
