@@ -3,8 +3,9 @@
 Retry rule
 ==========
 Waits between attempts use exponential backoff with full jitter (a random delay between
-0 and ``min(cap, base * 2**attempt)``), never less than a ``Retry-After`` the answer
-gives, within a bounded number of attempts and a bounded total time.
+0 and ``min(cap, base * 2**attempt)``), added to any ``Retry-After`` the answer gives,
+within a bounded number of attempts and a bounded total time; a 429 rate limit is bounded
+by the total time only, as it proves the request was not processed.
 
 Reads (GET task queries, probes, upload policies) and the cancel call are idempotent: they
 are retried on connection failures, timeouts, 429, 5xx, and answers that are not JSON. The
@@ -30,6 +31,7 @@ and nothing is resent: the caller decides, knowing that a retry may pay twice.
 from __future__ import annotations
 
 import email.utils
+import itertools
 import json
 import logging
 import platform
@@ -121,7 +123,9 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Wait before attempt number ``attempt + 1`` (``attempt`` counts from 0)."""
         jitter = random.uniform(0.0, min(self.cap, self.base * 2 ** attempt))
-        return max(jitter, retry_after) if retry_after is not None else jitter
+        # On top of Retry-After, not instead of it: processes told "after 1 s" together
+        # would otherwise all come back at the same instant and collide again.
+        return jitter + (retry_after or 0.0)
 
 
 def region_name(region: str) -> str:
@@ -279,7 +283,7 @@ class Transport:
         url = self.url(path)
         what = "task creation" if asynchronous else "generation"
         started = time.monotonic()
-        for attempt in range(self.retry.attempts):
+        for attempt in itertools.count():  # _pause ends it (attempts, time budget)
             if before_attempt is not None:
                 before_attempt()
             try:
@@ -312,7 +316,6 @@ class Transport:
                 if not error.retryable:
                     raise error
             self._pause(error, attempt, retry_after, started, path, cancel_event, billed=True)
-        raise AssertionError("unreachable: _pause raises on the last attempt")
 
     # -- idempotent calls ---------------------------------------------------------------
 
@@ -390,7 +393,7 @@ class Transport:
         ``url`` names the server in the error when it cannot be reached.
         """
         started = time.monotonic()
-        for number in range(retry.attempts):
+        for number in itertools.count():  # _pause ends it (attempts, time budget)
             if before_attempt is not None:
                 before_attempt()
             try:
@@ -403,7 +406,6 @@ class Transport:
                 error, retry_after = failed.error, failed.retry_after
             self._pause(error, number, retry_after, started, path, cancel_event, billed=False,
                         retry=retry)
-        raise AssertionError("unreachable: _pause raises on the last attempt")
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -413,14 +415,15 @@ class Transport:
         """Sleep before the next attempt, or raise ``error`` when the budget is spent."""
         retry = retry or self.retry
         delay = retry.delay(attempt, retry_after)
-        last = attempt + 1 >= retry.attempts
+        # A 429 rate limit proves nothing was processed; another process sharing the key
+        # may keep the account busy for a while, so only the time budget bounds it.
+        last = attempt + 1 >= retry.attempts and not isinstance(error, RateLimitError)
         if last or time.monotonic() - started + delay > retry.total:
             log.warning("%s: giving up after %d attempts in %.1f s", path, attempt + 1,
                         time.monotonic() - started)
             raise error
-        log.warning("%s failed (%s); attempt %d of %d in %.1f s", path,
-                    getattr(error, "code", type(error).__name__), attempt + 2,
-                    retry.attempts, delay)
+        log.warning("%s failed (%s); attempt %d in %.1f s", path,
+                    getattr(error, "code", type(error).__name__), attempt + 2, delay)
         if cancel_event is None:
             time.sleep(delay)
         elif cancel_event.wait(delay):

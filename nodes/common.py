@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..api.config import Config, budget_settings
@@ -222,7 +223,10 @@ async def run_jobs(jobs: list[Job], call, *, comfy: Comfy, node_id, fail_fast: b
     status = _Status(jobs)
     bar = comfy.progress_bar(status.total, node_id)
     loop = asyncio.get_running_loop()
-    futures = {loop.run_in_executor(None, call, job, status.callback(i), cancel_event): i
+    # A pool of this node's own: its calls block while they wait for the model's slots,
+    # and in the loop's shared default pool they would starve every other node's work.
+    pool = ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="dashscope-node")
+    futures = {loop.run_in_executor(pool, call, job, status.callback(i), cancel_event): i
                for i, job in enumerate(jobs)}
     outcomes: list = [None] * len(jobs)
     shown = (None, None)
@@ -260,6 +264,8 @@ async def run_jobs(jobs: list[Job], call, *, comfy: Comfy, node_id, fail_fast: b
             if not future.done():
                 future.add_done_callback(_consume)
         raise
+    finally:
+        pool.shutdown(wait=False)  # calls left behind after Cancel finish on their own
     return outcomes
 
 

@@ -52,7 +52,7 @@ import torch
 from PIL import Image
 
 from ..api.errors import ValidationError
-from ..api.images import data_uri_length, mime_type
+from ..api.images import data_uri_length, inspect_image, mime_type, shrink_to_fit
 from ..api.models import EDIT_INPUT_MAX_BYTES, EDIT_INPUT_SIDE_MAX, EDIT_INPUT_SIDE_MIN
 
 log = logging.getLogger(__name__)
@@ -185,80 +185,27 @@ def encode_image(pixels: np.ndarray, name: str, *,
     return Encoded(data, fmt, width, height, notes)
 
 
-# Stronger lossless codings, each tried only when the default PNG's data URI is at most
-# ``reach`` times the limit: zlib's top level saves a few percent over PNG's default and
-# lossless WebP up to about a third, while WebP costs seconds on a large image.
-_LOSSLESS_LADDER = (
-    ("PNG", {"compress_level": 9}, 1.1, "maximally compressed PNG"),
-    ("WEBP", {"lossless": True, "quality": 25, "method": 1}, 1.5, "lossless WebP"),
-)
-
 _ITEM_LIMIT = "the service's 10 MB data-URI limit"
 
 
-def _fit_limit(pixels: np.ndarray, name: str, max_uri_bytes: int, notes: list[str],
-               limit: str = _ITEM_LIMIT):
+def _fit_limit(pixels: np.ndarray, name: str, max_uri_bytes: int, notes: list[str]):
     """(data, format, (width, height)) of an RGB uint8 image whose data URI fits
-    ``max_uri_bytes``: lossless if at all possible.
-
-    ``limit`` names the limit in notes and errors.
-    """
+    ``max_uri_bytes``: lossless if at all possible (api.images.shrink_to_fit's ladder)."""
     fast = fast_png(pixels)
     if _uri_length(fast, "PNG") <= max_uri_bytes:
         return fast, "PNG", (pixels.shape[1], pixels.shape[0])
-    # Over the limit (rare): the stronger, slower codings, starting from Pillow's PNG.
-    image = Image.fromarray(pixels, "RGB")
-    first = _encode(image, "PNG")
-    first_length = _uri_length(first, "PNG")
-    if first_length <= max_uri_bytes:
-        return first, "PNG", image.size
-    for fmt, options, reach, described in _LOSSLESS_LADDER:
-        if first_length > reach * max_uri_bytes:
-            continue
-        data = _encode(image, fmt, **options)
-        if _uri_length(data, fmt) <= max_uri_bytes:
-            notes.append(f"{name}: its PNG ({len(first)} bytes) is over {limit}; sent as "
-                         f"{described} ({len(data)} bytes), pixels unchanged.")
-            return data, fmt, image.size
-    original, data, length = image.size, first, first_length
-    while length > max_uri_bytes:
-        # The byte count scales roughly with the pixel count; 0.95 leaves room for noise.
-        scale = math.sqrt(max_uri_bytes / length) * 0.95
-        target = (int(image.width * scale), int(image.height * scale))
-        if min(target) < EDIT_INPUT_SIDE_MIN:
-            raise ValidationError(
-                name, f"cannot be encoded within {limit} without going below "
-                      f"{EDIT_INPUT_SIDE_MIN} px per side",
-                hint="Send a smaller or less detailed image.")
-        image = image.resize(target, Image.LANCZOS)
-        data = _encode(image, "PNG")
-        length = _uri_length(data, "PNG")
-    notes.append(f"{name}: no lossless coding fits {limit}; downscaled from "
-                 f"{original[0]}x{original[1]} to {image.width}x{image.height} px "
-                 f"(PNG, {len(data)} bytes).")
-    return data, "PNG", image.size
-
-
-def fit_total(datas, names, budget: int) -> tuple[tuple[bytes, ...], list[str]]:
-    """Encoded images re-encoded so that their data URIs together stay within ``budget``.
-
-    Each gets an equal share; one that already fits its share is kept as it is.
-    """
-    share = budget // len(datas)
-    fitted, notes = [], []
-    for data, name in zip(datas, names, strict=False):
-        fmt = Image.open(io.BytesIO(data)).format
-        if _uri_length(data, fmt) <= share:
-            fitted.append(data)
-            continue
-        data, _, _ = _fit_limit(_decode_rgb(data), name, share, notes,
-                                limit=f"its share ({share} bytes) of a request body the "
-                                      "service accepts (it refused the first one as too large; "
-                                      "nothing was billed)")
-        fitted.append(data)
-    for note in notes:
-        log.info(note)
-    return tuple(fitted), notes
+    # Over the limit (rare): from Pillow's PNG, smaller than the fast one, the client's
+    # stronger codings and, failing those, a downscale.
+    first = _encode(Image.fromarray(pixels, "RGB"), "PNG")
+    try:
+        data, done = shrink_to_fit(first, max_uri_bytes)
+    except ValueError as error:
+        raise ValidationError(name, f"cannot be encoded within {_ITEM_LIMIT}: {error}",
+                              hint="Send a smaller or less detailed image.") from None
+    if done:
+        notes.append(f"{name}: its PNG ({len(first)} bytes) is over {_ITEM_LIMIT}; {done}.")
+    fmt, width, height = inspect_image(data)
+    return data, fmt, (width, height)
 
 
 def _decode_rgb(data: bytes) -> np.ndarray:

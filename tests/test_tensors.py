@@ -184,13 +184,13 @@ def test_over_the_limit_tries_stronger_png_then_lossless_webp():
     encoded = tensors.encode_image(pixels, "image", max_uri_bytes=limit)
     assert encoded.format == "PNG" and uri_length(encoded) <= limit
     assert np.array_equal(png_pixels(encoded.data), pixels)
-    assert "sent as maximally compressed PNG" in encoded.notes[0]
+    assert "re-encoded as maximally compressed PNG" in encoded.notes[0]
 
     limit = strongest_uri - 10  # only WebP fits
     encoded = tensors.encode_image(pixels, "image", max_uri_bytes=limit)
     assert encoded.format == "WEBP" and uri_length(encoded) <= limit
     assert np.array_equal(png_pixels(encoded.data), pixels)
-    assert "sent as lossless WebP" in encoded.notes[0] and "pixels unchanged" in encoded.notes[0]
+    assert "re-encoded as lossless WebP" in encoded.notes[0] and "pixels unchanged" in encoded.notes[0]
 
 
 def test_over_10_mb_even_lossless_is_downscaled_to_fit():
@@ -204,6 +204,15 @@ def test_over_10_mb_even_lossless_is_downscaled_to_fit():
 
 
 def test_an_image_that_cannot_fit_without_going_below_384_px_is_refused():
-    expected = "cannot be encoded within the service's 10 MB data-URI limit without going below 384"
+    expected = ("cannot be encoded within the service's 10 MB data-URI limit: .* without a side "
+                "below 384 px")
     with pytest.raises(ValidationError, match=expected):
         tensors.encode_image(_busy(400, 400), "image", max_uri_bytes=100_000)
+
+
+def test_out_of_range_input_is_clipped_without_touching_the_callers_tensor():
+    # The tensor is the upstream node's cached output: converting it must not change it.
+    images = torch.tensor([[[[1.5, 0.2, -0.3]]]])
+    pixels, _ = tensors.to_uint8_rgb(images, "image")
+    assert pixels[0, 0, 0].tolist() == [255, 51, 0]
+    assert images[0, 0, 0].tolist() == pytest.approx([1.5, 0.2, -0.3])

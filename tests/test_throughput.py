@@ -143,11 +143,6 @@ def test_two_qwen_nodes_started_together_run_side_by_side(service, comfy):
     assert wall < 1.65 * latency, wall
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "nodes/common.py: run_jobs (loop.run_in_executor(None, ...)) and in_thread "
-    "(asyncio.to_thread) share the event loop's default executor, min(32, CPUs + 4) threads. "
-    "A batch node's calls hold a thread each while they wait for their model's 2 slots, so "
-    "an independent node cannot even encode its input until they finish."))
 @pytest.mark.parametrize("emulator", [{"latency": 0.8}], indirect=True)
 def test_a_large_batch_does_not_hold_up_an_independent_node(service, comfy):
     ends = {}
@@ -206,10 +201,6 @@ def test_429_storms_are_absorbed_and_nothing_is_created_twice(service, comfy, st
     assert_every_billed_image_is_stored(service, store_dir)
 
 
-@pytest.mark.xfail(strict=True, raises=RateLimitError, reason=(
-    "api/transport.py: Transport._pause gives up on a 429 after RetryPolicy.attempts like on "
-    "any error, though a 429 proves nothing was processed. With three processes on one key "
-    "(test_multiprocess.py) a call reached its 6th and last attempt in 6 of 15 runs."))
 def test_a_429_storm_longer_than_the_attempt_budget_is_still_absorbed(emulator):
     # A storm is not a failure of the service: waiting it out within the time budget
     # (RetryPolicy.total) costs nothing, giving up costs the user a failed run.
