@@ -7,8 +7,8 @@ Schedule, with ``t`` the time since the task was created and ``E`` its expected 
   phase's start. Early polls still catch a task that fails or ends at once.
 - dense phase, from ``E - lead`` until ``E + max(5 s, 4 * deviation, E)``: one poll every
   0.55 s (2 per second per task is the most allowed; the margin keeps network jitter from
-  landing three polls in one second at the service), so the end is seen about 0.3 s after
-  it on average.
+  landing three polls in one second at the service), on a grid through ``E + 0.05 s`` so
+  that a task ending as expected is seen almost at once, any other within 0.55 s.
 - late phase: the gap grows by 0.1 s per second late, up to 3 s, for tasks stuck in a queue.
 
 ``E`` and the deviation are exponential moving averages per (endpoint, model) over the
@@ -20,9 +20,12 @@ which is free of the polling delay; otherwise the time until the end was seen.
 from __future__ import annotations
 
 import datetime
+import math
 import threading
 
 MIN_INTERVAL = 0.55  # under 2 polls per second per task, with room for network jitter
+ALIGN = 0.05  # a dense poll is due this long after the expected end
+SNAP_SLACK = 0.03  # a gap may shrink by this much to get back onto the grid
 MAX_SPARSE_INTERVAL = 5.0
 MAX_LATE_INTERVAL = 3.0
 INITIAL_EXPECTED = 15.0  # seconds; a typical Qwen-Image task on the real service
@@ -62,18 +65,26 @@ class PollSchedule:
     def __init__(self, expected: float, deviation: float):
         self.expected = expected
         lead = max(1.0, 2 * deviation, expected / 4)
-        self.dense_from = max(0.0, expected - lead)
+        # Dense polls fall on a grid through ``expected + ALIGN``: one of them comes just
+        # after the expected end, instead of anywhere up to MIN_INTERVAL after it.
+        self._anchor = expected + ALIGN
+        self.dense_from = max(0.0, self._grid_point(expected - lead))
         self.dense_until = expected + max(5.0, 4 * deviation, expected)
         self._gap = MIN_INTERVAL
 
+    def _grid_point(self, at_least: float) -> float:
+        steps = math.ceil((at_least - self._anchor) / MIN_INTERVAL - 1e-9)
+        return self._anchor + steps * MIN_INTERVAL
+
     def next_delay(self, elapsed: float) -> float:
         """Seconds from the poll just made (at ``elapsed``) to the next one."""
-        if elapsed < self.dense_from:
+        if elapsed + MIN_INTERVAL - SNAP_SLACK < self.dense_from:
             delay = min(self._gap, MAX_SPARSE_INTERVAL, self.dense_from - elapsed)
             self._gap *= 1.5
-            return max(MIN_INTERVAL, delay)
+            return max(MIN_INTERVAL - SNAP_SLACK, delay)
         if elapsed <= self.dense_until:
-            return MIN_INTERVAL
+            # Back onto the grid; SNAP_SLACK absorbs the thread's wake-up lateness.
+            return self._grid_point(elapsed + MIN_INTERVAL - SNAP_SLACK) - elapsed
         late = elapsed - self.dense_until
         return min(MIN_INTERVAL + 0.1 * late, MAX_LATE_INTERVAL)
 

@@ -6,8 +6,10 @@ import pytest
 from qwen_image_dashscope.api import TextToImageRequest
 from qwen_image_dashscope.api.emulator import Emulator
 from qwen_image_dashscope.api.polling import (
+    ALIGN,
     ESTIMATOR,
     MIN_INTERVAL,
+    SNAP_SLACK,
     DurationEstimator,
     PollSchedule,
     service_duration,
@@ -24,7 +26,7 @@ def test_task_end_is_noticed_quickly_without_hammering():
             polls = api_requests(emu, f"/tasks/{result.task_id}", "GET")
             times = [p.time for p in polls]
             gaps = [b - a for a, b in zip(times, times[1:])]
-            assert all(gap >= MIN_INTERVAL - 0.03 for gap in gaps), gaps
+            assert all(gap >= MIN_INTERVAL - SNAP_SLACK - 0.03 for gap in gaps), gaps
             span = times[-1] - tasks[result.task_id]["submit_time"]
             assert len(polls) <= 2 * span + 1
             delays.append(times[-1] - tasks[result.task_id]["end_time"])
@@ -48,7 +50,8 @@ def test_schedule_for_the_real_service():
     times = _poll_times(schedule, 40.0)
     gaps = [b - a for a, b in zip([0.0] + times, times)]
     assert times[0] == MIN_INTERVAL  # an instant failure is seen at once
-    assert min(gaps) >= MIN_INTERVAL - 1e-9 and max(gaps) <= 5.0  # float sums
+    assert min(gaps) >= MIN_INTERVAL - SNAP_SLACK - 1e-9 and max(gaps) <= 5.0
+    assert 15.0 + ALIGN - 1e-6 <= next(t for t in times if t >= 15.0) <= 15.0 + ALIGN + 1e-6
     assert sum(1 for t in times if t <= 15.0) <= 22  # sparse early: far fewer than 2/s
     # From shortly before the expected end until well after it, an end is seen within 0.5 s.
     for end in [8.0 + 0.1 * k for k in range(200)]:
