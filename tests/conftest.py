@@ -38,3 +38,35 @@ def emulator(request):
     options = {"latency": 0.1, **getattr(request, "param", {})}
     with Emulator(**options) as emu:
         yield emu
+
+
+# --- client tests -------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def fresh_limiters(monkeypatch):
+    """Each test starts with empty process-wide limiter registries."""
+    from qwen_image_dashscope.api import limiter
+
+    monkeypatch.setattr(limiter, "_limiters", {})
+    monkeypatch.setattr(limiter, "_query_gates", {})
+    monkeypatch.setattr(limiter, "_task_slots", {})
+
+
+@pytest.fixture
+def emu(emulator):
+    """The client tests' name for the default emulator."""
+    return emulator
+
+
+@pytest.fixture
+def client(emu):
+    from test_client_support import make_client
+
+    with make_client(emu) as c:
+        yield c
+
+
+@pytest.fixture
+def store(tmp_path):
+    from qwen_image_dashscope.api.store import ResultStore
+
+    return ResultStore(tmp_path / "results")

@@ -21,17 +21,7 @@ from qwen_image_dashscope.api import (
 from qwen_image_dashscope.api.budget import SpendGuard
 from qwen_image_dashscope.api.cli import main
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY
-from test_client_support import (  # noqa: F401 - fixtures
-    ASYNC_PATH,
-    BJ,
-    FAST_RETRY,
-    SG,
-    SYNC_PATH,
-    api_requests,
-    emu,
-    fresh_limiters,
-    png_bytes,
-)
+from test_client_support import ASYNC_PATH, FAST_RETRY, SG, SYNC_PATH, api_requests, png_bytes
 
 pytest_plugins = ("comfy_stubs.fixtures",)  # the comfy and service fixtures
 

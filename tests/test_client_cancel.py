@@ -15,16 +15,13 @@ from qwen_image_dashscope.api import (
 from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
 from qwen_image_dashscope.api.limiter import limiter_for
 from qwen_image_dashscope.api.models import MODELS
-from test_client_support import (  # noqa: F401 - fixtures
+from test_client_support import (
     ASYNC_PATH,
     SG,
     SYNC_PATH,
     api_requests,
-    emu,
-    fresh_limiters,
     make_client,
     png_bytes,
-    store,
     wait_until,
 )
 

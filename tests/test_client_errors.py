@@ -23,15 +23,12 @@ from qwen_image_dashscope.api import (
     TransportError,
 )
 from qwen_image_dashscope.api.emulator import Emulator
-from test_client_support import (  # noqa: F401 - fixtures
+from test_client_support import (
     ASYNC_PATH,
     BJ,
     SG,
     SYNC_PATH,
     api_requests,
-    client,
-    emu,
-    fresh_limiters,
     make_client,
     png_bytes,
     wait_until,

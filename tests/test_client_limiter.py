@@ -6,7 +6,7 @@ from qwen_image_dashscope.api import ImageEditRequest, TextToImageRequest
 from qwen_image_dashscope.api.limiter import RateGate, key_fingerprint, limiter_for
 from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
 from qwen_image_dashscope.api.models import MODELS
-from test_client_support import fresh_limiters, make_client, png_bytes  # noqa: F401
+from test_client_support import make_client, png_bytes
 
 
 def test_six_concurrent_async_requests_stay_within_the_limits():

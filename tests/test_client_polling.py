@@ -14,7 +14,7 @@ from qwen_image_dashscope.api.polling import (
     PollSchedule,
     service_duration,
 )
-from test_client_support import api_requests, fresh_limiters, make_client  # noqa: F401
+from test_client_support import api_requests, make_client
 
 
 def test_task_end_is_noticed_quickly_without_hammering():

@@ -1,18 +1,15 @@
-"""Shared fixtures and helpers of the client tests (imported by the test_client_* modules).
+"""Shared helpers of the client tests (their fixtures are in conftest.py).
 
 Everything runs over real loopback HTTP against the emulator; nothing is mocked.
 """
 import io
 import time
 
-import pytest
 from PIL import Image
 
-from qwen_image_dashscope.api import limiter
 from qwen_image_dashscope.api.client import QwenImageClient
 from qwen_image_dashscope.api.config import Config
-from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY, Emulator
-from qwen_image_dashscope.api.store import ResultStore
+from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY
 from qwen_image_dashscope.api.transport import RetryPolicy
 
 SG, BJ = "ap-southeast-1", "cn-beijing"
@@ -22,36 +19,11 @@ SYNC_PATH = "/services/aigc/multimodal-generation/generation"
 ASYNC_PATH = "/services/aigc/text2image/image-synthesis"
 
 
-@pytest.fixture(autouse=True)
-def fresh_limiters(monkeypatch):
-    """Each test starts with empty process-wide limiter registries."""
-    monkeypatch.setattr(limiter, "_limiters", {})
-    monkeypatch.setattr(limiter, "_query_gates", {})
-    monkeypatch.setattr(limiter, "_task_slots", {})
-
-
-@pytest.fixture
-def emu():
-    with Emulator(latency=0.1) as emulator:
-        yield emulator
-
-
 def make_client(emulator, region=SG, *, key=None, store=None, timeout=300.0,
                 retry=FAST_RETRY, key_region=None):
     config = Config.resolve(region, api_key=key or KEYS[key_region or region],
                             base_url=emulator.base_url(region), environ={}, timeout=timeout)
     return QwenImageClient(config, store=store, retry=retry)
-
-
-@pytest.fixture
-def client(emu):
-    with make_client(emu) as c:
-        yield c
-
-
-@pytest.fixture
-def store(tmp_path):
-    return ResultStore(tmp_path / "results")
 
 
 def png_bytes(width=512, height=512, colour=(200, 30, 30), fmt="PNG", mode="RGB"):

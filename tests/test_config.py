@@ -13,13 +13,7 @@ from qwen_image_dashscope.api import (
     ValidationError,
 )
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY
-from test_client_support import (  # noqa: F401 - fixtures
-    BJ,
-    FAST_RETRY,
-    SG,
-    emu,
-    fresh_limiters,
-)
+from test_client_support import BJ, FAST_RETRY, SG
 
 
 @pytest.fixture

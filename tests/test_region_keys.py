@@ -17,15 +17,7 @@ from qwen_image_dashscope.api import (
 from qwen_image_dashscope.api import client as client_module
 from qwen_image_dashscope.api.cli import main
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY
-from test_client_support import (  # noqa: F401 - fixtures
-    ASYNC_PATH,
-    BJ,
-    FAST_RETRY,
-    SG,
-    emu,
-    fresh_limiters,
-    png_bytes,
-)
+from test_client_support import ASYNC_PATH, BJ, FAST_RETRY, SG, png_bytes
 
 UNKNOWN_KEY = "sk-nobody-knows-this-key-7f3a"
 

@@ -18,13 +18,13 @@ import pytest
 import torch
 from comfy_stubs.harness import png_pixels, run_node, saved_pixels, widget_defaults
 from qwen_image_dashscope.api import TextToImageRequest
-from qwen_image_dashscope.api.errors import RateLimitError, TaskFailedError
+from qwen_image_dashscope.api.errors import TaskFailedError
 from qwen_image_dashscope.api.models import MODELS
 from qwen_image_dashscope.api.transport import RetryPolicy
 from qwen_image_dashscope.nodes import tensors
 from qwen_image_dashscope.nodes.image_edit import DashScopeQwenImageEdit as Edit
 from qwen_image_dashscope.nodes.text_to_image import DashScopeQwenImageTextToImage as T2I
-from test_client_support import fresh_limiters, make_client  # noqa: F401 - autouse fixture
+from test_client_support import make_client
 
 pytest_plugins = ("comfy_stubs.fixtures",)  # the comfy and service fixtures
 

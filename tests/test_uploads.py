@@ -22,16 +22,7 @@ from qwen_image_dashscope.api import uploads
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, Emulator
 from qwen_image_dashscope.api.images import data_uri_length, inspect_image, shrink_to_fit
 from qwen_image_dashscope.api.models import REQUEST_BODY_LIMIT, REQUEST_BODY_TARGET
-from test_client_support import (  # noqa: F401 - fixtures
-    BJ,
-    SG,
-    SYNC_PATH,
-    api_requests,
-    emu,
-    fresh_limiters,
-    make_client,
-    png_bytes,
-)
+from test_client_support import BJ, SG, SYNC_PATH, api_requests, make_client, png_bytes
 
 pytest_plugins = ("comfy_stubs.fixtures",)  # the comfy and service fixtures
 
