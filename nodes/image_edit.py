@@ -12,15 +12,14 @@ from ..api.models import (
     spec_for,
 )
 from ..api.schema import ImageEditRequest
-from ..api.validation import validate
-from . import common
+from . import outputs, runner, widgets
 from .comfy_bridge import Comfy
 
 NODE_ID = "DashScopeQwenImageEdit"
 DISPLAY_NAME = "Qwen-Image Edit (DashScope)"
 MODELS = models_of(IMAGE_EDIT)
 AUTO, CUSTOM = "auto", "custom"
-N_MAX = 6
+N_MAX = max(spec_for(m, IMAGE_EDIT).max_images for m in MODELS)
 SIZE_MIN, SIZE_MAX = EDIT_CUSTOM_SIZE_RANGE
 # Stands in for the images at queue time, when only widget values are known; a URL is
 # passed by validation without being fetched.
@@ -33,8 +32,8 @@ def _size(size, width, height):
 
 
 def _prompt_extend(model: str, prompt_extend: bool) -> bool:
-    # qwen-image-edit does not take the parameter: False is never sent, and validation
-    # adds the note that says so to 'info'.
+    # For a model the table says does not take it, False: never sent, and validation adds
+    # the note that says so to 'info'.
     return prompt_extend if spec_for(model, IMAGE_EDIT).prompt_extend else False
 
 
@@ -59,13 +58,13 @@ class DashScopeQwenImageEdit:
         "prompt. A batch of B images gives B edits, each with n outputs. Billed per output "
         "image (about $0.03 for qwen-image-edit-plus in Singapore); the API key comes from "
         "the environment (DASHSCOPE_API_KEY), never from a widget.")
-    CATEGORY = common.CATEGORY
+    CATEGORY = widgets.CATEGORY
     FUNCTION = "edit"
     RETURN_TYPES = ("IMAGE", "STRING", "STRING")
     RETURN_NAMES = ("images", "prompt_used", "info")
     OUTPUT_TOOLTIPS = ("The edited images, RGB, exactly the pixels the service returned: the n "
                        "outputs of edit 1, then those of edit 2, ...",
-                       common.OUTPUT_TOOLTIPS_PROMPT, common.OUTPUT_TOOLTIPS_INFO)
+                       widgets.OUTPUT_TOOLTIPS_PROMPT, widgets.OUTPUT_TOOLTIPS_INFO)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -80,7 +79,7 @@ class DashScopeQwenImageEdit:
                                                  "With several inputs, name them image 1, "
                                                  "image 2, image 3 (圖1, 圖2, 圖3)."}),
                 "negative_prompt": ("STRING", {"multiline": True, "default": "",
-                                               "tooltip": common.TOOLTIPS["negative_prompt"]}),
+                                               "tooltip": widgets.TOOLTIPS["negative_prompt"]}),
                 "model": (MODELS, {"default": DEFAULT_MODEL[IMAGE_EDIT],
                                    "tooltip": "qwen-image-edit-plus (and its 2025-10-30 "
                                               "snapshot): 1-6 outputs, custom size, prompt "
@@ -99,14 +98,14 @@ class DashScopeQwenImageEdit:
                 "height": ("INT", {"default": 1024, "min": SIZE_MIN, "max": SIZE_MAX, "step": 16,
                                    "tooltip": f"Output height with size = custom "
                                               f"({SIZE_MIN}-{SIZE_MAX})."}),
-                "seed": common.seed_input(" With a batch of B images, edit i uses seed + i."),
+                "seed": widgets.seed_input(" With a batch of B images, edit i uses seed + i."),
                 "prompt_extend": ("BOOLEAN", {
                     "default": True,
-                    "tooltip": common.TOOLTIPS["prompt_extend"] + " Not sent for "
+                    "tooltip": widgets.TOOLTIPS["prompt_extend"] + " Not sent for "
                                "qwen-image-edit, which does not take it ('info' says so)."}),
                 "watermark": ("BOOLEAN", {"default": False,
-                                          "tooltip": common.TOOLTIPS["watermark"]}),
-                **common.shared_tail_inputs(),
+                                          "tooltip": widgets.TOOLTIPS["watermark"]}),
+                **widgets.shared_tail_inputs(),
             },
             "optional": {
                 "image2": ("IMAGE", {"tooltip": "Image 2 (圖2), optional. Batch of 1 (used for "
@@ -116,7 +115,7 @@ class DashScopeQwenImageEdit:
                                                 "or the same as 'image'. With size = auto the "
                                                 "output keeps the aspect ratio of the last input."
                                                 + image_note}),
-                **common.shared_optional_inputs(),
+                **widgets.shared_optional_inputs(),
                 "input_transport": (list(INPUT_TRANSPORTS), {
                     "default": INPUT_TRANSPORTS[0],
                     "tooltip": "How the input images travel. auto: inside the request while it "
@@ -138,9 +137,9 @@ class DashScopeQwenImageEdit:
         # rules (api.validation's) cover them. Linked inputs arrive as None.
         if size is not None and size not in (AUTO, CUSTOM):
             return f"size: {size!r} is not in the list. Allowed: {AUTO}, {CUSTOM}."
-        chosen = common.model_id(model or DEFAULT_MODEL[IMAGE_EDIT], custom_model)
+        chosen = widgets.model_id(model or DEFAULT_MODEL[IMAGE_EDIT], custom_model)
         custom = size == CUSTOM and width is not None and height is not None
-        return common.queue_time_check(MODELS, model, custom_model, lambda: ImageEditRequest(
+        return widgets.queue_time_check(MODELS, model, custom_model, lambda: ImageEditRequest(
             prompt="x" if prompt is None else prompt,
             images=(_PLACEHOLDER_IMAGE,),
             negative_prompt=negative_prompt or "",
@@ -152,11 +151,11 @@ class DashScopeQwenImageEdit:
 
     async def edit(self, image, prompt, negative_prompt, model, n, size, width, height, seed,
                    prompt_extend, watermark, reuse_stored, on_partial_failure, image2=None,
-                   image3=None, custom_model="", region=common.REGION_DEFAULT,
+                   image3=None, custom_model="", region=widgets.REGION_DEFAULT,
                    input_transport=INPUT_TRANSPORTS[0], unique_id=None):
         comfy = Comfy()
-        model = common.model_id(model, custom_model)
-        region = common.region_id(region)
+        model = widgets.model_id(model, custom_model)
+        region = widgets.region_id(region)
         if image3 is not None and image2 is None:
             raise ValidationError("image3", "is connected but image2 is not",
                                   hint="Connect image2 first: the service numbers the inputs by "
@@ -164,17 +163,17 @@ class DashScopeQwenImageEdit:
         given = {name: tensor for name, tensor in zip(_IMAGE_INPUTS, (image, image2, image3))
                  if tensor is not None}
         count = _pair_batches({name: _batch_size(tensor) for name, tensor in given.items()})
-        encoded, notes = await common.in_thread(comfy, _encode_inputs, given)
-        jobs = [common.Job(ImageEditRequest(
+        encoded, notes = await runner.in_thread(comfy, _encode_inputs, given)
+        jobs = [runner.Job(ImageEditRequest(
                     prompt=prompt,
                     images=tuple(batch[i if len(batch) > 1 else 0] for batch in encoded.values()),
                     model=model, negative_prompt=negative_prompt, size=_size(size, width, height),
                     n=n, prompt_extend=_prompt_extend(model, prompt_extend), watermark=watermark,
-                    seed=common.seed_for(seed, i)), first=i * n, n=n)
+                    seed=runner.seed_for(seed, i)), first=i * n, n=n)
                 for i in range(count)]
-        for job in jobs:  # all before the first call: nothing is sent if one is invalid
-            notes.extend(validate(job.request))
-        client = common.make_client(region, comfy)
+        # The client validates each request before sending it (the edits differ only in
+        # seed and in input images the node encoded to fit: one invalid is invalid for all).
+        client = runner.make_client(region, comfy)
 
         def call(job, on_progress, cancel_event):
             # The client keeps the request body within the service's limit (uploads or
@@ -183,9 +182,9 @@ class DashScopeQwenImageEdit:
                                      on_progress=on_progress, cancel_event=cancel_event,
                                      reuse=reuse_stored)
 
-        outcomes = await common.run_jobs(jobs, call, comfy=comfy, node_id=unique_id,
-                                         fail_fast=on_partial_failure == common.FAIL)
-        return await common.in_thread(comfy, common.assemble, NODE_ID, model, IMAGE_EDIT, jobs,
+        outcomes = await runner.run_jobs(jobs, call, comfy=comfy, node_id=unique_id,
+                                         fail_fast=on_partial_failure == widgets.FAIL)
+        return await runner.in_thread(comfy, outputs.assemble, NODE_ID, model, IMAGE_EDIT, jobs,
                                       outcomes, notes)
 
 
@@ -194,7 +193,8 @@ def _batch_size(tensor) -> int:
 
 
 def _encode_inputs(given: dict) -> tuple[dict[str, list[bytes]], list[str]]:
-    from .tensors import encode_image, to_uint8_rgb
+    from ..api.images import encode_image
+    from .tensors import to_uint8_rgb
 
     encoded, notes = {}, []
     for name, tensor in given.items():

@@ -1,34 +1,25 @@
-"""ComfyUI IMAGE tensors <-> encoded images, losslessly where the service allows it.
+"""ComfyUI IMAGE tensors <-> uint8 RGB pixels, exactly.
+
+The tensor half of the conversion; encoding the pixels for the service (resizing to its
+384-3072 px sides, the fast lossless PNG, the lossless ladder within its 10 MB limit) and
+decoding results to RGB are ``api.images``'s, which needs no torch.
 
 Decisions (each is visible to the user as a note in the node's info output and the log):
 
 - In: an IMAGE is float [B, H, W, C] in 0..1. Each value becomes ``round(clip(x, 0, 1) * 255)``;
   NaN becomes 0 and values outside 0..1 are clipped (noted when that changes a pixel, i.e.
   a value lies more than half a step outside 0..1). C = 1 (greyscale) is repeated to RGB.
-  C = 4 (RGBA) and C = 2 (grey + alpha) are composited over white: the service documents
-  no transparency handling, and white is what a cut-out on a page or product shot expects,
-  whereas dropping alpha would expose whatever colour hides under transparent pixels.
-- Sides outside the service's 384-3072 px are resized with Lanczos, aspect kept; an aspect
-  beyond 3072:384 (8:1) cannot fit and is refused with a message saying so.
-- PNG first (lossless, exact pixels); when its data URI would exceed the 10 MB item limit,
-  stronger PNG compression, then lossless WebP (each only where it can plausibly close
-  the gap), then downscaling (Lanczos, PNG) until it fits. The client would otherwise fall
-  back to JPEG (api.images.fit_encoding), which changes every pixel.
+  C = 4 (RGBA) and C = 2 (grey + alpha) are composited over white, as ``api.images.flatten``
+  does for encoded images: dropping alpha would expose whatever colour hides under
+  transparent pixels.
 - Out: every result becomes RGB float32 [B, H, W, 3] with value v/255 (float32 division).
   For every v in 0..255, ``np.clip(255. * x, 0, 255).astype(np.uint8)`` (ComfyUI's SaveImage)
   gives v back, so saving an output stores the very pixels the service returned
-  (tests/test_tensors.py checks all 256 values). Alpha in a result is composited over
-  white as on input.
+  (tests/test_tensors.py checks all 256 values). Results of one output that differ in size
+  are resized to the first one's (a note says so; the store keeps the exact files).
 
 Speed and memory (tests/benchmarks.py measures them):
 
-- The first PNG of an input is written here, not by Pillow: every row filtered with PNG's
-  "Up" filter (one vectorised subtraction) and deflated at level 1, in bands compressed on
-  several cores at once. Each band uses run-length matching (what photographs compress
-  best with, and far faster) unless a sample of it compresses better with ordinary
-  matching (drawings, text, repeated patterns). It is a standard PNG, lossless like any;
-  only when it is over the limit does the slower, stronger ladder below start, from
-  Pillow's default PNG, exactly as before.
 - Tensor -> uint8 runs frame by frame through a small reused buffer: no float copy of the
   batch, and the caller's tensor is never modified.
 - PNG -> IMAGE allocates the output tensor once (its pages mapped in one call where the
@@ -37,40 +28,20 @@ Speed and memory (tests/benchmarks.py measures them):
 """
 from __future__ import annotations
 
-import io
 import logging
 import math
 import mmap
-import os
-import struct
-import zlib
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from PIL import Image
 
 from ..api.errors import ValidationError
-from ..api.images import data_uri_length, inspect_image, mime_type, shrink_to_fit
-from ..api.models import EDIT_INPUT_MAX_BYTES, EDIT_INPUT_SIDE_MAX, EDIT_INPUT_SIDE_MIN
+from ..api.images import decode_rgb, inspect_image
 
 log = logging.getLogger(__name__)
 
 _HALF_STEP = 0.5 / 255  # a value further than this outside 0..1 changes its pixel when clipped
-
-
-@dataclass
-class Encoded:
-    data: bytes
-    format: str  # "PNG" or "WEBP"
-    width: int
-    height: int
-    notes: list[str] = field(default_factory=list)
-
-
-def _uri_length(data: bytes, fmt: str) -> int:
-    return data_uri_length(len(data), mime_type(fmt))
 
 
 def to_uint8_rgb(images, name: str) -> tuple[np.ndarray, list[str]]:
@@ -146,79 +117,6 @@ def _plain_to_uint8(images: torch.Tensor) -> np.ndarray:
     return out
 
 
-def fit_sides(width: int, height: int, name: str) -> tuple[int, int]:
-    """The size within the service's 384-3072 px per side, aspect kept; unchanged if it fits."""
-    lo, hi = EDIT_INPUT_SIDE_MIN, EDIT_INPUT_SIDE_MAX
-    short, long_ = min(width, height), max(width, height)
-    if short >= lo and long_ <= hi:
-        return width, height
-    if long_ * lo > hi * short:
-        raise ValidationError(
-            name, f"{width}x{height} px has an aspect ratio of {long_ / short:.2f}:1, but the "
-                  f"service takes {lo}-{hi} px per side, so at most {hi // lo}:1",
-            hint="Crop or pad the image to a less extreme aspect ratio first.")
-    scale = lo / short if short < lo else hi / long_
-    return (min(hi, max(lo, round(width * scale))), min(hi, max(lo, round(height * scale))))
-
-
-def _encode(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def encode_image(pixels: np.ndarray, name: str, *,
-                 max_uri_bytes: int = EDIT_INPUT_MAX_BYTES) -> Encoded:
-    """One uint8 [H, W, 3] image -> PNG (or lossless WebP) bytes the service accepts."""
-    notes: list[str] = []
-    height, width = pixels.shape[:2]
-    size = fit_sides(width, height, name)
-    if size != (width, height):
-        notes.append(f"{name}: resized from {width}x{height} to {size[0]}x{size[1]} "
-                     f"px (the service takes {EDIT_INPUT_SIDE_MIN}-{EDIT_INPUT_SIDE_MAX} px per "
-                     "side).")
-        pixels = np.asarray(Image.fromarray(pixels, "RGB").resize(size, Image.LANCZOS))
-
-    data, fmt, (width, height) = _fit_limit(pixels, name, max_uri_bytes, notes)
-    for note in notes:
-        log.info(note)
-    return Encoded(data, fmt, width, height, notes)
-
-
-_ITEM_LIMIT = "the service's 10 MB data-URI limit"
-
-
-def _fit_limit(pixels: np.ndarray, name: str, max_uri_bytes: int, notes: list[str]):
-    """(data, format, (width, height)) of an RGB uint8 image whose data URI fits
-    ``max_uri_bytes``: lossless if at all possible (api.images.shrink_to_fit's ladder)."""
-    fast = fast_png(pixels)
-    if _uri_length(fast, "PNG") <= max_uri_bytes:
-        return fast, "PNG", (pixels.shape[1], pixels.shape[0])
-    # Over the limit (rare): from Pillow's PNG, smaller than the fast one, the client's
-    # stronger codings and, failing those, a downscale.
-    first = _encode(Image.fromarray(pixels, "RGB"), "PNG")
-    try:
-        data, done = shrink_to_fit(first, max_uri_bytes)
-    except ValueError as error:
-        raise ValidationError(name, f"cannot be encoded within {_ITEM_LIMIT}: {error}",
-                              hint="Send a smaller or less detailed image.") from None
-    if done:
-        notes.append(f"{name}: its PNG ({len(first)} bytes) is over {_ITEM_LIMIT}; {done}.")
-    fmt, width, height = inspect_image(data)
-    return data, fmt, (width, height)
-
-
-def _decode_rgb(data: bytes) -> np.ndarray:
-    image = Image.open(io.BytesIO(data))
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        image = Image.new("RGB", rgba.size, (255, 255, 255))
-        image.paste(rgba, mask=rgba.getchannel("A"))
-    elif image.mode != "RGB":
-        image = image.convert("RGB")
-    return np.asarray(image)
-
-
 def decode_images(datas: list[bytes]) -> tuple[torch.Tensor, list[str]]:
     """Encoded images of one output -> IMAGE [B, H, W, 3] float32, v/255 exactly.
 
@@ -226,12 +124,11 @@ def decode_images(datas: list[bytes]) -> tuple[torch.Tensor, list[str]]:
     resized (Lanczos) to the first image's size and a note says so: the images are paid
     for, and the originals stay in the result store.
     """
-    with Image.open(io.BytesIO(datas[0])) as first:
-        width, height = first.size  # from the header; nothing decoded yet
+    _, width, height = inspect_image(datas[0])  # from the header; nothing decoded yet
     out = _new_output((len(datas), height, width, 3))
 
     def decode_into(index: int) -> str | None:
-        array = _decode_rgb(datas[index])
+        array = decode_rgb(datas[index])
         note = None
         if array.shape[:2] != (height, width):
             note = (f"result image {index + 1} is {array.shape[1]}x{array.shape[0]} px; resized "
@@ -271,85 +168,3 @@ def _new_output(shape: tuple[int, ...]) -> np.ndarray:
     # The array (and the tensor made from it) keeps the mapping alive; it is unmapped when
     # the last of them goes.
     return np.frombuffer(region, np.float32).reshape(shape)
-
-
-# -- fast lossless PNG ------------------------------------------------------------------------
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # the CPUs this process may use (containers)
-    except AttributeError:  # not on every platform
-        return os.cpu_count() or 1
-
-
-_WORKERS = max(1, min(8, _cpu_count()))  # threads for PNG coding
-_BAND_BYTES = 2 << 20  # filtered rows deflated as one piece, at most
-_PARALLEL_BYTES = 256 << 10  # below this, starting threads costs more than it saves
-_IDAT_BYTES = 1 << 20  # PNG data chunk size (any size is valid; this is what most tools do)
-_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KiB window, "fastest" level
-
-
-def _chunk(tag: bytes, data) -> bytes:
-    return (struct.pack(">I", len(data)) + tag + bytes(data)
-            + struct.pack(">I", zlib.crc32(data, zlib.crc32(tag))))
-
-
-def _deflate_band(band: memoryview, last: bool) -> bytes:
-    """Raw deflate of one band; every band but the last ends on a byte boundary, unfinished,
-    so that the bands joined are one valid deflate stream (as pigz does)."""
-    # Run-length matching suits photographs (1 byte back: the filtered rows are residues);
-    # ordinary matching finds the repeats of drawings, text and patterns. A sample decides.
-    # Four slices spread over the band, 1/64 of it in all: a blank stretch alone misleads.
-    step, size = len(band) // 4, max(1024, len(band) // 256)
-    samples = [band[k * step + step // 2:k * step + step // 2 + size] for k in range(4)]
-    sizes = {}
-    for strategy in (zlib.Z_RLE, zlib.Z_DEFAULT_STRATEGY):
-        probe = zlib.compressobj(1, zlib.DEFLATED, -15, 9, strategy)
-        sizes[strategy] = sum(len(probe.compress(sample)) for sample in samples) \
-            + len(probe.flush())
-    strategy = zlib.Z_RLE if sizes[zlib.Z_RLE] <= 1.1 * sizes[zlib.Z_DEFAULT_STRATEGY] \
-        else zlib.Z_DEFAULT_STRATEGY
-    compressor = zlib.compressobj(1, zlib.DEFLATED, -15, 9, strategy)
-    return compressor.compress(band) + compressor.flush(zlib.Z_FINISH if last
-                                                        else zlib.Z_SYNC_FLUSH)
-
-
-def fast_png(pixels: np.ndarray) -> bytes:
-    """RGB uint8 [H, W, 3] -> PNG bytes, about ten times faster than Pillow's default.
-
-    Every row uses filter type 2 (Up: the difference to the row above, row 0 against
-    zeros); the filtered rows are deflated at level 1 in bands on several threads (zlib
-    works without the GIL). The file is an ordinary 8-bit RGB PNG.
-    """
-    height, width, _ = pixels.shape
-    rows = np.ascontiguousarray(pixels).reshape(height, width * 3)
-    filtered = np.empty((height, width * 3 + 1), np.uint8)
-    filtered[:, 0] = 2
-    filtered[0, 1:] = rows[0]
-    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # wraps modulo 256, as PNG wants
-    data = memoryview(filtered).cast("B")
-    row_bytes = filtered.shape[1]
-    count = math.ceil(len(data) / _BAND_BYTES)
-    if _WORKERS > 1 and len(data) >= _PARALLEL_BYTES:
-        count = math.ceil(count / _WORKERS) * _WORKERS  # the same share for every thread
-    band_rows = math.ceil(height / min(count, height))
-    starts = list(range(0, height, band_rows))
-    bands = [(data[s * row_bytes:min(height, s + band_rows) * row_bytes], s == starts[-1])
-             for s in starts]
-    if len(bands) > 1:
-        with ThreadPoolExecutor(min(len(bands), _WORKERS),
-                                thread_name_prefix="qwenimg-png") as pool:
-            checksum = pool.submit(zlib.adler32, data)
-            parts = list(pool.map(lambda band: _deflate_band(*band), bands))
-            checksum = checksum.result()
-    else:
-        parts, checksum = [_deflate_band(*bands[0])], zlib.adler32(data)
-    stream = b"".join([_ZLIB_HEADER, *parts, struct.pack(">I", checksum)])
-    view = memoryview(stream)
-    return b"".join([
-        _SIGNATURE,
-        _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)),
-        *(_chunk(b"IDAT", view[i:i + _IDAT_BYTES]) for i in range(0, len(view), _IDAT_BYTES)),
-        _chunk(b"IEND", b""),
-    ])

@@ -7,10 +7,10 @@ from ..api.models import (
     TEXT_TO_IMAGE,
     TEXT_TO_IMAGE_SIZES,
     models_of,
+    spec_for,
 )
 from ..api.schema import TextToImageRequest
-from ..api.validation import validate
-from . import common
+from . import outputs, runner, widgets
 from .comfy_bridge import Comfy
 
 NODE_ID = "DashScopeQwenImageTextToImage"
@@ -18,7 +18,10 @@ DISPLAY_NAME = "Qwen-Image Text to Image (DashScope)"
 MODELS = models_of(TEXT_TO_IMAGE)
 SIZES = {f"{size} ({aspect})": size for size, aspect in TEXT_TO_IMAGE_SIZES.items()}
 DEFAULT_SIZE = next(label for label, size in SIZES.items() if size == DEFAULT_TEXT_TO_IMAGE_SIZE)
-INTERFACES = ["async", "sync"]
+# Every interface a model of the table offers, the default model's default first.
+_DEFAULT_INTERFACE = spec_for(DEFAULT_MODEL[TEXT_TO_IMAGE], TEXT_TO_IMAGE).default_interface
+INTERFACES = sorted({i for m in MODELS for i in spec_for(m, TEXT_TO_IMAGE).interfaces},
+                    key=lambda interface: (interface != _DEFAULT_INTERFACE, interface))
 BATCH_MAX = 16
 
 
@@ -34,44 +37,44 @@ class DashScopeQwenImageTextToImage:
         "(about $0.03 for qwen-image-plus in Singapore); the API key comes from the "
         "environment (DASHSCOPE_API_KEY), never from a widget. Every image is saved to "
         "ComfyUI's output/qwen-image folder the moment it arrives.")
-    CATEGORY = common.CATEGORY
+    CATEGORY = widgets.CATEGORY
     FUNCTION = "generate"
     RETURN_TYPES = ("IMAGE", "STRING", "STRING")
     RETURN_NAMES = ("images", "prompt_used", "info")
     OUTPUT_TOOLTIPS = ("The generated images, RGB, exactly the pixels the service returned.",
-                       common.OUTPUT_TOOLTIPS_PROMPT, common.OUTPUT_TOOLTIPS_INFO)
+                       widgets.OUTPUT_TOOLTIPS_PROMPT, widgets.OUTPUT_TOOLTIPS_INFO)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
                 "prompt": ("STRING", {"multiline": True, "default": "",
-                                      "tooltip": common.TOOLTIPS["prompt"]}),
+                                      "tooltip": widgets.TOOLTIPS["prompt"]}),
                 "negative_prompt": ("STRING", {"multiline": True, "default": "",
-                                               "tooltip": common.TOOLTIPS["negative_prompt"]}),
+                                               "tooltip": widgets.TOOLTIPS["negative_prompt"]}),
                 "model": (MODELS, {"default": DEFAULT_MODEL[TEXT_TO_IMAGE],
                                    "tooltip": "qwen-image-plus and qwen-image draw alike; "
                                               "qwen-image-plus costs less."}),
                 "size": (list(SIZES), {"default": DEFAULT_SIZE,
                                        "tooltip": "Output width*height in pixels (aspect ratio)."}),
-                "seed": common.seed_input(" With batch > 1, image i uses seed + i."),
+                "seed": widgets.seed_input(" With batch > 1, image i uses seed + i."),
                 "batch": ("INT", {"default": 1, "min": 1, "max": BATCH_MAX,
                                   "tooltip": "Images per run: one call each, run concurrently "
                                              "within the account's limits, with seeds seed, "
                                              "seed+1, ... Each image is billed."}),
                 "prompt_extend": ("BOOLEAN", {"default": True,
-                                              "tooltip": common.TOOLTIPS["prompt_extend"]}),
+                                              "tooltip": widgets.TOOLTIPS["prompt_extend"]}),
                 "watermark": ("BOOLEAN", {"default": False,
-                                          "tooltip": common.TOOLTIPS["watermark"]}),
+                                          "tooltip": widgets.TOOLTIPS["watermark"]}),
                 "interface": (INTERFACES, {
-                    "default": "async",
+                    "default": _DEFAULT_INTERFACE,
                     "tooltip": "async: a task that can be cancelled while queued (ComfyUI's "
                                "Cancel cancels it) and polled again after a dropped connection, "
                                "so a lost answer never means paying twice. sync: one long "
                                "request; a dropped connection leaves the outcome unknown."}),
-                **common.shared_tail_inputs(),
+                **widgets.shared_tail_inputs(),
             },
-            "optional": common.shared_optional_inputs(),
+            "optional": widgets.shared_optional_inputs(),
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
@@ -82,34 +85,33 @@ class DashScopeQwenImageTextToImage:
         # rules (api.validation's) cover them. Linked inputs arrive as None.
         if size is not None and size not in SIZES:
             return f"size: {size!r} is not in the list. Allowed: {', '.join(SIZES)}."
-        return common.queue_time_check(MODELS, model, custom_model, lambda: TextToImageRequest(
+        return widgets.queue_time_check(MODELS, model, custom_model, lambda: TextToImageRequest(
             prompt="x" if prompt is None else prompt,
             negative_prompt=negative_prompt or "",
-            model=common.model_id(model or DEFAULT_MODEL[TEXT_TO_IMAGE], custom_model),
+            model=widgets.model_id(model or DEFAULT_MODEL[TEXT_TO_IMAGE], custom_model),
             size=_size(size or DEFAULT_SIZE),
             seed=seed))
 
     async def generate(self, prompt, negative_prompt, model, size, seed, batch, prompt_extend,
                        watermark, interface, reuse_stored, on_partial_failure,
-                       custom_model="", region=common.REGION_DEFAULT, unique_id=None):
+                       custom_model="", region=widgets.REGION_DEFAULT, unique_id=None):
         comfy = Comfy()
-        model = common.model_id(model, custom_model)
-        region = common.region_id(region)
-        jobs = [common.Job(TextToImageRequest(
+        model = widgets.model_id(model, custom_model)
+        region = widgets.region_id(region)
+        jobs = [runner.Job(TextToImageRequest(
                     prompt=prompt, negative_prompt=negative_prompt, model=model, size=_size(size),
                     prompt_extend=prompt_extend, watermark=watermark,
-                    seed=common.seed_for(seed, i)), first=i, n=1)
+                    seed=runner.seed_for(seed, i)), first=i, n=1)
                 for i in range(batch)]
-        notes = []
-        for job in jobs:  # all before the first call: nothing is sent if one is invalid
-            notes.extend(validate(job.request))
-        client = common.make_client(region, comfy)
+        # The client validates each request before sending it (the calls differ only in
+        # seed, so an invalid one is invalid for all: nothing is sent).
+        client = runner.make_client(region, comfy)
 
         def call(job, on_progress, cancel_event):
             return client.text_to_image(job.request, interface=interface, on_progress=on_progress,
                                         cancel_event=cancel_event, reuse=reuse_stored)
 
-        outcomes = await common.run_jobs(jobs, call, comfy=comfy, node_id=unique_id,
-                                         fail_fast=on_partial_failure == common.FAIL)
-        return await common.in_thread(comfy, common.assemble, NODE_ID, model, TEXT_TO_IMAGE,
-                                      jobs, outcomes, notes)
+        outcomes = await runner.run_jobs(jobs, call, comfy=comfy, node_id=unique_id,
+                                         fail_fast=on_partial_failure == widgets.FAIL)
+        return await runner.in_thread(comfy, outputs.assemble, NODE_ID, model, TEXT_TO_IMAGE,
+                                      jobs, outcomes, [])

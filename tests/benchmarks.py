@@ -241,7 +241,7 @@ def overhead_at(side: int, repeats: int) -> dict:
     import numpy as np
     import torch
     from PIL import Image
-    from qwen_image_dashscope.api.images import to_data_uri
+    from qwen_image_dashscope.api.images import encode_image, to_data_uri
     from qwen_image_dashscope.nodes import tensors
 
     pixels = natural_pixels(side, side)
@@ -263,7 +263,7 @@ def overhead_at(side: int, repeats: int) -> dict:
         # What the edit node does to an input (nodes/image_edit.py, _encode_inputs), then
         # the body as the client sends it: a data URI in JSON, UTF-8.
         pixels_in, _ = tensors.to_uint8_rgb(tensor, "image")
-        png = tensors.encode_image(pixels_in[0], "image").data
+        png = encode_image(pixels_in[0], "image").data
         sizes["ours_png"] = len(png)
         body = {"model": "qwen-image-edit-plus",
                 "input": {"messages": [{"role": "user", "content": [

@@ -1,4 +1,5 @@
-"""IMAGE tensor <-> PNG conversion (nodes/tensors.py): exactness, channels, range, limits."""
+"""IMAGE tensor <-> PNG conversion (nodes/tensors.py, api/images.py): exactness, channels,
+range, limits."""
 import io
 
 import numpy as np
@@ -8,14 +9,15 @@ from comfy_stubs.harness import pixels_sent, png_pixels, saved_pixels
 from PIL import Image
 
 from qwen_image_dashscope.api.errors import ValidationError
+from qwen_image_dashscope.api import images as api_images
 from qwen_image_dashscope.api.images import data_uri_length, mime_type
 from qwen_image_dashscope.api.models import EDIT_INPUT_MAX_BYTES
 from qwen_image_dashscope.nodes import tensors
 
 
-def png(array, mode="RGB", **options) -> bytes:
+def png(array, mode="RGB", format="PNG", **options) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(array, mode).save(buffer, "PNG", **options)
+    Image.fromarray(array, mode).save(buffer, format, **options)
     return buffer.getvalue()
 
 
@@ -79,7 +81,7 @@ def test_float_tensor_becomes_round_clip_255_exactly():
     pixels, notes = tensors.to_uint8_rgb(images, "image")
     assert notes == []
     assert np.array_equal(pixels, pixels_sent(images))
-    encoded = tensors.encode_image(pixels[1], "image")
+    encoded = api_images.encode_image(pixels[1], "image")
     assert encoded.format == "PNG" and encoded.notes == []
     assert np.array_equal(png_pixels(encoded.data), pixels[1])
 
@@ -143,12 +145,12 @@ def test_bad_shapes_are_refused():
     ((300, 2400), (384, 3072)),     # 8:1 upscaled
 ])
 def test_fit_sides(size, expected):
-    assert tensors.fit_sides(*size, "image") == expected
+    assert api_images.fit_sides(*size, "image") == expected
 
 
 def test_impossible_aspect_ratio_is_a_clear_error():
     with pytest.raises(ValidationError) as caught:
-        tensors.fit_sides(4000, 300, "image2")
+        api_images.fit_sides(4000, 300, "image2")
     message = str(caught.value)
     assert message.startswith("image2: 4000x300 px has an aspect ratio of 13.33:1")
     assert "at most 8:1" in message and "Crop or pad" in message
@@ -157,7 +159,7 @@ def test_impossible_aspect_ratio_is_a_clear_error():
 def test_small_input_is_upscaled_with_lanczos_and_a_note():
     pixels = np.zeros((100, 150, 3), np.uint8)
     pixels[:, 75:] = 255
-    encoded = tensors.encode_image(pixels, "image")
+    encoded = api_images.encode_image(pixels, "image")
     assert (encoded.width, encoded.height) == (576, 384)
     assert png_pixels(encoded.data).shape == (384, 576, 3)
     assert encoded.notes == ["image: resized from 150x100 to 576x384 px (the service takes "
@@ -174,20 +176,20 @@ def test_over_the_limit_tries_stronger_png_then_lossless_webp():
     pixels = ramp + np.random.default_rng(5).integers(0, 2, (512, 512, 3), dtype=np.uint8)
     default = png(pixels)
     strongest = png(pixels, compress_level=9)
-    webp = tensors._encode(Image.fromarray(pixels), "WEBP", lossless=True, quality=25, method=1)
+    webp = png(pixels, "RGB", format="WEBP", lossless=True, quality=25, method=1)
     default_uri = data_uri_length(len(default), "image/png")
     strongest_uri = data_uri_length(len(strongest), "image/png")
     assert strongest_uri < default_uri <= 1.1 * strongest_uri  # the test's premise
     assert data_uri_length(len(webp), "image/webp") < strongest_uri - 10
 
     limit = strongest_uri + 10  # only the strongest PNG fits
-    encoded = tensors.encode_image(pixels, "image", max_uri_bytes=limit)
+    encoded = api_images.encode_image(pixels, "image", max_uri_bytes=limit)
     assert encoded.format == "PNG" and uri_length(encoded) <= limit
     assert np.array_equal(png_pixels(encoded.data), pixels)
     assert "re-encoded as maximally compressed PNG" in encoded.notes[0]
 
     limit = strongest_uri - 10  # only WebP fits
-    encoded = tensors.encode_image(pixels, "image", max_uri_bytes=limit)
+    encoded = api_images.encode_image(pixels, "image", max_uri_bytes=limit)
     assert encoded.format == "WEBP" and uri_length(encoded) <= limit
     assert np.array_equal(png_pixels(encoded.data), pixels)
     assert "re-encoded as lossless WebP" in encoded.notes[0] and "pixels unchanged" in encoded.notes[0]
@@ -195,7 +197,7 @@ def test_over_the_limit_tries_stronger_png_then_lossless_webp():
 
 def test_over_10_mb_even_lossless_is_downscaled_to_fit():
     pixels = _busy(2400, 2000)  # noise: no lossless coding gets it under 10 MB
-    encoded = tensors.encode_image(pixels, "image")
+    encoded = api_images.encode_image(pixels, "image")
     assert encoded.format == "PNG" and uri_length(encoded) <= EDIT_INPUT_MAX_BYTES
     assert encoded.width < 2400 and encoded.height < 2000
     assert abs(encoded.width / encoded.height - 2400 / 2000) < 0.01
@@ -207,7 +209,7 @@ def test_an_image_that_cannot_fit_without_going_below_384_px_is_refused():
     expected = ("cannot be encoded within the service's 10 MB data-URI limit: .* without a side "
                 "below 384 px")
     with pytest.raises(ValidationError, match=expected):
-        tensors.encode_image(_busy(400, 400), "image", max_uri_bytes=100_000)
+        api_images.encode_image(_busy(400, 400), "image", max_uri_bytes=100_000)
 
 
 def test_out_of_range_input_is_clipped_without_touching_the_callers_tensor():
