@@ -1,23 +1,45 @@
-"""Result images: deterministic Pillow drawings (the exact rules are in the package docstring)."""
+"""Result images: deterministic Pillow drawings (same request, same bytes; no seed in the
+request: a random seed).
+
+Text to image: a pattern from sha256(json.dumps([model, prompt, negative_prompt, W, H, seed,
+index], ensure_ascii=False)) (prompts after cutting): two crossing gradients and four discs,
+exactly W x H.
+
+Edit: output size (W, H) = the requested size, else edit_size(last input): r = w/h,
+W = round(sqrt(1048576*r)/16)*16, H = round(sqrt(1048576/r)/16)*16 (Python's round). Then
+    out = ImageOps.invert(last.convert("RGB").resize((W, H), Image.Resampling.BICUBIC))
+    every other input i (in order, 0-based) is pasted un-inverted as
+        other.convert("RGB").resize((W // 6, H // 6), BICUBIC) at (8 + i * (W // 6 + 8), 8)
+    output k (0-based) gets a 16x16 mark: box (16k, H-16)-(16k+15, H-1) filled with
+        sha256(f"{seed}:{k}").digest()[:3] (mark_colour)
+With watermark true, "Qwen-Image" in white on black near the bottom-right corner.
+"""
+from __future__ import annotations
+
 import hashlib
 import io
 import json
 import math
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw, ImageOps
 
 from . import rules
 
+if TYPE_CHECKING:  # validate imports this module
+    from .validate import Job
+
 BICUBIC = Image.Resampling.BICUBIC
+Size = tuple[int, int]
 
 
-def png_bytes(img):
+def png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "PNG", compress_level=1)  # speed over size: tests make many of these
     return buf.getvalue()
 
 
-def open_image(data):
+def open_image(data: bytes) -> Image.Image:
     """Decode *data* far enough to know its format and size; ValueError if it is no image."""
     try:
         img = Image.open(io.BytesIO(data))
@@ -28,7 +50,7 @@ def open_image(data):
     return img
 
 
-def edit_size(width, height):
+def edit_size(width: int, height: int) -> Size:
     """Default edit output size: the input's ratio, area near 1024*1024, sides multiples of 16."""
     ratio, unit = width / height, rules.EDIT_MULTIPLE
     return (
@@ -37,15 +59,17 @@ def edit_size(width, height):
     )
 
 
-def text_to_image(model, prompt, negative_prompt, size, seed, index, watermark=False):
-    key = json.dumps([model, prompt, negative_prompt, size[0], size[1], seed, index], ensure_ascii=False)
+def text_to_image(model: str, prompt: str, negative_prompt: str, size: Size, seed: int,
+                  index: int, watermark: bool = False) -> bytes:
+    key = json.dumps([model, prompt, negative_prompt, size[0], size[1], seed, index],
+                     ensure_ascii=False)
     digest = hashlib.sha256(key.encode()).digest()
     width, height = size
     ramp = Image.linear_gradient("L")  # 256 px; resizing is far cheaper than drawing W*H pixels
-    img = Image.composite(
-        Image.new("RGB", size, tuple(digest[0:3])), Image.new("RGB", size, tuple(digest[3:6])), ramp.resize(size)
-    )
-    img = Image.composite(img, Image.new("RGB", size, tuple(digest[6:9])), ramp.rotate(90).resize(size))
+    img = Image.composite(Image.new("RGB", size, tuple(digest[0:3])),
+                          Image.new("RGB", size, tuple(digest[3:6])), ramp.resize(size))
+    img = Image.composite(img, Image.new("RGB", size, tuple(digest[6:9])),
+                          ramp.rotate(90).resize(size))
     draw, unit = ImageDraw.Draw(img), min(width, height)
     for i in range(4):
         b = digest[9 + 5 * i : 14 + 5 * i]
@@ -56,7 +80,7 @@ def text_to_image(model, prompt, negative_prompt, size, seed, index, watermark=F
     return png_bytes(img)
 
 
-def edit_base(inputs, size):
+def edit_base(inputs: list[Image.Image], size: Size) -> Image.Image:
     """The part of every edit output that does not depend on the output index."""
     width, height = size
     img = ImageOps.invert(inputs[-1].convert("RGB").resize(size, BICUBIC))
@@ -66,11 +90,12 @@ def edit_base(inputs, size):
     return img
 
 
-def mark_colour(seed, index):
-    return tuple(hashlib.sha256(f"{seed}:{index}".encode()).digest()[:3])
+def mark_colour(seed: int, index: int) -> tuple[int, int, int]:
+    r, g, b = hashlib.sha256(f"{seed}:{index}".encode()).digest()[:3]
+    return r, g, b
 
 
-def edit_output(base, seed, index, watermark=False):
+def edit_output(base: Image.Image, seed: int, index: int, watermark: bool = False) -> bytes:
     img = base.copy()
     height = img.height
     ImageDraw.Draw(img).rectangle(
@@ -81,18 +106,16 @@ def edit_output(base, seed, index, watermark=False):
     return png_bytes(img)
 
 
-def render(job):
-    """PNG bytes of every output of a validated job (see validate.Job)."""
+def render(job: Job) -> list[bytes]:
+    """PNG bytes of every output of a validated job."""
     if not job.inputs:
-        return [
-            text_to_image(job.model, job.prompt, job.negative_prompt, job.size, job.seed, k, job.watermark)
-            for k in range(job.n)
-        ]
+        return [text_to_image(job.model, job.prompt, job.negative_prompt, job.size, job.seed, k,
+                              job.watermark) for k in range(job.n)]
     base = edit_base(job.inputs, job.size)
     return [edit_output(base, job.seed, k, job.watermark) for k in range(job.n)]
 
 
-def _watermark(img):
+def _watermark(img: Image.Image) -> None:
     draw, text = ImageDraw.Draw(img), "Qwen-Image"
     left, top, right, bottom = draw.textbbox((0, 0), text)
     x, y = img.width - (right - left) - 12, img.height - (bottom - top) - 12

@@ -1,12 +1,14 @@
 """The service's rules as data: regions, keys, models, limits and error codes.
 
-Values come from the vendor's API reference (seeds/) and the protocol notes; where the
-two disagree the reference wins (default text-to-image size 1328*1328).
+Values come from the vendor's public API reference pages and wire captures of the official
+SDK; where they disagree the API reference wins (default text-to-image size 1328*1328).
 """
+from datetime import timedelta, timezone
 from typing import NamedTuple
 
 REGIONS = ("ap-southeast-1", "cn-beijing")
 UPLOAD_REGIONS = ("cn-beijing",)  # temporary file storage exists in Beijing only
+UTC8 = timezone(timedelta(hours=8))  # the service's clock for task times and upload dirs
 
 SINGAPORE_KEY = "sk-emulator-singapore"
 BEIJING_KEY = "sk-emulator-beijing"
@@ -30,7 +32,8 @@ MODELS = {
 }
 
 # The reference's five sizes, plus the spellings newer pages use for 4:3 and 3:4.
-T2I_SIZES = ("1664*928", "1472*1140", "1328*1328", "1140*1472", "928*1664", "1472*1104", "1104*1472")
+T2I_SIZES = ("1664*928", "1472*1140", "1328*1328", "1140*1472", "928*1664",
+             "1472*1104", "1104*1472")
 T2I_DEFAULT_SIZE = "1328*1328"
 FREE_SIDE = (512, 2048)  # edit-plus "size" bounds, both sides
 EDIT_AREA, EDIT_MULTIPLE = 1024 * 1024, 16  # default edit output: last input's ratio, ~1 Mpx
@@ -84,7 +87,8 @@ MESSAGES = {  # fixed texts; other messages are written where the error is raise
     ),
     "BadRequest.TooLarge": "Request body is too large.",
     "Throttling.RateQuota": "Requests rate limit exceeded, please try again later.",
-    "InternalError": "An internal error has occured, please try again later or contact service support.",
+    "InternalError": (
+        "An internal error has occured, please try again later or contact service support."),
     "InternalError.Algo": "An internal error occurred during model inference.",
 }
 MODEL_NOT_EXIST = "Model not exist."

@@ -1,29 +1,43 @@
-"""Request bodies to jobs, or the error the service answers (ApiError)."""
+"""Request bodies to jobs, or the error the service answers (ApiError).
+
+Model table: rules.MODELS. Unknown model (or one not served at the endpoint, e.g. an edit
+model on image-synthesis): 400 InvalidParameter "Model not exist.". Missing model: 400
+BadRequest.EmptyModel. Missing or empty input: 400 BadRequest.EmptyInput. Other violations:
+400 InvalidParameter (one user message; t2i: exactly one text and no image; edit: 1-3
+images and one text; n: t2i and qwen-image-edit "num_images_per_prompt must be 1",
+edit-plus 1-6; size: t2i one of rules.T2I_SIZES (default 1328*1328), edit-plus W*H in
+[512, 2048] and only with n == 1, qwen-image-edit refuses size; seed in [0, 2147483647];
+prompt_extend/watermark booleans; null counts as absent; unknown parameters are ignored;
+qwen-image-edit ignores prompt_extend).
+
+Image items: data:{mime};base64,... (rules.IMAGE_MIMES; an item longer than 10485760
+characters: "Exceeded limit on max bytes per data-uri item"), the emulator's own result
+URLs (any other URL: 400 InvalidURL "download failed: ..."), or oss://{key} (needs the
+header X-DashScope-OssResourceResolve: enable, else 400 InvalidURL). Decoded images must be
+JPEG/PNG/BMP/TIFF/WEBP, at most 10 MB, each side in [384, 3072].
+
+Prompts over 800 characters and negative prompts over 500 are cut silently; Job.notes says
+so. A prompt or negative prompt (after cutting) containing "[[unsafe]]": 400
+DataInspectionFailed "Input or output data may contain inappropriate content.".
+"""
+from __future__ import annotations
+
 import base64
 import binascii
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
 
 from . import rules
+from .errors import ApiError, invalid
 from .images import edit_size, open_image
 
 _SIZE = re.compile(r"(\d+)\*(\d+)")
-
-
-class ApiError(Exception):
-    """An error answer: HTTP status, code and message of the service's error body."""
-
-    def __init__(self, code, message=None, *, status=None, headers=None):
-        self.code = code
-        self.message = message or rules.MESSAGES.get(code, code)
-        self.status = status or rules.STATUS[code]
-        self.headers = headers or {}
-        super().__init__(f"{self.status} {code}: {self.message}")
-
-
-def invalid(message):
-    return ApiError("InvalidParameter", message)
+Fetch = Callable[[str], bytes]  # the bytes of one image item
 
 
 @dataclass
@@ -33,20 +47,20 @@ class Job:
     model: str
     prompt: str
     negative_prompt: str
-    size: tuple = (0, 0)
+    size: tuple[int, int] = (0, 0)
     n: int = 1
     seed: int = 0
     prompt_extend: bool = False
     watermark: bool = False
-    inputs: list = field(default_factory=list)  # decoded PIL images, edit models only
-    notes: list = field(default_factory=list)  # what the service did silently (truncation)
+    inputs: list[Image.Image] = field(default_factory=list)  # decoded, edit models only
+    notes: list[str] = field(default_factory=list)  # what the service did silently (truncation)
 
     @property
-    def actual_prompt(self):
+    def actual_prompt(self) -> str | None:
         return self.prompt + rules.EXTEND_SUFFIX if self.prompt_extend else None
 
 
-def model_of(body, asynchronous):
+def model_of(body: Any, asynchronous: bool) -> tuple[str, rules.Model]:
     """(name, rules.Model) of a request body; unknown, or not served here: "Model not exist."."""
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.")
@@ -59,7 +73,7 @@ def model_of(body, asynchronous):
     return name, model
 
 
-def generation(body, name, model, fetch):
+def generation(body: dict[str, Any], name: str, model: rules.Model, fetch: Fetch) -> Job:
     """A multimodal-generation body; fetch(value) gives the bytes of one image item."""
     messages = _input(body).get("messages")
     if not isinstance(messages, list) or len(messages) != 1 or not isinstance(messages[0], dict):
@@ -90,7 +104,7 @@ def generation(body, name, model, fetch):
     return job
 
 
-def synthesis(body, name, model):
+def synthesis(body: dict[str, Any], name: str, model: rules.Model) -> Job:
     """An image-synthesis (async task) body: prompt and negative_prompt sit in input."""
     inp = _input(body)
     prompt = inp.get("prompt")
@@ -103,7 +117,7 @@ def synthesis(body, name, model):
     return job
 
 
-def image_bytes(value, *, fetch_url, fetch_oss, oss_enabled):
+def image_bytes(value: str, *, fetch_url: Fetch, fetch_oss: Fetch, oss_enabled: bool) -> bytes:
     """Bytes of one image item: a data URI, an http(s) URL or an oss:// name."""
     if value.startswith("data:"):
         if len(value) > rules.DATA_URI_MAX:
@@ -121,7 +135,8 @@ def image_bytes(value, *, fetch_url, fetch_oss, oss_enabled):
     if value.startswith("oss://"):
         if not oss_enabled:
             raise ApiError(
-                "InvalidURL", "oss:// resources need the header X-DashScope-OssResourceResolve: enable."
+                "InvalidURL",
+                "oss:// resources need the header X-DashScope-OssResourceResolve: enable."
             )
         return fetch_oss(value)
     if value.startswith(("http://", "https://")):
@@ -129,7 +144,8 @@ def image_bytes(value, *, fetch_url, fetch_oss, oss_enabled):
     raise invalid("An image must be an http(s) URL, an oss:// name or a data URI.")
 
 
-def decode_input(data):
+def decode_input(data: bytes) -> Image.Image:
+    """A decoded input image within the service's limits; else 400 InvalidParameter."""
     if len(data) > rules.INPUT_MAX_BYTES:
         raise invalid("The input image is larger than 10MB.")
     try:
@@ -139,7 +155,8 @@ def decode_input(data):
     low, high = rules.INPUT_SIDE
     if not (low <= img.width <= high and low <= img.height <= high):
         raise invalid(
-            f"The input image is {img.width}*{img.height}; width and height must be in [{low}, {high}]."
+            f"The input image is {img.width}*{img.height}; "
+            f"width and height must be in [{low}, {high}]."
         )
     try:
         img.load()  # after the size check: no decompression of oversized images
@@ -148,14 +165,14 @@ def decode_input(data):
     return img
 
 
-def _item_kind(item):
+def _item_kind(item: Any) -> str | None:
     if isinstance(item, dict) and ("text" in item) != ("image" in item):
         kind = "text" if "text" in item else "image"
         return kind if isinstance(item[kind], str) else None
     return None
 
 
-def _input(body):
+def _input(body: dict[str, Any]) -> dict[str, Any]:
     inp = body.get("input")
     if not inp:
         raise ApiError("BadRequest.EmptyInput")
@@ -164,7 +181,7 @@ def _input(body):
     return inp
 
 
-def _parameters(body):
+def _parameters(body: dict[str, Any]) -> dict[str, Any]:
     params = body.get("parameters")
     if params is None:
         return {}
@@ -173,7 +190,8 @@ def _parameters(body):
     return params
 
 
-def _job(name, model, prompt, negative, params):
+def _job(name: str, model: rules.Model, prompt: Any, negative: Any,
+         params: dict[str, Any]) -> Job:
     if not isinstance(prompt, str) or not prompt.strip():
         raise invalid("The prompt (text) must not be empty.")
     if negative is None:
@@ -201,7 +219,7 @@ def _job(name, model, prompt, negative, params):
     return job
 
 
-def _integer(params, name, default):
+def _integer(params: dict[str, Any], name: str, default: int | None) -> int | None:
     value = params.get(name)
     if value is None:  # the SDK sends null for kwargs given as None
         return default
@@ -210,7 +228,7 @@ def _integer(params, name, default):
     return value
 
 
-def _boolean(params, name, default):
+def _boolean(params: dict[str, Any], name: str, default: bool) -> bool:
     value = params.get(name)
     if value is None:
         return default
@@ -219,13 +237,14 @@ def _boolean(params, name, default):
     return value
 
 
-def _size(value, name, model, job):
+def _size(value: Any, name: str, model: rules.Model, job: Job) -> tuple[int, int]:
     if value is not None and not isinstance(value, str):
         raise invalid("size must be a string W*H.")
     if model.size == "fixed":
         value = value or rules.T2I_DEFAULT_SIZE
         if value not in rules.T2I_SIZES:
-            raise invalid(f"The size {value} is not supported; use one of {', '.join(rules.T2I_SIZES)}.")
+            sizes = ", ".join(rules.T2I_SIZES)
+            raise invalid(f"The size {value} is not supported; use one of {sizes}.")
         return _parse_size(value)
     if value is None:
         return edit_size(*job.inputs[-1].size)
@@ -240,11 +259,11 @@ def _size(value, name, model, job):
     return _parse_size(value)
 
 
-def _parse_size(value):
+def _parse_size(value: str) -> tuple[int, int]:
     width, height = value.split("*")
     return int(width), int(height)
 
 
-def _inspect(job):
+def _inspect(job: Job) -> None:
     if rules.UNSAFE_MARKER in job.prompt or rules.UNSAFE_MARKER in job.negative_prompt:
         raise ApiError("DataInspectionFailed")

@@ -1,0 +1,182 @@
+"""Asynchronous tasks: the scheduler with its queue per (key, model), and task documents.
+
+At most rules.CONCURRENT tasks per (key, model) run at once, always (it is queueing, not an
+error); later ones stay PENDING in submission order. A task runs ``latency`` seconds (the
+value when it starts), then SUCCEEDED or FAILED. Only a PENDING task can be canceled.
+A task is visible to the key that created it while it has not ended more than
+``result_ttl`` seconds ago; any other look-up finds nothing (the query answers UNKNOWN).
+
+Task documents (``GET {base}/tasks/{id}``, the "output" object): task_id, task_status,
+submit_time, scheduled_time (once started), end_time (once ended), results (SUCCEEDED:
+[{url, orig_prompt, actual_prompt}], actual_prompt only with prompt_extend), code/message
+(FAILED), task_metrics {TOTAL, SUCCEEDED, FAILED}. Times are UTC+8
+"YYYY-MM-DD HH:mm:ss.SSS".
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from . import images, rules
+from .state import Bucket, Shared
+from .validate import Job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Task:
+    id: str
+    key_id: str
+    region: str
+    model: str
+    job: Job
+    request: dict[str, Any]
+    submitted: float
+    failure: tuple[str, str] | None = None  # (code, message) from a task_failed fault
+    status: str = "PENDING"
+    scheduled: float | None = None
+    ended: float | None = None
+    urls: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Group:
+    """The tasks of one (key, model): the unit of the concurrency limit."""
+
+    queue: deque[Task] = field(default_factory=deque)
+    running: int = 0
+
+    def pending(self) -> int:
+        return sum(task.status == "PENDING" for task in self.queue)
+
+
+class Scheduler:
+    """Queues tasks per (key, model) and runs them on threads; *publish* stores a result PNG
+    and returns its URL (called with the lock held)."""
+
+    def __init__(self, shared: Shared, publish: Callable[[bytes], str]) -> None:
+        self._shared, self._publish = shared, publish
+        self._tasks: dict[str, Task] = {}
+        self._groups: dict[Bucket, _Group] = {}
+
+    def submit(self, task: Task) -> None:
+        shared = self._shared
+        with shared.lock:
+            self._tasks[task.id] = task
+            bucket = (task.key_id, task.model)
+            group = self._groups.setdefault(bucket, _Group())
+            group.queue.append(task)
+            shared.stats.add("tasks_created")
+            shared.stats.peak("max_outstanding_tasks", bucket, group.running + group.pending())
+            self._dispatch(bucket)
+
+    def visible(self, task_id: str, key_id: str) -> Task | None:
+        """The task if this key may see it and it is not forgotten (call with the lock held)."""
+        task = self._tasks.get(task_id)
+        if task is None or task.key_id != key_id:  # a key lives in one region: covers regions
+            return None
+        if task.ended is not None and time.time() > task.ended + self._shared.settings.result_ttl:
+            return None  # the service keeps task data as long as result URLs live
+        return task
+
+    def cancel(self, task: Task) -> bool:
+        """Cancel a PENDING task (call with the lock held); False for any other status."""
+        if task.status != "PENDING":
+            return False
+        task.status, task.ended = "CANCELED", time.time()  # _dispatch skips it in the queue
+        return True
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every task as a plain dict (Emulator.tasks)."""
+        with self._shared.lock:
+            return [
+                {"id": t.id, "model": t.model, "status": t.status, "key_id": t.key_id,
+                 "region": t.region, "submit_time": t.submitted, "scheduled_time": t.scheduled,
+                 "end_time": t.ended, "seed": t.job.seed, "urls": list(t.urls),
+                 "failure": t.failure, "request": _copy(t.request)}
+                for t in self._tasks.values()
+            ]
+
+    def reseed_peaks(self) -> None:
+        """After the statistics are cleared, the peaks restart from what runs now."""
+        with self._shared.lock:
+            for bucket, group in self._groups.items():
+                if group.running or group.queue:
+                    self._shared.stats.peaks["max_concurrent_tasks"][bucket] = group.running
+                    self._shared.stats.peaks["max_outstanding_tasks"][bucket] = (
+                        group.running + group.pending())
+
+    def _dispatch(self, bucket: Bucket) -> None:
+        """Start queued tasks of one (key, model) while it has free slots (lock held)."""
+        group = self._groups[bucket]
+        while group.running < rules.CONCURRENT and group.queue:
+            task = group.queue.popleft()
+            if task.status != "PENDING":  # canceled while queued
+                continue
+            task.status, task.scheduled = "RUNNING", time.time()
+            group.running += 1
+            self._shared.stats.peak("max_concurrent_tasks", bucket, group.running)
+            threading.Thread(target=self._run, args=(task, self._shared.settings.latency),
+                             daemon=True, name=f"task-{task.id[:8]}").start()
+
+    def _run(self, task: Task, latency: float) -> None:
+        started, pngs, failure = time.monotonic(), [], task.failure
+        if failure is None:
+            try:
+                pngs = images.render(task.job)
+            except Exception:
+                log.exception("rendering task %s failed", task.id)
+                failure = ("InternalError.Algo", rules.MESSAGES["InternalError.Algo"])
+        if self._shared.stopping.wait(max(0.0, latency - (time.monotonic() - started))):
+            return
+        with self._shared.lock:
+            task.ended = time.time()
+            if failure:
+                task.status, task.failure = "FAILED", failure
+            else:
+                task.status, task.urls = "SUCCEEDED", [self._publish(png) for png in pngs]
+                self._shared.stats.add("images_billed", len(pngs))
+            bucket = (task.key_id, task.model)
+            self._groups[bucket].running -= 1
+            self._dispatch(bucket)
+
+
+def document(task: Task) -> dict[str, Any]:
+    """The "output" of a task query (call with the lock held)."""
+    doc: dict[str, Any] = {"task_id": task.id, "task_status": task.status,
+                           "submit_time": utc8(task.submitted)}
+    if task.scheduled is not None:
+        doc["scheduled_time"] = utc8(task.scheduled)
+    if task.ended is not None:
+        doc["end_time"] = utc8(task.ended)
+    n = task.job.n
+    if task.status == "SUCCEEDED":
+        extend = {"actual_prompt": task.job.actual_prompt} if task.job.prompt_extend else {}
+        doc["results"] = [{"url": url, "orig_prompt": task.job.prompt, **extend}
+                          for url in task.urls]
+        doc["task_metrics"] = {"TOTAL": n, "SUCCEEDED": n, "FAILED": 0}
+    elif task.status == "FAILED":
+        doc["code"], doc["message"] = task.failure
+        doc["task_metrics"] = {"TOTAL": n, "SUCCEEDED": 0, "FAILED": n}
+    else:
+        doc["task_metrics"] = {"TOTAL": n, "SUCCEEDED": 0, "FAILED": 0}
+    return doc
+
+
+def utc8(timestamp: float) -> str:
+    """A task time as the service writes it: UTC+8, milliseconds."""
+    moment = datetime.fromtimestamp(timestamp, rules.UTC8)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+
+
+def _copy(obj: Any) -> Any:
+    """A deep copy of a JSON document."""
+    return json.loads(json.dumps(obj))
