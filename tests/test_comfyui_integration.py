@@ -23,7 +23,7 @@ from pathlib import Path
 
 import comfyui_harness as harness
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 REPO_ROOT = harness.REPO_ROOT
 WORKFLOW_DIR = REPO_ROOT / "example_workflows"
@@ -58,19 +58,6 @@ class Session:
         return self.server.wait(self.queue(prompt, workflow), timeout)
 
 
-def _comfyui_env(base: Path, emu, key: str) -> dict:
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("DASHSCOPE_", "QWEN_IMAGE_"))}
-    env.update({
-        "DASHSCOPE_HTTP_BASE_URL": emu.base_url("ap-southeast-1"),
-        "DASHSCOPE_API_KEY": key,
-        "HOME": str(base / "home"),  # no ~/.dashscope/api_key of this machine
-        "PYTHONUNBUFFERED": "1",
-    })
-    (base / "home").mkdir(exist_ok=True)
-    return env
-
-
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory):
     from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
@@ -78,7 +65,8 @@ def comfy(tmp_path_factory):
     directory, python = _location
     base = harness.make_base_dir(tmp_path_factory.mktemp("comfyui-base"))
     with Emulator(latency=0.2) as emu:
-        server = harness.ComfyUI(directory, python, base, _comfyui_env(base, emu, SINGAPORE_KEY))
+        env = harness.comfyui_env(base, emu.base_url("ap-southeast-1"), SINGAPORE_KEY)
+        server = harness.ComfyUI(directory, python, base, env)
         server.start()
         try:
             yield Session(emu, server, SINGAPORE_KEY)
@@ -91,11 +79,7 @@ def comfy(tmp_path_factory):
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def pixels(png) -> tuple[tuple[int, int], bytes]:
-    """(size, RGB bytes) of an image file or bytes: what "the same picture" means here."""
-    with Image.open(io.BytesIO(png) if isinstance(png, bytes) else png) as image:
-        rgb = image.convert("RGB")
-        return rgb.size, rgb.tobytes()
+pixels = harness.pixels
 
 
 def pack_nodes() -> tuple[dict, dict]:
@@ -108,50 +92,12 @@ def load_workflow(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def input_picture(name: str) -> Image.Image:
-    """A recognisable picture for each file name the example workflows load."""
-    stem = name.lower()
-    if "dress" in stem:
-        image = Image.new("RGB", (768, 1024), (236, 232, 226))
-        draw = ImageDraw.Draw(image)
-        draw.polygon([(330, 180), (438, 180), (470, 420), (600, 900), (168, 900), (298, 420)],
-                     fill=(24, 24, 28))
-        draw.line([(330, 180), (300, 90)], fill=(24, 24, 28), width=10)
-        draw.line([(438, 180), (468, 90)], fill=(24, 24, 28), width=10)
-        return image
-    if "pose" in stem:
-        image = Image.new("RGB", (768, 1024), (214, 222, 230))
-        draw = ImageDraw.Draw(image)
-        draw.rectangle([(200, 560), (600, 600)], fill=(120, 86, 60))  # a bench
-        draw.ellipse([(330, 220), (430, 320)], outline=(40, 40, 40), width=12)
-        for a, b in [((380, 320), (380, 560)), ((380, 400), (280, 480)), ((380, 400), (480, 470)),
-                     ((380, 560), (500, 580)), ((500, 580), (500, 820)), ((380, 560), (470, 600)),
-                     ((470, 600), (460, 830))]:
-            draw.line([a, b], fill=(40, 40, 40), width=12)
-        return image
-    # a person: sky, ground, head and a shirt
-    image = Image.new("RGB", (768, 1024))
-    draw = ImageDraw.Draw(image)
-    for y in range(1024):
-        t = y / 1023
-        draw.line([(0, y), (767, y)], fill=(int(110 + 80 * t), int(160 + 50 * t), int(230 - 40 * t)))
-    draw.rectangle([(0, 820), (767, 1023)], fill=(96, 140, 84))
-    draw.ellipse([(294, 170), (474, 370)], fill=(232, 190, 160))
-    draw.ellipse([(300, 150), (468, 250)], fill=(70, 48, 36))
-    draw.rounded_rectangle([(224, 380), (544, 900)], radius=80,
-                           fill=(200, 60, 60) if "person" not in stem else (90, 90, 160))
-    return image
+input_picture = harness.input_picture
 
 
 def place_inputs(session: Session, prompt: dict) -> dict[str, bytes]:
     """Write the PNGs the prompt's LoadImage nodes read; their bytes by file name."""
-    written = {}
-    for name in harness.load_image_files(prompt):
-        buffer = io.BytesIO()
-        input_picture(name).save(buffer, format="PNG")
-        (session.input / name).write_bytes(buffer.getvalue())
-        written[name] = buffer.getvalue()
-    return written
+    return harness.write_inputs(session.input, harness.load_image_files(prompt))
 
 
 def widget_defaults(info: dict) -> dict:
