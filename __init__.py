@@ -1,31 +1,32 @@
 """Qwen-Image (DashScope) for ComfyUI: text to image and image edit on Alibaba Cloud.
 
 ComfyUI imports this folder under its folder name, whatever it is, and reads
-``NODE_CLASS_MAPPINGS``. Importing needs no API key, no network and no torch: the key is
-looked up when a node runs, and torch, requests and ComfyUI's modules are imported inside
-the functions that use them.
+``NODE_CLASS_MAPPINGS`` (with ``hasattr``/``getattr``). The mappings are built on that
+first read (PEP 562), so importing the package, or its plain client
+``qwen_image_dashscope.api`` and the ``qwen-image`` command line, loads no node module.
+Importing needs no API key, no network and no torch: the key is looked up when a node
+runs, and torch and ComfyUI's modules are imported inside the functions that use them.
 """
-if __package__:  # ComfyUI, the tests and pip installs import the folder as a package
-    from .nodes.image_edit import DISPLAY_NAME as _EDIT_NAME
-    from .nodes.image_edit import NODE_ID as _EDIT_ID
-    from .nodes.image_edit import DashScopeQwenImageEdit
-    from .nodes.text_to_image import DISPLAY_NAME as _T2I_NAME
-    from .nodes.text_to_image import NODE_ID as _T2I_ID
-    from .nodes.text_to_image import DashScopeQwenImageTextToImage
+from __future__ import annotations
 
-    NODE_CLASS_MAPPINGS = {
-        _T2I_ID: DashScopeQwenImageTextToImage,
-        _EDIT_ID: DashScopeQwenImageEdit,
-    }
-    NODE_DISPLAY_NAME_MAPPINGS = {
-        _T2I_ID: _T2I_NAME,
-        _EDIT_ID: _EDIT_NAME,
-    }
-else:
-    # pytest imports a repository root's __init__.py on its own, as a top-level module,
-    # when the clone's folder name is not an identifier; it registers no nodes then.
-    NODE_CLASS_MAPPINGS = {}
-    NODE_DISPLAY_NAME_MAPPINGS = {}
 WEB_DIRECTORY = "./web"
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
+
+
+def _node_mappings() -> tuple[dict, dict]:
+    from .nodes import image_edit, text_to_image
+
+    nodes = ((text_to_image, text_to_image.DashScopeQwenImageTextToImage),
+             (image_edit, image_edit.DashScopeQwenImageEdit))
+    classes = {module.NODE_ID: node for module, node in nodes}
+    names = {module.NODE_ID: module.DISPLAY_NAME for module, _ in nodes}
+    return classes, names
+
+
+def __getattr__(name: str):
+    if name not in ("NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    classes, names = _node_mappings()
+    globals().update(NODE_CLASS_MAPPINGS=classes, NODE_DISPLAY_NAME_MAPPINGS=names)
+    return globals()[name]

@@ -1,63 +1,89 @@
 """A plain Python client for Qwen-Image on Alibaba Cloud DashScope (requests + Pillow).
 
-The public names are imported on first use, so ``import qwen_image_dashscope.api`` stays
-fast (ComfyUI imports every pack at start-up) and pulls in neither requests nor Pillow.
+    from qwen_image_dashscope.api import QwenImageClient, TextToImageRequest, ResultStore
+
+The names below are what callers use, grouped by module. They are imported on first use
+(PEP 562), so ``import qwen_image_dashscope.api`` stays fast (ComfyUI imports every pack at
+start-up) and pulls in neither requests nor Pillow; the ``TYPE_CHECKING`` block gives type
+checkers and IDEs the same names.
 """
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "QwenImageClient": "client",
-    "Progress": "client",
-    "Config": "config",
-    "KeySource": "config",
-    "REGIONS": "config",
-    "normalize_region": "config",
-    "TextToImageRequest": "schema",
-    "ImageEditRequest": "schema",
-    "GenerationResult": "schema",
-    "GeneratedImage": "schema",
-    "MODELS": "models",
-    "ModelSpec": "models",
-    "spec_for": "models",
-    "SINGAPORE": "models",
-    "BEIJING": "models",
-    "validate": "validation",
-    "ResultStore": "store",
-    "StoredImage": "store",
-    "request_fingerprint": "store",
-    "RetryPolicy": "transport",
-    "SpendGuard": "budget",
-    "to_data_uri": "images",
-    "inspect_image": "images",
-    "fit_encoding": "images",
-    "redact": "errors",
-    "QwenImageError": "errors",
-    "ConfigurationError": "errors",
-    "MissingApiKeyError": "errors",
-    "ValidationError": "errors",
-    "ApiError": "errors",
-    "AuthenticationError": "errors",
-    "AccessDeniedError": "errors",
-    "InvalidParameterError": "errors",
-    "ContentModerationError": "errors",
-    "RateLimitError": "errors",
-    "QuotaExhaustedError": "errors",
-    "ModelNotFoundError": "errors",
-    "ServerError": "errors",
-    "TaskError": "errors",
-    "TaskFailedError": "errors",
-    "TaskCanceledError": "errors",
-    "TaskUnknownError": "errors",
-    "AmbiguousRequestError": "errors",
-    "TransportError": "errors",
-    "DownloadError": "errors",
-    "CancelledError": "errors",
-    "BudgetExceededError": "errors",
+_GROUPS = {
+    "client": ("QwenImageClient",),
+    "waiting": ("Progress",),
+    "config": ("Config", "KeySource"),
+    "regions": ("REGIONS", "Region", "normalize_region", "SINGAPORE", "BEIJING"),
+    "schema": ("TextToImageRequest", "ImageEditRequest", "GenerationResult", "GeneratedImage",
+               "Usage"),
+    "models": ("MODELS", "ModelSpec", "spec_for"),
+    "validation": ("validate", "Checked"),
+    "pricing": ("estimate_usd",),
+    "store": ("ResultStore", "StoredImage", "request_fingerprint"),
+    "retry": ("RetryPolicy",),
+    "budget": ("SpendGuard", "BudgetStatus"),
+    "state": ("ProcessState", "PROCESS_STATE"),
+    "images": ("to_data_uri", "inspect_image", "fit_encoding"),
+    "errors": ("redact", "QwenImageError", "ConfigurationError", "MissingApiKeyError",
+               "ValidationError", "ApiError", "AuthenticationError", "AccessDeniedError",
+               "InvalidParameterError", "ContentModerationError", "RateLimitError",
+               "QuotaExhaustedError", "ModelNotFoundError", "ServerError", "TaskError",
+               "TaskFailedError", "TaskCanceledError", "TaskUnknownError",
+               "AmbiguousRequestError", "TransportError", "DownloadError", "CancelledError",
+               "BudgetExceededError"),
 }
+_EXPORTS = {name: module for module, names in _GROUPS.items() for name in names}
+
+if TYPE_CHECKING:
+    from .budget import BudgetStatus, SpendGuard
+    from .client import QwenImageClient
+    from .config import Config, KeySource
+    from .errors import (
+        AccessDeniedError,
+        AmbiguousRequestError,
+        ApiError,
+        AuthenticationError,
+        BudgetExceededError,
+        CancelledError,
+        ConfigurationError,
+        ContentModerationError,
+        DownloadError,
+        InvalidParameterError,
+        MissingApiKeyError,
+        ModelNotFoundError,
+        QuotaExhaustedError,
+        QwenImageError,
+        RateLimitError,
+        ServerError,
+        TaskCanceledError,
+        TaskError,
+        TaskFailedError,
+        TaskUnknownError,
+        TransportError,
+        ValidationError,
+        redact,
+    )
+    from .images import fit_encoding, inspect_image, to_data_uri
+    from .models import MODELS, ModelSpec, spec_for
+    from .pricing import estimate_usd
+    from .regions import BEIJING, REGIONS, SINGAPORE, Region, normalize_region
+    from .retry import RetryPolicy
+    from .schema import (
+        GeneratedImage,
+        GenerationResult,
+        ImageEditRequest,
+        TextToImageRequest,
+        Usage,
+    )
+    from .state import PROCESS_STATE, ProcessState
+    from .store import ResultStore, StoredImage, request_fingerprint
+    from .validation import Checked, validate
+    from .waiting import Progress
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -54,6 +54,7 @@ from .config import (
     budget_settings,
 )
 from .errors import BudgetExceededError, ConfigurationError
+from .state import PROCESS_STATE, ProcessState
 from .store import _atomic_write
 
 try:
@@ -66,17 +67,8 @@ log = logging.getLogger(__name__)
 KEEP_DAYS = 31  # older days are dropped from the ledger
 _EPSILON = 1e-9  # dollar sums are floats; equal to the limit is still within it
 
-_path_locks: dict[Path, threading.Lock] = {}
-_path_locks_guard = threading.Lock()
 _settle_lock = threading.Lock()
 _warned_no_fcntl = False
-
-
-def _thread_lock(path: Path) -> threading.Lock:
-    # flock excludes other processes; threads of this one share this lock as well, so the
-    # guard is correct even where flock is missing or acts per process.
-    with _path_locks_guard:
-        return _path_locks.setdefault(path, threading.Lock())
 
 
 def _money(value: float) -> str:
@@ -145,19 +137,22 @@ class SpendGuard:
 
     def __init__(self, images_per_day: int | None = None, usd_per_day: float | None = None,
                  path: str | os.PathLike | None = None, *,
-                 today: Callable[[], datetime.date] | None = None):
+                 today: Callable[[], datetime.date] | None = None,
+                 state: ProcessState | None = None):
         if path is None:
-            path = budget_settings(os.environ).path
+            path = budget_settings().path
         self.images_per_day = images_per_day
         self.usd_per_day = usd_per_day
         self.path = Path(path).expanduser()
+        self._thread_lock = (state or PROCESS_STATE).ledger_locks.for_path(self.path)
         self._today = today or (lambda: datetime.datetime.now().astimezone().date())
 
     @classmethod
-    def from_settings(cls, settings: BudgetSettings | None) -> "SpendGuard | None":
+    def from_settings(cls, settings: BudgetSettings | None, *,
+                      state: ProcessState | None = None) -> "SpendGuard | None":
         if settings is None or not settings.enabled:
             return None
-        return cls(settings.images_per_day, settings.usd_per_day, settings.path)
+        return cls(settings.images_per_day, settings.usd_per_day, settings.path, state=state)
 
     def __repr__(self) -> str:
         return (f"SpendGuard(images_per_day={self.images_per_day!r}, "
@@ -180,12 +175,14 @@ class SpendGuard:
             _add(entry, reservation.images, reservation.usd, price is None)
         return reservation
 
-    def settle(self, reservation: Reservation, images: int) -> None:
-        """The request succeeded and ``images`` were billed: correct the charge to that."""
+    def settle(self, reservation: Reservation, images: int, usd: float | None = None) -> None:
+        """The request succeeded and ``images`` were billed (``usd`` in all, when the service's
+        usage tells it; else at the reserved price): correct the charge to that."""
         if self._finish(reservation):
             extra = images - reservation.images
-            price = reservation.price or 0.0
-            self._adjust(reservation, extra, round(extra * price, 6))
+            if usd is None or reservation.price is None:
+                usd = images * (reservation.price or 0.0)
+            self._adjust(reservation, extra, round(usd - reservation.usd, 6))
 
     def release(self, reservation: Reservation) -> None:
         """The request certainly failed (so it was not billed): remove its charge."""
@@ -255,7 +252,7 @@ class SpendGuard:
     @contextlib.contextmanager
     def _ledger(self, write: bool = True):
         """The days of the ledger, under the lock; written back when ``write``."""
-        with _thread_lock(self.path), self._file_lock():
+        with self._thread_lock, self._file_lock():
             days = self._read()
             yield days
             if write:

@@ -6,10 +6,12 @@ The names are the official SDK's, so a machine already set up for DashScope work
   ``~/.dashscope/api_key``. A region-specific ``DASHSCOPE_API_KEY_AP_SOUTHEAST_1`` /
   ``DASHSCOPE_API_KEY_CN_BEIJING`` comes first for its region, so one machine can hold a
   Singapore and a Beijing account (their keys are not interchangeable).
-- region: ``DASHSCOPE_API_REGION`` (``ap-southeast-1``/``singapore``/``intl`` or
-  ``cn-beijing``/``beijing``/``cn``); Singapore by default, as in the reference's examples.
+- region: ``DASHSCOPE_API_REGION`` (an id of ``regions.REGIONS`` or a common spelling such
+  as ``singapore``/``intl``, ``beijing``/``cn``); Singapore by default, as in the
+  reference's examples.
 - base URL: ``DASHSCOPE_HTTP_BASE_URL_<REGION>``, else ``DASHSCOPE_HTTP_BASE_URL`` (a proxy,
-  the emulator), else the region's endpoint. Plain http is allowed only for loopback hosts,
+  the emulator), else the region's workspace host when ``DASHSCOPE_WORKSPACE_ID`` is set,
+  else its shared host (``regions.region_url``). Plain http is allowed only for loopback hosts,
   so a key never crosses a network unencrypted. The other region's URL is resolved the same
   way (``Config.other_base_url``), so a rejected key can be tried there.
 - spend guard (``api.budget``): ``QWEN_IMAGE_BUDGET_IMAGES_PER_DAY`` and/or
@@ -18,6 +20,7 @@ The names are the official SDK's, so a machine already set up for DashScope work
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 from dataclasses import dataclass, field
@@ -26,47 +29,16 @@ from typing import Mapping
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError, MissingApiKeyError
-from .models import BEIJING, SINGAPORE
-
-
-@dataclass(frozen=True)
-class Region:
-    id: str
-    name: str
-    base_url: str
-    temporary_storage: bool  # /uploads?action=getPolicy and oss:// inputs
-
-
-REGIONS = {
-    SINGAPORE: Region(SINGAPORE, "Singapore", "https://dashscope-intl.aliyuncs.com/api/v1", False),
-    BEIJING: Region(BEIJING, "Beijing", "https://dashscope.aliyuncs.com/api/v1", True),
-}
-DEFAULT_REGION = SINGAPORE
-
-_REGION_WORDS = {
-    SINGAPORE: ("ap-southeast-1", "singapore", "sg", "intl", "international", "dashscope-intl"),
-    BEIJING: ("cn-beijing", "beijing", "bj", "cn", "china", "mainland"),
-}
-
-
-def normalize_region(value: str) -> str:
-    word = value.strip().lower().replace("_", "-")
-    for region, words in _REGION_WORDS.items():
-        if word in words:
-            return region
-    raise ConfigurationError(
-        f"Unknown region {value!r}.",
-        hint="Use ap-southeast-1 (Singapore; also 'intl', 'singapore') or cn-beijing "
-             "(Beijing; also 'cn', 'beijing'), in DASHSCOPE_API_REGION or the node's region input.")
-
-
-def region_env_suffix(region: str) -> str:
-    """``ap-southeast-1`` -> ``AP_SOUTHEAST_1``: the suffix of region-specific variables."""
-    return region.upper().replace("-", "_")
-
-
-def other_region(region: str) -> str:
-    return BEIJING if region == SINGAPORE else SINGAPORE
+from .regions import (
+    DEFAULT_REGION,
+    REGIONS,
+    WORKSPACE_ENV,
+    Region,
+    normalize_region,
+    other_region,
+    region_env_suffix,
+    region_url,
+)
 
 
 def _is_loopback(host: str) -> bool:
@@ -88,6 +60,11 @@ def check_base_url(url: str, source: str) -> str:
             f"{source} uses plain http to {parts.hostname}; the API key would travel unencrypted.",
             hint="Use https, or http only to 127.0.0.1/localhost (the bundled emulator).")
     return url.rstrip("/")
+
+
+def key_fingerprint(api_key: str) -> str:
+    """A stable id of a key for registries and logs; the key itself is never kept."""
+    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -140,7 +117,9 @@ def _limit(env: Mapping[str, str], name: str, kind):
     return value
 
 
-def budget_settings(env: Mapping[str, str]) -> BudgetSettings:
+def budget_settings(env: Mapping[str, str] | None = None) -> BudgetSettings:
+    """The spend guard's settings from ``env`` (the process environment by default)."""
+    env = os.environ if env is None else env
     path = env.get(BUDGET_FILE_ENV, "").strip()
     return BudgetSettings(
         _limit(env, BUDGET_IMAGES_ENV, int), _limit(env, BUDGET_USD_ENV, float),
@@ -162,10 +141,6 @@ class Config:
     @property
     def region_info(self) -> Region:
         return REGIONS[self.region]
-
-    @property
-    def uses_official_endpoint(self) -> bool:
-        return self.base_url == self.region_info.base_url
 
     def api_key(self) -> str:
         if self.key_source is None:
@@ -195,7 +170,7 @@ class Config:
             other_url = check_base_url(env[name], name) if env.get(name) else None
         else:
             url, origin = _base_url(region_id, env)
-            other_url = _base_url(other_region(region_id), env)[0]
+            other_url = _other_base_url(region_id, env)
         return cls(region_id, url, origin, find_key(region_id, api_key, env), timeout,
                    other_base_url=None if other_url == url else other_url,
                    budget=budget_settings(env))
@@ -205,7 +180,15 @@ def _base_url(region: str, env: Mapping[str, str]) -> tuple[str, str]:
     for name in (f"DASHSCOPE_HTTP_BASE_URL_{region_env_suffix(region)}", "DASHSCOPE_HTTP_BASE_URL"):
         if env.get(name):
             return check_base_url(env[name], name), name
-    return REGIONS[region].base_url, "default"
+    workspace = env.get(WORKSPACE_ENV, "").strip() or None
+    return region_url(region, workspace), WORKSPACE_ENV if workspace else "default"
+
+
+def _other_base_url(region: str, env: Mapping[str, str]) -> str | None:
+    try:
+        return _base_url(other_region(region), env)[0]
+    except ConfigurationError:  # only a nicer message depends on it
+        return None
 
 
 def find_key(region: str, explicit: str | None, env: Mapping[str, str]) -> KeySource | None:

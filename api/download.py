@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
@@ -22,19 +21,14 @@ from PIL import Image
 from .errors import DownloadError, redact
 from .images import inspect_image
 from .schema import GeneratedImage
-from .transport import CONNECT_TIMEOUT, USER_AGENT, RetryPolicy, retry_after_seconds
+from .retry import Retry, RetryPolicy, retrying
+from .transport import CONNECT_TIMEOUT, USER_AGENT, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 READ_TIMEOUT = 60.0
 _CHUNK = 256 * 1024
-
-
-class _Retryable(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None):
-        super().__init__(reason)
-        self.retry_after = retry_after
 
 
 class Downloader:
@@ -59,23 +53,15 @@ class Downloader:
             return exc
 
     def fetch(self, url: str) -> GeneratedImage:
-        started = time.monotonic()
-        for attempt in range(self.retry.attempts):
-            try:
-                return self._image(url, self._get(url))
-            except _Retryable as exc:
-                delay = self.retry.delay(attempt, exc.retry_after)
-                if (attempt + 1 >= self.retry.attempts
-                        or time.monotonic() - started + delay > self.retry.total):
-                    raise DownloadError(
-                        f"Could not download the result image {_short(url)} after "
-                        f"{attempt + 1} attempts ({exc}).",
-                        hint="The link stays valid for 24 hours after generation: open it in a "
-                             f"browser to save the image ({url}).") from None
-                log.warning("Download of %s failed (%s); attempt %d in %.1f s", _short(url), exc,
-                            attempt + 2, delay)
-                time.sleep(delay)
-        raise AssertionError("unreachable: the loop returns or raises")
+        def give_up(reason: Exception, attempts: int) -> DownloadError:
+            return DownloadError(
+                f"Could not download the result image {_short(url)} after {attempts} attempts "
+                f"({reason}).",
+                hint="The link stays valid for 24 hours after generation: open it in a browser "
+                     f"to save the image ({url}).")
+
+        return retrying(lambda: self._image(url, self._get(url)), self.retry,
+                        what=f"download of {_short(url)}", give_up=give_up)
 
     def _get(self, url: str) -> bytes:
         try:
@@ -103,16 +89,16 @@ class Downloader:
                                 hint="A proxy may be intercepting HTTPS; set REQUESTS_CA_BUNDLE.") \
                 from None
         except requests.RequestException as exc:
-            raise _Retryable(f"{type(exc).__name__}: {exc}") from None
+            raise _retry(f"{type(exc).__name__}: {exc}") from None
         if expected is not None and len(data) < expected:
-            raise _Retryable(f"truncated: {len(data)} of {expected} bytes")
+            raise _retry(f"truncated: {len(data)} of {expected} bytes")
         return bytes(data)
 
     def _refuse(self, url: str, response: requests.Response) -> None:
         status = response.status_code
         text = " ".join(redact(response.content[:300].decode("utf-8", "replace")).split())
         if status == 429 or status >= 500:
-            raise _Retryable(f"HTTP {status}", retry_after_seconds(response))
+            raise _retry(f"HTTP {status}", retry_after_seconds(response))
         if status in (403, 404) and ("expired" in text.lower() or "Expires" in url):
             raise DownloadError(
                 f"The result URL {_short(url)} has expired or is no longer valid (HTTP {status}: "
@@ -132,10 +118,15 @@ class Downloader:
                 image.verify()  # checks the structure and checksums without decoding pixels
         except Exception as exc:  # Pillow raises many types for damaged files
             # Retried: a proxy or a cut connection can spoil one download of a good image.
-            raise _Retryable(f"not a valid image: {exc}") from None
+            raise _retry(f"not a valid image: {exc}") from None
         if fmt != "PNG":
             log.info("Result %s is %s, not the PNG the reference describes", _short(url), fmt)
         return GeneratedImage(data=data, url=url, width=width, height=height)
+
+
+def _retry(reason: str, retry_after: float | None = None) -> Retry:
+    """A failure worth another attempt (``fetch`` words the error if none is left)."""
+    return Retry(ValueError(reason), retry_after)
 
 
 def _short(url: str) -> str:

@@ -3,8 +3,9 @@
 DashScope limits each account per model (the reference's "計費與限流": task submissions
 per second, tasks in progress at once) and task queries to 20 per second per account.
 The pack keeps under those limits itself instead of learning them from 429s: one
-``ModelLimiter`` per (key fingerprint, model) lives in a module-level registry, so two
-nodes, two clients or two threads using the same key share it. 429s caused by other
+``ModelLimiter`` per (key fingerprint, model) lives in ``Limits``, held by the process state
+(``state.ProcessState``), so two nodes, two clients or two threads using the same key
+share it. 429s caused by other
 processes are left to the transport's backoff.
 
 - Rate: at most ``spec.requests_per_second`` billed POSTs (every attempt, retries too)
@@ -18,13 +19,14 @@ Keys are never stored: the registry is keyed by a SHA-256 fingerprint.
 from __future__ import annotations
 
 import collections
-import hashlib
 import logging
 import threading
 import time
 
+from .config import key_fingerprint
 from .errors import CancelledError
 from .models import ModelSpec
+from .retry import sleep_or_cancel
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +35,6 @@ TASK_QUERIES_PER_SECOND = 20  # per account, from the reference
 # A slot whose task was created through the low-level API and never waited for is given
 # back after this long, so a forgotten task id cannot block the model for good.
 SLOT_MAX_AGE = 1800.0
-
-
-def key_fingerprint(api_key: str) -> str:
-    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()[:16]
-
-
-def _wait(seconds: float, cancel_event: threading.Event | None, what: str) -> None:
-    if cancel_event is None:
-        time.sleep(seconds)
-    elif cancel_event.wait(seconds):
-        raise CancelledError(f"Cancelled while waiting for {what}; nothing was sent or billed.")
 
 
 class RateGate:
@@ -73,7 +64,8 @@ class RateGate:
                     self._times.append(now)
                     return
                 delay = self._times[0] + self.window - now
-            _wait(delay, cancel_event, what)
+            sleep_or_cancel(delay, cancel_event,
+                            f"Cancelled while waiting for {what}; nothing was sent or billed.")
 
 
 class Slot:
@@ -138,38 +130,38 @@ class ModelLimiter:
             self._slots.discard(slot)
 
 
-_registry_lock = threading.Lock()
-_limiters: dict[tuple[str, str], ModelLimiter] = {}
-_query_gates: dict[str, RateGate] = {}
-_task_slots: dict[str, Slot] = {}
+class Limits:
+    """The limiters, query gates and held task slots of one process state."""
 
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.limiters: dict[tuple[str, str], ModelLimiter] = {}  # (key fingerprint, model)
+        self.query_gates: dict[str, RateGate] = {}  # key fingerprint -> gate
+        self._task_slots: dict[str, Slot] = {}  # task id -> slot of a low-level create_task
 
-def limiter_for(api_key: str, spec: ModelSpec) -> ModelLimiter:
-    key = (key_fingerprint(api_key), spec.id)
-    with _registry_lock:
-        limiter = _limiters.get(key)
-        if limiter is None:
-            limiter = _limiters[key] = ModelLimiter(spec)
-        return limiter
+    def for_model(self, api_key: str, spec: ModelSpec) -> ModelLimiter:
+        key = (key_fingerprint(api_key), spec.id)
+        with self._lock:
+            limiter = self.limiters.get(key)
+            if limiter is None:
+                limiter = self.limiters[key] = ModelLimiter(spec)
+            return limiter
 
+    def query_gate(self, api_key: str) -> RateGate:
+        fingerprint = key_fingerprint(api_key)
+        with self._lock:
+            gate = self.query_gates.get(fingerprint)
+            if gate is None:
+                gate = self.query_gates[fingerprint] = RateGate(TASK_QUERIES_PER_SECOND, 1.0)
+            return gate
 
-def task_query_gate(api_key: str) -> RateGate:
-    fingerprint = key_fingerprint(api_key)
-    with _registry_lock:
-        gate = _query_gates.get(fingerprint)
-        if gate is None:
-            gate = _query_gates[fingerprint] = RateGate(TASK_QUERIES_PER_SECOND, 1.0)
-        return gate
+    def attach_task(self, task_id: str, slot: Slot) -> None:
+        """Hold ``slot`` until ``task_finished(task_id)`` (low-level create_task use)."""
+        with self._lock:
+            self._task_slots[task_id] = slot
 
-
-def attach_task(task_id: str, slot: Slot) -> None:
-    """Hold ``slot`` until ``task_finished(task_id)`` (low-level create_task/get_task use)."""
-    with _registry_lock:
-        _task_slots[task_id] = slot
-
-
-def task_finished(task_id: str) -> None:
-    with _registry_lock:
-        slot = _task_slots.pop(task_id, None)
-    if slot is not None:
-        slot.release()
+    def task_finished(self, task_id: str) -> None:
+        with self._lock:
+            slot = self._task_slots.pop(task_id, None)
+        if slot is not None:
+            slot.release()

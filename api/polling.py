@@ -12,7 +12,7 @@ Schedule, with ``t`` the time since the task was created and ``E`` its expected 
 - late phase: the gap grows by 0.1 s per second late, up to 3 s, for tasks stuck in a queue.
 
 ``E`` and the deviation are exponential moving averages per (endpoint, model) over the
-tasks of the whole process; the first observed task replaces the prior (15 s for the real
+tasks of the whole process (``state.ProcessState.durations``); the first observed task replaces the prior (15 s for the real
 service), later ones weigh 1/2, so the schedule follows a model within a few tasks. The
 duration learned is the service's own ``end_time - submit_time`` when both are readable,
 which is free of the polling delay; otherwise the time until the end was seen.
@@ -57,8 +57,6 @@ class DurationEstimator:
             mean = (1 - _WEIGHT) * mean + _WEIGHT * seconds
             self._stats[key] = (mean, deviation)
 
-
-ESTIMATOR = DurationEstimator()
 
 
 class PollSchedule:

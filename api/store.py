@@ -25,7 +25,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from .models import spec_for
 from .schema import GeneratedImage, GenerationResult
+from .wire import resolved
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,11 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 def request_fingerprint(request, region: str) -> str:
     """SHA-256 over model, region, prompts, parameters and input image bytes.
 
-    Only meaningful when ``request.seed`` is set: without a seed every call differs.
+    Parameters left open count as the model's defaults, so a request and the same one
+    with those defaults spelled out match. Only meaningful when ``request.seed`` is set:
+    without a seed every call differs.
     """
+    request = resolved(request, spec_for(request.model, request.family))
     digest = hashlib.sha256()
     fields = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)
               if f.name != "images"}

@@ -9,8 +9,8 @@ Offered in the Beijing region only (``Region.temporary_storage``). For one reque
    with ``X-DashScope-OssResourceResolve: enable``.
 
 A file lives 48 hours and can be used only by the account and the model it was uploaded
-for. The process therefore remembers, per (endpoint, key fingerprint, model), the name of
-every content hash it uploaded, for ``REUSE_FOR`` (two hours less than the file's life, a
+for. The process state (``state.UploadCache``) therefore remembers, per (endpoint, key
+fingerprint, model), the name of every content hash it uploaded, for ``REUSE_FOR`` (two hours less than the file's life, a
 margin for a request that waits in the queue), and sends a repeated image by that name
 without uploading it again. The memory is shared by every client of the process and
 thread-safe; two calls needing the same new image wait for one upload. It is not kept
@@ -18,17 +18,17 @@ across restarts: after one, an image is uploaded once more (uploads are free).
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import threading
 import time
 from dataclasses import dataclass
 
+from .config import key_fingerprint
 from .errors import CancelledError, ServerError
 from .images import inspect_image, mime_type
-from .limiter import key_fingerprint
 from .models import TEMPORARY_FILE_TTL
+from .state import UploadCache
 from .transport import Transport
 
 log = logging.getLogger(__name__)
@@ -37,12 +37,6 @@ REUSE_FOR = TEMPORARY_FILE_TTL - 2 * 3600  # seconds an uploaded file's name is 
 _POLICY_FIELDS = ("policy", "signature", "upload_dir", "upload_host", "oss_access_key_id")
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "BMP": "bmp", "TIFF": "tiff", "WEBP": "webp"}
 
-_lock = threading.Lock()
-# (base URL, key fingerprint, model, content sha256) -> (oss:// name, monotonic expiry)
-_names: dict[tuple[str, str, str, str], tuple[str, float]] = {}
-_uploading: dict[tuple[str, str, str, str], threading.Lock] = {}
-
-
 @dataclass
 class Uploads:
     names: list[str]  # one oss:// name per file, in order
@@ -50,34 +44,12 @@ class Uploads:
     reused: int  # files already uploaded within REUSE_FOR
 
 
-@contextlib.contextmanager
-def _one_upload_at_a_time(entry: tuple):
-    with _lock:
-        lock = _uploading.setdefault(entry, threading.Lock())
-    with lock:
-        yield
-
-
-def _known(entry: tuple) -> str | None:
-    with _lock:
-        found = _names.get(entry)
-        return found[0] if found and found[1] > time.monotonic() else None
-
-
-def _remember(entry: tuple, name: str, expires: float) -> None:
-    with _lock:
-        now = time.monotonic()
-        for old in [e for e, (_, until) in _names.items() if until <= now]:
-            del _names[old]
-            _uploading.pop(old, None)
-        _names[entry] = (name, expires)
-
-
 class TemporaryStorage:
     """Uploads through one client's transport (its key, endpoint and retry policy)."""
 
-    def __init__(self, transport: Transport):
+    def __init__(self, transport: Transport, cache: UploadCache):
         self.transport = transport
+        self.cache = cache
 
     def oss_names(self, model: str, files: list[bytes],
                   cancel_event: threading.Event | None = None) -> Uploads:
@@ -89,8 +61,8 @@ class TemporaryStorage:
         for data in files:
             digest = hashlib.sha256(data).hexdigest()
             entry = account + (digest,)
-            with _one_upload_at_a_time(entry):
-                name = _known(entry)
+            with self.cache.one_upload_at_a_time(entry):
+                name = self.cache.known(entry)
                 if name is None:
                     if cancel_event is not None and cancel_event.is_set():
                         raise CancelledError("Cancelled while uploading the input images; "
@@ -98,7 +70,7 @@ class TemporaryStorage:
                     policy = policy or self._policy(model, cancel_event)
                     started = time.monotonic()  # the file's life starts later than this
                     name = self._upload(policy, data, digest, cancel_event)
-                    _remember(entry, name, started + REUSE_FOR)
+                    self.cache.remember(entry, name, started + REUSE_FOR)
                     result.uploaded += 1
                 else:
                     result.reused += 1

@@ -42,13 +42,12 @@ def emulator(request):
 
 # --- client tests -------------------------------------------------------------------------
 @pytest.fixture(autouse=True)
-def fresh_limiters(monkeypatch):
-    """Each test starts with empty process-wide limiter registries."""
-    from qwen_image_dashscope.api import limiter
+def fresh_process_state():
+    """Each test starts as a fresh process does: no limiter, upload, probe or duration."""
+    from qwen_image_dashscope.api.state import PROCESS_STATE
 
-    monkeypatch.setattr(limiter, "_limiters", {})
-    monkeypatch.setattr(limiter, "_query_gates", {})
-    monkeypatch.setattr(limiter, "_task_slots", {})
+    PROCESS_STATE.reset()
+    yield PROCESS_STATE
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from qwen_image_dashscope.api import (
     TextToImageRequest,
 )
 from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
-from qwen_image_dashscope.api.limiter import limiter_for
+from qwen_image_dashscope.api.state import PROCESS_STATE
 from qwen_image_dashscope.api.models import MODELS
 from test_client_support import (
     ASYNC_PATH,
@@ -136,7 +136,7 @@ def test_cancel_without_a_store_logs_the_urls(caplog):
 
 
 def test_cancel_while_waiting_for_a_slot_sends_nothing(emu):
-    model_limiter = limiter_for(SINGAPORE_KEY, MODELS["qwen-image-plus"])
+    model_limiter = PROCESS_STATE.limits.for_model(SINGAPORE_KEY, MODELS["qwen-image-plus"])
     held = [model_limiter.acquire(), model_limiter.acquire()]
     seen = []
     event, _ = cancel_after(0.2)

@@ -110,8 +110,9 @@ def test_edit_plus_sends_images_in_order_then_text(emu, client):
     assert content[1]["image"].startswith("data:image/jpeg;base64,")
     assert content[2] == {"text": "put 圖1 into 圖2"}
     assert emu.input_images(call) == [first, second]
-    assert call.json["parameters"] == {"negative_prompt": " ", "n": 3, "watermark": False,
-                                       "prompt_extend": True, "seed": 11}
+    # A blank negative prompt carries nothing, so it is left out.
+    assert call.json["parameters"] == {"n": 3, "watermark": False, "prompt_extend": True,
+                                       "seed": 11}
     assert len(result.images) == 3
     assert len({image.data for image in result.images}) == 3
     for image in result.images:
@@ -137,7 +138,7 @@ def test_qwen_image_edit_gets_no_prompt_extend_and_no_size(emu, client):
     result = client.edit_image(ImageEditRequest("add a hat", images=(png_bytes(),),
                                                 model="qwen-image-edit", prompt_extend=False))
     [call] = api_requests(emu, SYNC_PATH, "POST")
-    assert call.json["parameters"] == {"negative_prompt": "", "n": 1, "watermark": False}
+    assert call.json["parameters"] == {"n": 1, "watermark": False}
     assert "prompt_extend is not sent: qwen-image-edit does not take it" in result.notes
     assert result.cost_usd == pytest.approx(0.045)
 
@@ -199,7 +200,7 @@ def test_unknown_model_is_sent_with_a_note(emu, client):
     from qwen_image_dashscope.api import validate
 
     request = TextToImageRequest("a cat", model="qwen-image-ultra")
-    assert "not in the pack's table" in validate(request)[0]
+    assert "not in the pack's table" in validate(request).notes[0]
     with pytest.raises(InvalidParameterError) as caught:
         client.text_to_image(request)
     [create] = api_requests(emu, ASYNC_PATH, "POST")

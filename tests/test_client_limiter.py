@@ -3,7 +3,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from qwen_image_dashscope.api import ImageEditRequest, TextToImageRequest
-from qwen_image_dashscope.api.limiter import RateGate, key_fingerprint, limiter_for
+from qwen_image_dashscope.api.config import key_fingerprint
+from qwen_image_dashscope.api.limiter import RateGate
+from qwen_image_dashscope.api.state import PROCESS_STATE
 from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
 from qwen_image_dashscope.api.models import MODELS
 from test_client_support import make_client, png_bytes
@@ -45,13 +47,13 @@ def test_concurrent_sync_calls_keep_the_request_rate():
 
 def test_registry_is_keyed_by_fingerprint_and_model():
     spec = MODELS["qwen-image-plus"]
+    limiter_for = PROCESS_STATE.limits.for_model
     assert limiter_for(SINGAPORE_KEY, spec) is limiter_for(SINGAPORE_KEY, spec)
     assert limiter_for(SINGAPORE_KEY, spec) is not limiter_for("sk-another-key", spec)
     assert limiter_for(SINGAPORE_KEY, spec) is not limiter_for(SINGAPORE_KEY, MODELS["qwen-image"])
-    from qwen_image_dashscope.api import limiter
-
-    assert all(SINGAPORE_KEY not in key for key, _ in limiter._limiters)
-    assert (key_fingerprint(SINGAPORE_KEY), "qwen-image-plus") in limiter._limiters
+    limiters = PROCESS_STATE.limits.limiters
+    assert all(SINGAPORE_KEY not in key for key, _ in limiters)
+    assert (key_fingerprint(SINGAPORE_KEY), "qwen-image-plus") in limiters
 
 
 def test_rate_gate_slides():

@@ -7,13 +7,13 @@ from qwen_image_dashscope.api import TextToImageRequest
 from qwen_image_dashscope.api.emulator import Emulator
 from qwen_image_dashscope.api.polling import (
     ALIGN,
-    ESTIMATOR,
     MIN_INTERVAL,
     SNAP_SLACK,
     DurationEstimator,
     PollSchedule,
     service_duration,
 )
+from qwen_image_dashscope.api.state import PROCESS_STATE
 from test_client_support import api_requests, make_client
 
 
@@ -33,7 +33,7 @@ def test_task_end_is_noticed_quickly_without_hammering():
         assert all(delay >= 0 for delay in delays)
         assert statistics.median(delays) <= 0.5, delays
         key = (emu.base_url("ap-southeast-1"), "qwen-image-plus", "async")
-        learned, _ = ESTIMATOR.expected(key)
+        learned, _ = PROCESS_STATE.durations.expected(key)
         assert learned == pytest.approx(0.7, abs=0.2)
 
 

@@ -14,7 +14,6 @@ from qwen_image_dashscope.api import (
     QwenImageClient,
     TextToImageRequest,
 )
-from qwen_image_dashscope.api import client as client_module
 from qwen_image_dashscope.api.cli import main
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY
 from test_client_support import ASYNC_PATH, BJ, FAST_RETRY, SG, png_bytes
@@ -25,11 +24,6 @@ UNKNOWN_KEY = "sk-nobody-knows-this-key-7f3a"
 def key_id(key: str) -> str:
     """How the emulator records a request's key (sha256 of the bearer token, 8 hex digits)."""
     return hashlib.sha256(key.encode()).hexdigest()[:8]
-
-
-@pytest.fixture(autouse=True)
-def fresh_probes(monkeypatch):
-    monkeypatch.setattr(client_module, "_key_probes", {})
 
 
 @pytest.fixture

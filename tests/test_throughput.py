@@ -20,7 +20,7 @@ from comfy_stubs.harness import png_pixels, run_node, saved_pixels, widget_defau
 from qwen_image_dashscope.api import TextToImageRequest
 from qwen_image_dashscope.api.errors import TaskFailedError
 from qwen_image_dashscope.api.models import MODELS
-from qwen_image_dashscope.api.transport import RetryPolicy
+from qwen_image_dashscope.api.retry import RetryPolicy
 from qwen_image_dashscope.nodes import tensors
 from qwen_image_dashscope.nodes.image_edit import DashScopeQwenImageEdit as Edit
 from qwen_image_dashscope.nodes.text_to_image import DashScopeQwenImageTextToImage as T2I

@@ -18,20 +18,12 @@ from qwen_image_dashscope.api import (
     TextToImageRequest,
     ValidationError,
 )
-from qwen_image_dashscope.api import uploads
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, Emulator
 from qwen_image_dashscope.api.images import data_uri_length, inspect_image, shrink_to_fit
 from qwen_image_dashscope.api.models import REQUEST_BODY_LIMIT, REQUEST_BODY_TARGET
 from test_client_support import BJ, SG, SYNC_PATH, api_requests, make_client, png_bytes
 
 pytest_plugins = ("comfy_stubs.fixtures",)  # the comfy and service fixtures
-
-
-@pytest.fixture(autouse=True)
-def fresh_upload_memory(monkeypatch):
-    """Each test starts with nothing uploaded, as a fresh process does."""
-    monkeypatch.setattr(uploads, "_names", {})
-    monkeypatch.setattr(uploads, "_uploading", {})
 
 
 def noisy_png(side: int = 3000) -> bytes:
