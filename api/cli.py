@@ -1,6 +1,7 @@
 """``qwen-image``: the command line on the same client the nodes use.
 
     qwen-image generate "a cat on a sofa" --size 1664*928 --out ./images
+    qwen-image generate "a poster" --model qwen-image-3.0 --size 1536x1024 --n 4
     qwen-image edit "make the cat blue" cat.png --n 2
     qwen-image doctor          # configuration, which key serves which region, the budget
     qwen-image emulator        # the bundled DashScope stand-in on 127.0.0.1
@@ -16,24 +17,20 @@ import sys
 import threading
 from pathlib import Path
 
-from .config import (
-    BUDGET_IMAGES_ENV,
-    BUDGET_USD_ENV,
-    REGIONS,
-    Config,
-    other_region,
-    region_env_suffix,
-)
-from .errors import QwenImageError
+from .config import BUDGET_IMAGES_ENV, BUDGET_USD_ENV, Config
+from .errors import ConfigurationError, QwenImageError
 from .models import (
     DEFAULT_MODEL,
     IMAGE_EDIT,
     INPUT_TRANSPORTS,
+    MODELS,
+    PROMPT_EXTEND_MODES,
     REQUEST_BODY_TARGET,
     TEXT_TO_IMAGE,
-    TEXT_TO_IMAGE_SIZES,
-    spec_for,
+    models_of,
 )
+from .regions import REGIONS, WORKSPACE_ENV, other_region, region_env_suffix
+from .validation import normalize_size
 
 DEFAULT_OUT = Path("qwen-image-output")
 log = logging.getLogger("qwen_image")
@@ -95,13 +92,19 @@ def _report(result) -> None:
         stream.write(f"note: {note}\n")
 
 
+def _options(args) -> dict:
+    """The request fields both commands share; rules and defaults are the model table's."""
+    return dict(prompt=args.prompt, model=args.model, negative_prompt=args.negative_prompt,
+                size=normalize_size(args.size), n=args.n, prompt_extend=args.prompt_extend,
+                prompt_extend_mode=args.prompt_extend_mode,
+                enable_thinking=args.enable_thinking, watermark=args.watermark,
+                seed=args.seed)
+
+
 def _generate(client, args) -> int:
     from .schema import TextToImageRequest
 
-    request = TextToImageRequest(
-        prompt=args.prompt, model=args.model, negative_prompt=args.negative_prompt,
-        size=args.size, prompt_extend=args.prompt_extend, watermark=args.watermark,
-        seed=args.seed)
+    request = TextToImageRequest(**_options(args))
     with _cancel_on_ctrl_c() as cancel:
         result = client.text_to_image(request, interface=args.interface,
                                       on_progress=_status_printer(), cancel_event=cancel)
@@ -114,14 +117,7 @@ def _edit(client, args) -> int:
 
     images = tuple(path if path.startswith(("http://", "https://", "oss://"))
                    else Path(path).read_bytes() for path in args.images)
-    size = args.size.replace("x", "*") if args.size else None
-    request = ImageEditRequest(
-        prompt=args.prompt, images=images, model=args.model, negative_prompt=args.negative_prompt,
-        size=size, n=args.n,
-        # qwen-image-edit takes no prompt_extend: not sending it beats refusing the call.
-        prompt_extend=args.prompt_extend if spec_for(args.model, IMAGE_EDIT).prompt_extend
-        else None,
-        watermark=args.watermark, seed=args.seed)
+    request = ImageEditRequest(images=images, **_options(args))
     with _cancel_on_ctrl_c() as cancel:
         result = client.edit_image(request, input_transport=args.input_transport,
                                    on_progress=_status_printer(), cancel_event=cancel)
@@ -151,9 +147,15 @@ def cmd_doctor(args) -> int:
     out = sys.stdout
     out.write(f"default region  {default.region} ({default.region_info.name})\n")
     accepted = {}
-    for region in (default.region, other_region(default.region)):
-        config = Config.resolve(region=region)
-        name = config.region_info.name
+    for region in sorted(REGIONS, key=lambda r: r != default.region):
+        name = REGIONS[region].name
+        try:
+            config = Config.resolve(region=region)
+        except ConfigurationError as error:
+            out.write(f"{name:<10} URL  none: set {WORKSPACE_ENV} (workspace-dedicated hosts "
+                      f"only) or DASHSCOPE_HTTP_BASE_URL_{region_env_suffix(region)}\n")
+            log.debug("%s", error)
+            continue
         out.write(f"{name:<10} URL  {config.base_url}  [{config.base_url_origin}]\n")
         out.write(f"{name:<10} large edit inputs  " + (
             "uploaded to temporary storage (kept 48 h, each image once)"
@@ -231,6 +233,27 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _model_list(family: str) -> str:
+    """The ``--help`` epilog: every model of the table for ``family``, with n and sizes."""
+    lines = ["models:"]
+    for model in models_of(family):
+        spec = MODELS[model]
+        rule = spec.size_rule(family)
+        if rule is None:
+            sizes = "no size parameter"
+        elif rule.fixed:
+            sizes = "sizes " + ", ".join(rule.sizes[:5])
+        elif rule.max_area:
+            sizes = f"any W*H of {rule.min_area or 0}-{rule.max_area} pixels"
+        elif rule.side:
+            sizes = f"any W*H, sides {rule.side[0]}-{rule.side[1]}"
+        else:
+            sizes = "any W*H (limits unconfirmed)"
+        n = f"n 1-{spec.n_max}" if spec.n_max else "n unconfirmed"
+        lines.append(f"  {model:<34} {spec.kind:<13} {n:<13} {sizes}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qwen-image", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log HTTP activity")
@@ -239,30 +262,38 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p, family):
         p.add_argument("prompt")
         p.add_argument("--model", default=DEFAULT_MODEL[family],
-                       help="a model of the table, or any other id (limits then unknown)")
-        p.add_argument("--negative-prompt", default="")
+                       help="a model listed below, or any other id (limits then unknown)")
+        p.add_argument("--negative-prompt", default=None)
+        p.add_argument("--n", type=int, default=1,
+                       help="images per call (1-6 where the model takes it)")
+        p.add_argument("--size", default=None, metavar="WxH",
+                       help="W*H or WxH: one of the model's sizes, or any size within its "
+                            "area range (free-size models); default: the model's")
+        p.add_argument("--prompt-extend-mode", choices=PROMPT_EXTEND_MODES, default=None,
+                       help="3.0: direct (default) or agent (text to image only)")
+        p.add_argument("--no-thinking", dest="enable_thinking", action="store_false",
+                       default=None, help="3.0: no thinking step while rewriting the prompt")
         p.add_argument("--seed", type=int, default=None, help="0..2147483647 (default: random)")
         p.add_argument("--no-prompt-extend", dest="prompt_extend", action="store_false",
-                       help="do not let the service rewrite the prompt")
-        p.add_argument("--watermark", action="store_true")
-        p.add_argument("--region", default=None,
-                       help="ap-southeast-1 (Singapore, default) or cn-beijing (Beijing)")
+                       default=None, help="do not let the service rewrite the prompt")
+        p.add_argument("--watermark", action="store_true", default=None)
+        p.add_argument("--region", default=None, help="one of " + ", ".join(
+            r.label for r in REGIONS.values()) + " (default: Singapore)")
         p.add_argument("--out", default=str(DEFAULT_OUT), help="folder for images + sidecars")
 
-    gen = sub.add_parser("generate", help="text to image")
+    gen = sub.add_parser("generate", help="text to image", epilog=_model_list(TEXT_TO_IMAGE),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     common(gen, TEXT_TO_IMAGE)
-    gen.add_argument("--size", default="1328*1328", choices=list(TEXT_TO_IMAGE_SIZES),
-                     metavar="W*H", help="one of " + ", ".join(
-                         f"{s} ({r})" for s, r in TEXT_TO_IMAGE_SIZES.items()))
     gen.add_argument("--interface", choices=["async", "sync"], default=None,
                      help="async (default: cancellable, safe to re-poll) or sync")
     gen.set_defaults(func=cmd_generate)
 
-    edit = sub.add_parser("edit", help="image edit (1-3 input images)")
+    edit = sub.add_parser("edit", help="image edit (input images + instruction)",
+                          epilog=_model_list(IMAGE_EDIT),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
     common(edit, IMAGE_EDIT)
-    edit.add_argument("images", nargs="+", help="1-3 image files or http(s) URLs")
-    edit.add_argument("--n", type=int, default=1, help="images to return (1-6, edit-plus)")
-    edit.add_argument("--size", default=None, help="W*H, 512-2048 each (n = 1 only)")
+    edit.add_argument("images", nargs="+",
+                      help="image files or http(s) URLs (1-3; 1-10 for qwen-image-2.1-pro)")
     edit.add_argument("--input-transport", choices=INPUT_TRANSPORTS,
                       default=INPUT_TRANSPORTS[0],
                       help="auto: inline while the request stays small, else upload (Beijing) "

@@ -103,3 +103,46 @@ def test_demo_without_a_key_runs_on_the_bundled_emulator(monkeypatch, tmp_path, 
     with Image.open(io.BytesIO(edited.read_bytes())) as image:
         assert image.size == (1024, 1024)  # the edit keeps the input's 1:1 aspect near 1024*1024
     assert str(out.resolve()) in captured.out
+
+
+@pytest.mark.parametrize("model, n, size, path", [
+    ("qwen-image-3.0", "6", "1536x1024", "/services/aigc/image-generation/generation"),
+    ("qwen-image-2.0-pro", "6", "2048*1152", SYNC_PATH),
+    ("qwen-image-max", "1", "1472x1104", SYNC_PATH),
+])
+def test_generate_with_each_family_prints_the_cost(emulator, env, capsys, model, n, size, path):
+    out = env / "out"
+    code = cli.main(["generate", "a lighthouse at dawn", "--model", model, "--n", n,
+                     "--size", size, "--seed", "5", "--out", str(out)])
+
+    assert code == 0
+    [call] = [r for r in emulator.requests if r.path.endswith(path) and r.method == "POST"]
+    assert call.json["parameters"]["n"] == int(n)
+    assert call.json["parameters"]["size"] == size.replace("x", "*")
+    pngs = _saved_pngs(out)
+    assert len(pngs) == int(n)
+    for png in pngs:
+        assert png.read_bytes() in emulator.served_images.values()
+        with Image.open(png) as image:
+            assert f"{image.width}*{image.height}" == size.replace("x", "*")
+    printed = capsys.readouterr().out
+    assert f"model {model}" in printed and "estimated cost $" in printed
+
+
+@pytest.mark.parametrize("model", ["qwen-image-2.0", "qwen-image-edit-max", "qwen-image-3.0-pro"])
+def test_edit_with_each_family_prints_the_cost(emulator, env, capsys, model):
+    sources = []
+    for index, colour in enumerate(((200, 20, 20), (20, 200, 20), (20, 20, 200))):
+        sources.append(env / f"in{index}.png")
+        Image.new("RGB", (640, 480), colour).save(sources[-1])
+    out = env / "out"
+
+    code = cli.main(["edit", "put them together", *map(str, sources), "--model", model,
+                     "--n", "2", "--seed", "9", "--out", str(out)])
+
+    assert code == 0
+    [call] = [r for r in emulator.requests if r.path.endswith(SYNC_PATH)]
+    assert emulator.input_images(call) == [s.read_bytes() for s in sources]
+    assert len(_saved_pngs(out)) == 2
+    printed = capsys.readouterr().out
+    assert f"model {model}" in printed and "estimated cost $" in printed
