@@ -1,44 +1,67 @@
-"""The Qwen-Image models the pack knows, as data.
+"""The Qwen-Image models the pack knows: the types of the table, and its lookups.
 
-Every limit and price here comes from the vendor's API reference (text to image and image
-edit pages, "計費與限流"). A new model is one new row. A model id that is not in the table
-is still usable: ``spec_for`` builds a spec from the rules common to its family and marks it
-``known=False`` so callers can say that its limits are unknown to the pack.
+The rows are in ``model_table`` (one ``ModelSpec`` per model id). Every fact in a spec's
+fields is official: the two seed references, or a Model Studio page (the vendor sheet
+``qwen-image-models-2026.md``, labels [OFF]/[OFF-M]). Limits that only third parties
+report, or measurements that disagree with a page, sit in ``ModelSpec.reported``:
+validation turns a breach of them into a note, never a refusal, and the service decides.
+``ModelSpec.unconfirmed`` says the same in words, for ``info`` and the command line.
+
+A model id that is not in the table is still usable: ``spec_for`` builds a spec holding
+only the rules every documented model shares, marked ``known=False``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Mapping
 
 TEXT_TO_IMAGE = "text-to-image"
 IMAGE_EDIT = "image-edit"
+UNIFIED = "unified"  # text to image without input images, editing with them
 
-SYNC = "sync"  # POST /services/aigc/multimodal-generation/generation
-ASYNC = "async"  # POST /services/aigc/text2image/image-synthesis + GET /tasks/{id}
+SYNC = "sync"  # POST /services/aigc/multimodal-generation/generation, every model
+ASYNC = "async"  # a task on the model's ``async_path``, then GET /tasks/{id}
+INTERFACES = (SYNC, ASYNC)
+TEXT2IMAGE_PATH = "/services/aigc/text2image/image-synthesis"  # qwen-image(-plus) tasks
+IMAGE_GENERATION_PATH = "/services/aigc/image-generation/generation"  # 3.0 tasks
 
 SINGAPORE = "ap-southeast-1"
 BEIJING = "cn-beijing"
+VIRGINIA = "us-east-1"
+FRANKFURT = "eu-central-1"
+TOKYO = "ap-northeast-1"
+HONG_KONG = "cn-hongkong"
+REGION_NAMES = {BEIJING: "Beijing", SINGAPORE: "Singapore", VIRGINIA: "Virginia",
+                FRANKFURT: "Frankfurt", TOKYO: "Tokyo", HONG_KONG: "Hong Kong"}
 
-# Text-to-image output sizes of the reference, with the aspect ratio it names for each.
-TEXT_TO_IMAGE_SIZES = {
-    "1664*928": "16:9",
-    "1472*1140": "4:3",
-    "1328*1328": "1:1",
-    "1140*1472": "3:4",
-    "928*1664": "9:16",
-}
+# The optional parameters a body may carry (``n`` is always sent), and the value each
+# means when it is left out; a value equal to it is not worth a note when a model does
+# not take the parameter.
+OPTIONAL_PARAMETERS = ("negative_prompt", "size", "prompt_extend", "prompt_extend_mode",
+                       "enable_thinking", "watermark", "seed")
+PARAMETER_DEFAULTS = {"negative_prompt": None, "size": None, "prompt_extend": True,
+                      "prompt_extend_mode": "direct", "enable_thinking": True,
+                      "watermark": False, "seed": None}
+PROMPT_EXTEND_MODES = ("direct", "agent")
+
+# The seed references' text-to-image sizes with their aspect ratios (nodes and the command
+# line list these); newer pages spell 4:3 and 3:4 as 1472*1104 and 1104*1472.
+TEXT_TO_IMAGE_SIZES = {"1664*928": "16:9", "1472*1140": "4:3", "1328*1328": "1:1",
+                       "1140*1472": "3:4", "928*1664": "9:16"}
 DEFAULT_TEXT_TO_IMAGE_SIZE = "1328*1328"
-# Newer vendor pages spell the 4:3 and 3:4 sizes this way; the service takes both.
 TEXT_TO_IMAGE_SIZE_ALIASES = {"1472*1104": "4:3", "1104*1472": "3:4"}
 
+# The seeds' limits for the models they describe (the table's rows use them too).
 PROMPT_MAX_CHARS = 800
 NEGATIVE_PROMPT_MAX_CHARS = 500
-SEED_MIN, SEED_MAX = 0, 2147483647
-
+SEED_MIN, SEED_MAX = 0, 2147483647  # every documented model
 EDIT_IMAGES_MIN, EDIT_IMAGES_MAX = 1, 3
 EDIT_INPUT_SIDE_MIN, EDIT_INPUT_SIDE_MAX = 384, 3072
-EDIT_INPUT_MAX_BYTES = 10 * 1024 * 1024  # per image, and per data-URI item
-EDIT_INPUT_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP")  # Pillow's names for JPG/JPEG, PNG, ...
-EDIT_CUSTOM_SIZE_RANGE = (512, 2048)  # width and height of a custom edit output size
+EDIT_INPUT_MAX_BYTES = 10 * 1024 * 1024  # per image, and per data-URI item (every model)
+EDIT_INPUT_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP")  # Pillow's names for JPG/JPEG, ...
+EDIT_CUSTOM_SIZE_RANGE = (512, 2048)  # each side of an edit-plus/edit-max output size
+N_MAX_DOCUMENTED = 6  # the most images any documented model makes per call
 
 # The service documents no request body limit, but its gateway refuses bodies over 6 MiB
 # (413 BadRequest.TooLarge, seen in public reports). The client keeps every body at or
@@ -51,74 +74,238 @@ INPUT_TRANSPORTS = ("auto", "data_uri", "upload")
 # Temporary storage (Beijing only): a file lives 48 h, bound to the model and the account.
 TEMPORARY_FILE_TTL = 48 * 3600
 
+# What the limiter assumes where no limit is published: the seeds' figures for the models
+# they describe (2 requests per second, 2 in progress at once).
+FALLBACK_REQUESTS_PER_SECOND = 2.0
+FALLBACK_CONCURRENT = 2
+
+
+@dataclass(frozen=True)
+class SizeRule:
+    """The output sizes a model takes in one mode (text to image, or editing).
+
+    Either a fixed list (``sizes``, older spellings in ``aliases``) or free ``W*H`` within
+    an area, aspect and side range; unset bounds are not checked.
+    """
+
+    sizes: tuple[str, ...] = ()
+    aliases: Mapping[str, str] = field(default_factory=dict)  # old spelling -> size sent
+    min_area: int | None = None
+    max_area: int | None = None
+    max_aspect: float | None = None  # longer side over shorter side
+    side: tuple[int, int] | None = None  # each side within this range
+    multiple: int | None = None  # the service rounds each side to the nearest multiple
+    default: str | None = None  # the documented size when omitted; None: the model picks
+    default_text: str = ""  # the default in words, when it is not one size
+
+    @property
+    def fixed(self) -> bool:
+        return bool(self.sizes)
+
+    def describe(self) -> str:
+        """The sizes allowed, in words."""
+        if self.fixed:
+            return ", ".join(self.sizes)
+        parts = []
+        if self.side:
+            parts.append(f"both sides from {self.side[0]} to {self.side[1]}")
+        if self.min_area or self.max_area:
+            largest = area_text(self.max_area) if self.max_area else "any"
+            parts.append(f"an area from {area_text(self.min_area or 1)} to {largest}")
+        if self.max_aspect:
+            parts.append(f"an aspect ratio up to {self.max_aspect:g}:1")
+        return "width*height" + (" with " + ", ".join(parts) if parts else "")
+
+
+def area_text(pixels: int) -> str:
+    """``2048*2048`` for a square number of pixels, else ``4,000,000 pixels``."""
+    side = math.isqrt(pixels)
+    return f"{side}*{side}" if side * side == pixels else f"{pixels:,} pixels"
+
+
+@dataclass(frozen=True)
+class TextLimit:
+    """A prompt limit: characters are refused beyond it, tokens only noted (estimated)."""
+
+    limit: int
+    unit: str = "characters"  # or "tokens"
+    cut: bool = True  # the service drops the excess; False: a recommendation only
+
+
+@dataclass(frozen=True)
+class InputRule:
+    """Input images of an edit (image-to-image) request."""
+
+    count: tuple[int, int | None] = (EDIT_IMAGES_MIN, EDIT_IMAGES_MAX)  # None: no maximum
+    side: tuple[int, int] | None = None  # each side of each input
+    side_required: bool = False  # False: the page only recommends ``side`` (a note)
+    formats: tuple[str, ...] = EDIT_INPUT_FORMATS  # Pillow's names
+    max_bytes: int = EDIT_INPUT_MAX_BYTES
+
+
+@dataclass(frozen=True)
+class Price:
+    """One region's price per image, in the currency of its source page."""
+
+    currency: str  # "USD" or "CNY" (pricing converts)
+    output: float  # per generated image; the 1K tier where there are tiers
+    output_2k: float | None = None  # above 2,250,000 output pixels; None: one price
+    input: float = 0.0  # per input image
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Per account and model; None where no official figure is published."""
+
+    requests: int | None = None  # per ``period`` seconds
+    period: float = 1.0  # 1: per second, 60: per minute
+    concurrent_tasks: int | None = None  # tasks processing at once
+    sync_limited: bool | None = None  # whether synchronous calls count against it too
+
+
+@dataclass(frozen=True)
+class Reported:
+    """Stricter values of some ``ModelSpec`` fields that are not official: a request that
+    breaks them is sent anyway, with a note ending in ``why``."""
+
+    changes: Mapping[str, object]
+    why: str
+
 
 @dataclass(frozen=True)
 class ModelSpec:
     id: str
-    family: str
-    interfaces: tuple[str, ...]
-    max_images: int  # n allowed is 1..max_images
-    sizes: tuple[str, ...] = ()  # a fixed list of output sizes (text to image)
-    custom_size: bool = False  # free W*H within EDIT_CUSTOM_SIZE_RANGE, only with n == 1
-    prompt_extend: bool = True  # whether the model takes the prompt_extend parameter
-    price_usd: dict[str, float] = field(default_factory=dict)  # region -> price per image
-    requests_per_second: float = 2.0
-    concurrent_tasks: int = 2
-    known: bool = True
+    kind: str  # TEXT_TO_IMAGE, IMAGE_EDIT or UNIFIED
+    async_path: str | None = None  # the task path under /api/v1; None: synchronous only
+    n_max: int | None = 1  # n is 1..n_max; None: no official limit
+    t2i_size: SizeRule | None = None  # None: no text to image, or no size parameter
+    edit_size: SizeRule | None = None  # None: no editing, or no size parameter
+    needs_n1: bool = False  # size only with n == 1 (edit-plus, per the seed reference)
+    prompt: TextLimit | None = None
+    negative_prompt: TextLimit | None = None
+    takes: frozenset[str] = frozenset()  # of OPTIONAL_PARAMETERS
+    inputs: InputRule | None = None  # None: no input images
+    agent_with_images: bool = True  # False: prompt_extend_mode "agent" is refused with them
+    prices: Mapping[str, Price] = field(default_factory=dict)  # region -> price
+    rate: RateLimits = RateLimits()
+    regions: frozenset[str] | None = None  # where an official page lists it; None: unknown
+    reported: tuple[Reported, ...] = ()
+    unconfirmed: tuple[str, ...] = ()  # in words, for ``info``
+    documented: bool = True  # False: only some facts are official (see ``unconfirmed``)
+    known: bool = True  # False: not in the table
+
+    def accepts(self, family: str) -> bool:
+        """Whether requests of ``family`` (TEXT_TO_IMAGE or IMAGE_EDIT) may use it."""
+        return self.kind in (family, UNIFIED)
+
+    def size_rule(self, family: str) -> SizeRule | None:
+        return self.t2i_size if family == TEXT_TO_IMAGE else self.edit_size
+
+    def default_size(self, family: str) -> str | None:
+        """The size the model uses when none is sent; None: it picks one itself."""
+        rule = self.size_rule(family)
+        return rule.default if rule is not None else None
+
+    def takes_in(self, family: str) -> frozenset[str]:
+        """``takes`` for one mode: "size" only where the mode has a size rule."""
+        if self.size_rule(family) is None:
+            return self.takes - {"size"}
+        return self.takes
+
+    @property
+    def interfaces(self) -> tuple[str, ...]:
+        return INTERFACES if self.async_path else (SYNC,)
 
     @property
     def default_interface(self) -> str:
         # The asynchronous interface is the default where it exists: a task can be
         # cancelled while queued and polled again after a dropped connection, so a lost
         # answer never means paying twice.
-        return ASYNC if ASYNC in self.interfaces else SYNC
+        return ASYNC if self.async_path else SYNC
+
+    def resolve_interface(self, requested: str | None) -> tuple[str, str | None]:
+        """The interface to use for ``requested`` (None: the default), and a note when it
+        differs. An asynchronous request to a synchronous-only model runs synchronously."""
+        if requested is None:
+            return self.default_interface, None
+        if requested not in INTERFACES:
+            from .errors import ValidationError
+
+            raise ValidationError("interface", f"{requested!r} is not an interface",
+                                  allowed=list(INTERFACES))
+        if requested == ASYNC and not self.async_path:
+            return SYNC, (f"{self.id} has no asynchronous interface, so the synchronous one "
+                          "was used (it cannot be cancelled once sent)")
+        return requested, None
+
+    # -- compatibility: the names callers used before issue 9 ------------------------------
+
+    @property
+    def max_images(self) -> int:
+        """The largest n; where none is official, the most any documented model makes."""
+        return self.n_max if self.n_max is not None else N_MAX_DOCUMENTED
+
+    @property
+    def prompt_extend(self) -> bool:
+        return "prompt_extend" in self.takes
+
+    @property
+    def requests_per_second(self) -> float:
+        """For the limiter: the published rate, else the seeds' 2 per second."""
+        if self.rate.requests is None:
+            return FALLBACK_REQUESTS_PER_SECOND
+        return self.rate.requests / self.rate.period
+
+    @property
+    def concurrent_tasks(self) -> int:
+        """For the limiter: the published figure, else the seeds' 2 (``rate`` says
+        whether it is published and whether synchronous calls count)."""
+        return self.rate.concurrent_tasks or FALLBACK_CONCURRENT
 
     def price(self, region: str) -> float | None:
-        return self.price_usd.get(region)
+        """USD per output image (the upper tier where there are tiers); None if unknown.
+        ``pricing.estimate_usd`` and ``pricing.cost_usd`` give whole requests."""
+        from .pricing import usd_price
 
+        price = usd_price(self, region)
+        if price is None:
+            return None
+        return price.output if price.output_2k is None else price.output_2k
 
-_T2I = dict(family=TEXT_TO_IMAGE, interfaces=(SYNC, ASYNC), max_images=1,
-            sizes=tuple(TEXT_TO_IMAGE_SIZES) + tuple(TEXT_TO_IMAGE_SIZE_ALIASES))
-_EDIT_PLUS = dict(family=IMAGE_EDIT, interfaces=(SYNC,), max_images=6, custom_size=True)
-
-MODELS: dict[str, ModelSpec] = {
-    spec.id: spec
-    for spec in (
-        ModelSpec("qwen-image-plus", **_T2I, price_usd={SINGAPORE: 0.03, BEIJING: 0.028671}),
-        ModelSpec("qwen-image", **_T2I, price_usd={SINGAPORE: 0.035, BEIJING: 0.035}),
-        ModelSpec("qwen-image-edit-plus", **_EDIT_PLUS,
-                  price_usd={SINGAPORE: 0.03, BEIJING: 0.028671}),
-        ModelSpec("qwen-image-edit-plus-2025-10-30", **_EDIT_PLUS,
-                  price_usd={SINGAPORE: 0.03, BEIJING: 0.028671}),
-        ModelSpec("qwen-image-edit", family=IMAGE_EDIT, interfaces=(SYNC,), max_images=1,
-                  prompt_extend=False, price_usd={SINGAPORE: 0.045, BEIJING: 0.043}),
-    )
-}
 
 DEFAULT_MODEL = {TEXT_TO_IMAGE: "qwen-image-plus", IMAGE_EDIT: "qwen-image-edit-plus"}
 
 
 def models_of(family: str) -> list[str]:
-    return [m for m, spec in MODELS.items() if spec.family == family]
+    """The table's ids usable for ``family`` requests (unified models serve both)."""
+    return [m for m, spec in MODELS.items() if spec.accepts(family)]
 
 
 def spec_for(model: str, family: str) -> ModelSpec:
-    """The spec of ``model``; for an id not in the table, the family's common rules.
+    """The spec of ``model`` for ``family`` requests; for an id not in the table, a spec of
+    the rules every documented model shares.
 
-    An unknown id is taken at the user's word: its n, size and price limits are not known,
-    so only what every model of the family shares is checked (prompt lengths, seed range,
-    input images), and the service has the last word on the rest.
+    An unknown id is taken at the user's word: its n, size, prompt and price limits are
+    not known, so only the common rules are checked (prompt present, seed range, sizes
+    written W*H, input image encoding) and the service has the last word on the rest.
     """
     spec = MODELS.get(model)
     if spec is not None:
-        if spec.family != family:
+        if not spec.accepts(family):
             from .errors import ValidationError
 
             raise ValidationError(
-                "model", f"{model!r} is an {spec.family} model, not {family}",
+                "model", f"{model!r} is an {spec.kind} model, not {family}",
                 allowed=models_of(family))
         return spec
-    if family == TEXT_TO_IMAGE:
-        return ModelSpec(model, family, interfaces=(SYNC, ASYNC), max_images=1, known=False)
-    return ModelSpec(model, family, interfaces=(SYNC,), max_images=6, custom_size=True,
+    free = SizeRule()
+    if family == TEXT_TO_IMAGE:  # the seeds' text-to-image interfaces
+        return ModelSpec(model, family, async_path=TEXT2IMAGE_PATH, n_max=None,
+                         t2i_size=free, takes=frozenset(OPTIONAL_PARAMETERS), known=False)
+    return ModelSpec(model, family, n_max=None, edit_size=free,
+                     takes=frozenset(OPTIONAL_PARAMETERS), inputs=InputRule(count=(1, None)),
                      known=False)
+
+
+# The rows build on the types above, so they are imported last.
+from .model_table import MODELS  # noqa: E402

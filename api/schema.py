@@ -4,23 +4,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
-from .models import DEFAULT_MODEL, DEFAULT_TEXT_TO_IMAGE_SIZE, IMAGE_EDIT, TEXT_TO_IMAGE
+from .models import DEFAULT_MODEL, IMAGE_EDIT, TEXT_TO_IMAGE
 
 # An edit input: encoded image bytes (PNG, JPEG, ... as a file holds them), or a string
 # that is already an http(s) URL, a data: URI or an oss:// name.
 ImageInput = Union[bytes, str]
+
+# Optional fields are None by default: "the model's default", so a request with only the
+# required fields is valid for every model of the table, and nothing a model does not take
+# is sent (validation notes a value it leaves out). New fields come last, so positional
+# calls written before them keep their meaning.
 
 
 @dataclass(frozen=True)
 class TextToImageRequest:
     prompt: str
     model: str = DEFAULT_MODEL[TEXT_TO_IMAGE]
-    negative_prompt: str = ""
-    size: str = DEFAULT_TEXT_TO_IMAGE_SIZE
+    negative_prompt: str | None = None
+    size: str | None = None  # "W*H"; None: the model's default (models.SizeRule.default)
     n: int = 1
-    prompt_extend: bool = True
-    watermark: bool = False
+    prompt_extend: bool | None = None  # None: the model's default (on, where it rewrites)
+    watermark: bool | None = None  # None: no watermark
     seed: int | None = None  # None: the service picks one
+    prompt_extend_mode: str | None = None  # "direct" or "agent" (3.0); None: "direct"
+    enable_thinking: bool | None = None  # 3.0, with prompt_extend only; None: on
 
     family = TEXT_TO_IMAGE
 
@@ -30,14 +37,34 @@ class ImageEditRequest:
     prompt: str
     images: tuple[ImageInput, ...]
     model: str = DEFAULT_MODEL[IMAGE_EDIT]
-    negative_prompt: str = ""
-    size: str | None = None  # "W*H"; None keeps the last image's aspect near 1024*1024
+    negative_prompt: str | None = None
+    size: str | None = None  # "W*H"; None: the model's default (near the last input's aspect)
     n: int = 1
-    prompt_extend: bool | None = True  # None: not sent (qwen-image-edit does not take it)
-    watermark: bool = False
+    prompt_extend: bool | None = None
+    watermark: bool | None = None
     seed: int | None = None
+    prompt_extend_mode: str | None = None  # "direct" only: "agent" is refused with images
+    enable_thinking: bool | None = None
 
     family = IMAGE_EDIT
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What the service reported using, from either answer shape (``wire`` reads it).
+
+    Older models report ``usage.{width, height, image_count}``; 3.0 reports
+    ``usage.{output_width, output_height, output_image_count, output_image_type,
+    input_image_count, input_image_type}`` with tiers ``qima_output_1k``/``_2k`` and
+    ``qima_input_1k``/``_2k``. A field the answer lacks is None.
+    """
+
+    output_images: int | None = None  # billed outputs
+    input_images: int | None = None  # billed inputs (3.0)
+    width: int | None = None  # of the outputs
+    height: int | None = None
+    output_tier: str | None = None  # e.g. "qima_output_2k"
+    input_tier: str | None = None  # e.g. "qima_input_1k"
 
 
 @dataclass

@@ -66,7 +66,9 @@ T2I_CASES = [
     (dict(n=2), "n", ["2 images asked for; qwen-image-plus makes 1 per call", "Allowed: 1"]),
     (dict(seed=-1), "seed", ["-1 is out of range", "0 to 2147483647"]),
     (dict(seed=2147483648), "seed", ["out of range"]),
-    (dict(seed=True), "seed", ["out of range"]),
+    (dict(seed=True), "seed", ["must be a whole number, not True"]),
+    (dict(n="2"), "n", ["must be a whole number, not '2'"]),
+    (dict(n=1.5), "n", ["must be a whole number, not 1.5"]),
     (dict(watermark="yes"), "watermark", ["must be true or false"]),
     (dict(model="qwen-image-edit-plus"), "model", ["is an image-edit model, not text-to-image"]),
     (dict(model="qwen-image-next", size="big"), "size", ["is not written as width*height"]),
@@ -98,9 +100,6 @@ EDIT_CASES = [
     (dict(n=0), "n", ["Allowed: 1 to 6"]),
     (dict(model="qwen-image-edit", n=2, prompt_extend=None), "n",
      ["makes 1 per call", "qwen-image-edit-plus makes up to 6"]),
-    (dict(model="qwen-image-edit"), "prompt_extend", ["does not take prompt rewriting"]),
-    (dict(model="qwen-image-edit", prompt_extend=None, size="1024*1024"), "size",
-     ["does not take an output size"]),
     (dict(size="511*1024"), "size", ["has a side outside 512-2048 pixels"]),
     (dict(size="1024*2049"), "size", ["outside 512-2048"]),
     (dict(size="1024x1024"), "size", ["not written as width*height"]),
@@ -141,8 +140,17 @@ def test_accepted_edit_inputs_and_notes():
     assert "works only in the Beijing region" in notes[0]
     notes = validate(dataclasses.replace(EDIT, model="qwen-image-edit", prompt_extend=False))
     assert notes == ["prompt_extend is not sent: qwen-image-edit does not take it"]
-    notes = validate(dataclasses.replace(EDIT, model="qwen-image-edit-max", n=6))
-    assert "'qwen-image-edit-max' is not in the pack's table" in notes[0]
+    notes = validate(dataclasses.replace(EDIT, model="qwen-image-edit-ultra", n=6))
+    assert "'qwen-image-edit-ultra' is not in the pack's table" in notes[0]
+
+
+def test_parameters_a_model_does_not_take_are_left_out_not_refused():
+    # qwen-image-edit takes neither prompt rewriting nor an output size: both are left out
+    # of what is sent, with a note when set to anything but the default.
+    checked = validate(dataclasses.replace(EDIT, model="qwen-image-edit", prompt_extend=True,
+                                           size="1024*1024"))
+    assert checked.notes == ["size is not sent: qwen-image-edit does not take it"]
+    assert checked.request.size is None and checked.request.prompt_extend is None
 
 
 def test_image_checks_read_headers_only(monkeypatch):
