@@ -428,8 +428,17 @@ FRONTEND_SETTINGS = {"Comfy.TutorialCompleted": True}
 
 # Runs before the page's own scripts: page errors and (after open_app) api events go here.
 _INIT_SCRIPT = """
-window.__qwenTest = {errors: [], events: [], queued: []};
+window.__qwenTest = {errors: [], console_errors: [], events: [], queued: []};
 window.addEventListener('error', (e) => window.__qwenTest.errors.push('error: ' + (e.message || e)));
+// e.g. "Error loading extension /extensions/<pack>/x.js TypeError: Failed to fetch dynamically
+// imported module": the frontend reports a pack's broken JS with console.error and goes on.
+const consoleError = console.error.bind(console);
+console.error = (...args) => {
+  try {
+    window.__qwenTest.console_errors.push(args.map((a) => a && a.stack ? String(a) + ' ' + a.stack : String(a)).join(' '));
+  } catch (_) {}
+  consoleError(...args);
+};
 window.addEventListener('unhandledrejection', (e) => window.__qwenTest.errors.push(
     'unhandled rejection: ' + (e.reason && (e.reason.stack || e.reason.message) || e.reason)));
 """
@@ -532,6 +541,17 @@ def open_app(browser: Browser, server: ComfyUI, timeout: float = 60.0):
 def page_errors(page) -> list[str]:
     """Uncaught errors and unhandled rejections of the page so far."""
     return page.evaluate("() => window.__qwenTest.errors.slice()")
+
+
+def console_errors(page) -> list[str]:
+    """What the page's scripts passed to console.error so far (the frontend logs a custom node
+    pack's JS that fails to load, "Error loading extension ...", this way and goes on)."""
+    return page.evaluate("() => window.__qwenTest.console_errors.slice()")
+
+
+def loaded_scripts(page) -> list[str]:
+    """URLs of every script and module the page fetched (the Resource Timing entries)."""
+    return page.evaluate("() => performance.getEntriesByType('resource').map((e) => e.name)")
 
 
 def frontend_events(page, prompt_id: str | None = None) -> list[dict]:
@@ -693,9 +713,9 @@ def set_widgets(page, node_id, overrides: dict) -> None:
 
 def screenshot_node(page, node_type: str, widget_overrides: dict | None, path, *,
                     node_id=None, margin: int = 8, scale: float = 1.0) -> dict:
-    """A PNG of one node (title bar to bottom edge, plus ``margin`` px) after setting
-    ``widget_overrides`` ({widget name: value}, e.g. {"model": "qwen-image-max"}) as a user's
-    pick does and letting the frontend redraw.
+    """A PNG of one node (its source badge and title bar to its bottom edge, plus ``margin``
+    px) after setting ``widget_overrides`` ({widget name: value}, e.g. {"model":
+    "qwen-image-max"}) as a user's pick does and letting the frontend redraw.
 
     The node: ``node_id`` if given, else the first ``node_type`` node of the graph, else a fresh
     one (defaults) added to the graph. The view is centred on it at ``scale`` with nothing
@@ -721,7 +741,8 @@ def screenshot_node(page, node_type: str, widget_overrides: dict | None, path, *
       canvas.centerOnNode(node);
       canvas.setDirty(true, true);
       {_TWO_FRAMES}
-      const title = LiteGraph.NODE_TITLE_HEIGHT;
+      // the title bar, and above it the source badge ("Qwen-Image") drawn at the top right
+      const title = LiteGraph.NODE_TITLE_HEIGHT + 22;
       const [x0, y0] = app.canvasPosToClientPos([node.pos[0], node.pos[1] - title]);
       const [x1, y1] = app.canvasPosToClientPos([node.pos[0] + node.size[0], node.pos[1] + node.size[1]]);
       const x = Math.max(0, Math.floor(x0 - margin)), y = Math.max(0, Math.floor(y0 - margin));

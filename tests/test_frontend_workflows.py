@@ -1,14 +1,16 @@
 """Last month's workflows in the real ComfyUI frontend: they load with every value in place, and run.
 
 The workflows frozen in tests/fixtures/workflows/ (copies of example_workflows/ as they were
-shipped) are opened in ComfyUI's own frontend in headless Chromium, as a user opening a saved
-workflow does, against a real ComfyUI with this repository in custom_nodes/ and the pack's
-DashScope emulator. For each one:
+shipped, and in saved-after-run/ the same ones as the frontend saved them after running them,
+status text included) are opened in ComfyUI's own frontend in headless Chromium, as a user
+opening a saved workflow does, against a real ComfyUI with this repository in custom_nodes/
+and the pack's DashScope emulator. For each one:
 
 1. it loads: no missing-node dialog, no schema toast, no node drawn red, and each node's widget
    named in tests/fixtures/workflows/expected/widget_names.json holds the frozen value at the
    frozen position (the frontend restores widgets_values by position: an input inserted before
-   old ones shifts them, and a new one must be appended);
+   old ones shifts them, and a new one must be appended), and each widget added since holds its
+   default (a workflow saved after a run would hand its status text to the first new widget);
 2. it runs when queued from the frontend (``app.queuePrompt``): the frontend's own API prompt
    carries the old values to the server, the run succeeds, the frontend hears it end, and every
    saved image is one the emulator served. The workflow with a local SDXL checkpoint (which
@@ -38,7 +40,13 @@ from PIL import Image
 
 REPO_ROOT = harness.REPO_ROOT
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "workflows"
-FROZEN = sorted(FIXTURES.glob("*.json"))
+# The example workflows as shipped, and the same workflows as the frontend saves them after a
+# run: then each pack node's widgets_values ends with its last status text (e.g. "done"), the
+# frontend's status widget having no `serialize = false` of its own (frontend 1.35.9).
+SHIPPED = sorted(FIXTURES.glob("*.json"))
+SAVED_AFTER_RUN = sorted((FIXTURES / "saved-after-run").glob("*.json"))
+FROZEN = SHIPPED + SAVED_AFTER_RUN
+FROZEN_IDS = [p.relative_to(FIXTURES).with_suffix("").as_posix() for p in FROZEN]
 WIDGET_NAMES = FIXTURES / "expected" / "widget_names.json"
 PACK = harness.PACK_FOLDER
 T2I, EDIT = "DashScopeQwenImageTextToImage", "DashScopeQwenImageEdit"
@@ -115,21 +123,51 @@ def frozen_widgets(path: Path) -> dict[str, dict]:
 
 
 def frozen_values(path: Path) -> dict[str, list[tuple[str, object]]]:
-    """{node id: [(widget name, frozen value), ...]} in widgets_values order."""
+    """{node id: [(widget name, frozen value), ...]} in widgets_values order (without the
+    status text a workflow saved after a run has after the last widget's value)."""
+    return {node_id: pairs for node_id, (pairs, _) in _frozen(path).items()}
+
+
+def trailing_values(path: Path) -> dict[str, list]:
+    """{node id: values after the last widget's} (the saved status text), where there are any."""
+    return {node_id: extra for node_id, (_, extra) in _frozen(path).items() if extra}
+
+
+def _frozen(path: Path) -> dict[str, tuple[list, list]]:
     names = frozen_widgets(path)
     result = {}
     for node in load(path)["nodes"]:
         expected = names[str(node["id"])]
         assert expected["type"] == node["type"]
         values = node.get("widgets_values") or []
-        assert len(values) == len(expected["widgets"]), (path.name, node["id"])
-        result[str(node["id"])] = list(zip(expected["widgets"], values))
+        count = len(expected["widgets"])
+        after_run = path.parent.name == "saved-after-run" and node["type"] in PACK_NODES
+        assert len(values) == count + (1 if after_run else 0), (path.name, node["id"], values)
+        result[str(node["id"])] = (list(zip(expected["widgets"], values)), values[count:])
     return result
 
 
-def widget_problems(path: Path, live_nodes: list[dict]) -> list[str]:
-    """Where the live graph's widgets differ from the frozen names, positions and values."""
+def input_default(info: dict, name: str):
+    """(True, default) of a widget input of /object_info, (False, None) if it is not one."""
+    for section in ("required", "optional"):
+        spec = info["input"].get(section, {}).get(name)
+        if spec is None:
+            continue
+        options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+        if "default" in options:
+            return True, options["default"]
+        if isinstance(spec[0], list) and spec[0]:
+            return True, spec[0][0]
+        return True, {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(spec[0])
+    return False, None
+
+
+def widget_problems(path: Path, live_nodes: list[dict], object_info: dict) -> list[str]:
+    """Where the live graph's widgets differ from the frozen names, positions and values, and
+    widgets added since that do not hold their default (an old workflow has no value for
+    them; a value there came from a saved status text)."""
     live = {str(n["id"]): n for n in live_nodes}
+    trailing = trailing_values(path)
     problems = []
     for node_id, pairs in frozen_values(path).items():
         node = live.get(node_id)
@@ -150,6 +188,14 @@ def widget_problems(path: Path, live_nodes: list[dict]) -> list[str]:
             if here is not None and here["name"] == name and here["value"] != value:
                 problems.append(f"node {node_id} ({node['type']}): {name} = {here['value']!r}, "
                                 f"the workflow saved {value!r}")
+        for widget in saved[len(pairs):]:
+            known, default = input_default(object_info[node["type"]], widget["name"])
+            if known and widget["value"] != default:
+                why = (f" (the status text this workflow saved after the node's last widget: "
+                       f"{trailing[node_id]!r})" if widget["value"] in trailing.get(node_id, []) else "")
+                problems.append(
+                    f"node {node_id} ({node['type']}): new widget {widget['name']} = "
+                    f"{widget['value']!r}, not its default {default!r}{why}")
     return problems
 
 
@@ -207,16 +253,35 @@ def test_pack_nodes_are_registered_in_the_frontend(page, comfy):
     assert harness.page_errors(page) == []
 
 
+def test_pack_web_extensions_load_in_the_frontend(page, comfy):
+    """Every .js of WEB_DIRECTORY is fetched and runs: a wrong import path (the frontend serves
+    web/x.js as /extensions/<pack>/x.js, so web/js/x.js imports "../../../scripts/app.js") is
+    only a console error in the browser, and the extension silently does nothing."""
+    scripts = sorted(p.relative_to(REPO_ROOT / "web").as_posix() for p in (REPO_ROOT / "web").rglob("*.js"))
+    if not scripts:
+        pytest.skip("the pack has no web/**/*.js")
+    fetched = harness.loaded_scripts(page)
+    for script in scripts:
+        assert any(url.endswith(f"/extensions/{PACK}/{script}") for url in fetched), script
+    ours = [e for e in harness.console_errors(page) if f"/extensions/{PACK}/" in e]
+    assert not ours, "\n".join(ours)
+    assert harness.page_errors(page) == []
+
+
 def test_widget_names_cover_every_frozen_workflow():
-    assert len(FROZEN) == 5, [p.name for p in FROZEN]
+    assert len(SHIPPED) == 5, [p.name for p in SHIPPED]
+    assert {p.name for p in SAVED_AFTER_RUN} <= {p.name for p in SHIPPED}
     for path in FROZEN:
         frozen_values(path)  # one name per saved value, node types as frozen
+    for path in SAVED_AFTER_RUN:  # the same values as shipped, and the status text after them
+        assert frozen_values(path) == frozen_values(FIXTURES / path.name)
+        assert trailing_values(path)
 
 
 # -- 1. loading --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", FROZEN, ids=[p.stem for p in FROZEN])
+@pytest.mark.parametrize("path", FROZEN, ids=FROZEN_IDS)
 def test_frozen_workflow_loads_with_every_value_in_place(page, comfy, path):
     workflow = load(path)
     report = harness.load_workflow(page, workflow)
@@ -228,7 +293,7 @@ def test_frozen_workflow_loads_with_every_value_in_place(page, comfy, path):
         frozen_type = frozen_widgets(path)[str(node["id"])]["type"]
         assert node["type"] == frozen_type and node["registered"], node
         assert not node["has_errors"], f"node {node['id']} ({node['type']}) is drawn with errors"
-    problems = widget_problems(path, live)
+    problems = widget_problems(path, live, comfy.object_info)
     assert not problems, "\n".join(problems)
 
     # Saving it again keeps every old value at its old position (new widgets come after).
@@ -241,7 +306,7 @@ def test_frozen_workflow_loads_with_every_value_in_place(page, comfy, path):
 # -- 2. running from the frontend --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", FROZEN, ids=[p.stem for p in FROZEN])
+@pytest.mark.parametrize("path", FROZEN, ids=FROZEN_IDS)
 def test_frozen_workflow_runs_from_the_frontend(page, comfy, path):
     workflow = load(path)
     assert harness.load_workflow(page, workflow)["missing_node_types"] == []
@@ -263,7 +328,8 @@ def test_frozen_workflow_runs_from_the_frontend(page, comfy, path):
 
     missing = missing_local_models(comfy.object_info, prompt)
     if not missing:
-        assert queued["ok"] and queued["prompt_id"] and not queued["node_errors"], queued
+        assert queued["ok"], ("the server refused the frontend's prompt: "
+                              + json.dumps(queued["node_errors"] or queued["error"], ensure_ascii=False)[:3000])
         check_run(comfy, page, queued["prompt_id"])
         assert not [n for n in harness.graph_nodes(page) if n["has_errors"]]
         return
