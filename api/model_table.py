@@ -79,14 +79,13 @@ V3_OFFICIAL_SIZES = replace(V3_SIZES, max_area=2048 * 2048)
 _THIRD_PARTIES = ("Only third parties report this limit, so the request is sent as it is "
                   "and the service decides.")
 NO_RATE = "rate limits: none published (GET /api/v1/quotas tells an account's own)"
-EDIT_ASPECT = Reported({"edit_size": replace(EDIT_SIDES, max_aspect=4.0)}, _THIRD_PARTIES)
 EDIT_SIZE_WITH_N = Reported(
     {"needs_n1": True},
     "The Dec 2025 reference refuses size with n > 1 for qwen-image-edit-plus; no page says "
     "so for this model, so the request is sent as it is and the service decides.")
+# (A third party's 4:1 aspect limit for these models follows from the side range.)
 EDIT_UNCONFIRMED = (
-    "aspect ratio: at most 4:1 (third-party measurement)",
-    "size omitted: officially about 1024*1024; measured about a 2K area (third party)")
+    "size omitted: officially about 1024*1024; measured about a 2K area (third party)",)
 
 
 def _row(ids: tuple[str, ...], **facts) -> list[ModelSpec]:
@@ -117,10 +116,10 @@ _V2 = dict(kind=UNIFIED, n_max=6, t2i_size=V2_T2I_SIZES, edit_size=V2_EDIT_SIZES
 _SEED_EDIT = dict(kind=IMAGE_EDIT, n_max=6, edit_size=EDIT_SIDES, needs_n1=True,
                   prompt=SEED_CHARS, negative_prompt=NEGATIVE_CHARS, takes=BASIC,
                   inputs=SEED_INPUTS, rate=RateLimits(2, 1.0, None, sync_limited=False),
-                  regions=BJ_SG, reported=(EDIT_ASPECT,), unconfirmed=EDIT_UNCONFIRMED)
+                  regions=BJ_SG, unconfirmed=EDIT_UNCONFIRMED)
 _PAGE_EDIT = dict(kind=IMAGE_EDIT, n_max=6, edit_size=EDIT_SIDES, prompt=TOKENS_800,
                   negative_prompt=NEGATIVE_CHARS, takes=BASIC, inputs=PAGE_INPUTS,
-                  regions=BJ_SG, reported=(EDIT_ASPECT, EDIT_SIZE_WITH_N),
+                  regions=BJ_SG, reported=(EDIT_SIZE_WITH_N,),
                   unconfirmed=EDIT_UNCONFIRMED + (
                       "size with n > 1: refused for qwen-image-edit-plus by the Dec 2025 "
                       "reference; not stated for this model", NO_RATE))

@@ -294,8 +294,9 @@ def spec_for(model: str, family: str) -> ModelSpec:
         if not spec.accepts(family):
             from .errors import ValidationError
 
+            article = "an" if spec.kind == IMAGE_EDIT else "a"
             raise ValidationError(
-                "model", f"{model!r} is an {spec.kind} model, not {family}",
+                "model", f"{model!r} is {article} {spec.kind} model, not {family}",
                 allowed=models_of(family))
         return spec
     free = SizeRule()

@@ -24,7 +24,7 @@ import dataclasses
 import math
 import numbers
 import re
-from typing import Any
+from typing import Any, Iterable
 
 from .errors import ValidationError
 from .models import (
@@ -58,7 +58,7 @@ class Checked(list):
     issue 9 and callers still add to it, iterate it and pass it on.
     """
 
-    def __init__(self, spec: ModelSpec, request: Any, notes: list[str] = ()):
+    def __init__(self, spec: ModelSpec, request: Any, notes: Iterable[str] = ()):
         super().__init__(notes)
         self.spec = spec
         self.request = request
@@ -165,16 +165,16 @@ def _check_prompts(spec: ModelSpec, request, notes: list[str]) -> None:
                               ("negative_prompt", negative, spec.negative_prompt)):
         if text is None or limit is None or name not in ("prompt", *spec.takes):
             continue
-        if limit.unit == "characters" and len(text) > limit.limit:
+        if limit.unit == "characters":
             excess = len(text) - limit.limit
-            raise ValidationError(
-                name, f"is {len(text)} characters long, over the limit of {limit.limit} (the "
-                      f"service would silently drop the last {excess} and bill an image of "
-                      "the rest)",
-                hint=f"Shorten it by at least {excess} characters; every Chinese character, "
-                     "letter, digit, space or symbol counts as one.")
-        tokens = estimate_tokens(text) if limit.unit == "tokens" else 0
-        if tokens > limit.limit:
+            if excess > 0:
+                raise ValidationError(
+                    name, f"is {len(text)} characters long, over the limit of {limit.limit} "
+                          f"(the service would silently drop the last {excess} and bill an "
+                          "image of the rest)",
+                    hint=f"Shorten it by at least {excess} characters; every Chinese "
+                         "character, letter, digit, space or symbol counts as one.")
+        elif (tokens := estimate_tokens(text)) > limit.limit:
             what = ("the limit: the service drops the excess" if limit.cut
                     else "the most its page recommends")
             notes.append(f"{name} is roughly {tokens} tokens (an estimate), over {spec.id}'s "

@@ -4,6 +4,7 @@ import dataclasses
 import io
 import random
 
+import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
@@ -18,6 +19,7 @@ from qwen_image_dashscope.api import (
 )
 from qwen_image_dashscope.api.emulator import Emulator
 from qwen_image_dashscope.api.models import EDIT_INPUT_MAX_BYTES
+from qwen_image_dashscope.api.validation import normalize_size
 from test_client_support import make_client, png_bytes
 
 T2I = TextToImageRequest("a quiet lake")
@@ -184,3 +186,163 @@ def test_fit_encoding_shrinks_only_when_needed():
     assert inspect_image(fitted) == ("JPEG", side, side)
     assert len(to_data_uri(fitted)) <= EDIT_INPUT_MAX_BYTES
     assert validate(dataclasses.replace(EDIT, images=(fitted,))) == []
+
+
+# -- the newer models: official rules refuse, reported ones only note --------------------
+
+URL = "https://example.com/in.png"
+
+
+def t2i(model, prompt="a lighthouse at dusk", **fields):
+    return TextToImageRequest(prompt, model=model, **fields)
+
+
+def edit(model, images=(URL,), **fields):
+    return ImageEditRequest("make it winter", images=images, model=model, **fields)
+
+
+def refuses(request, parameter, *parts, region=None):
+    with pytest.raises(ValidationError) as caught:
+        validate(request, region)
+    assert caught.value.parameter == parameter
+    for part in parts:
+        assert part in str(caught.value)
+    return caught.value
+
+
+@pytest.mark.parametrize("request_, parameter, parts", [
+    (t2i("qwen-image-3.0", n=7), "n", ["makes 1 to 6 per call"]),
+    (t2i("qwen-image-2.0-pro", n=0), "n", ["Allowed: 1 to 6"]),
+    (t2i("qwen-image-max", n=2), "n", ["makes 1 per call", "qwen-image-3.0"]),
+    (t2i("qwen-image-max", size="1024*1024"), "size",
+     ["not one of qwen-image-max's output sizes", "1664*928, 1472*1104"]),
+    (t2i("qwen-image-3.0", size="511*511"), "size", ["below the smallest area of 512*512"]),
+    (t2i("qwen-image-3.0-pro", size="2561*2561"), "size", ["over the largest area of 2560*2560"]),
+    (t2i("qwen-image-3.0", size="4608*512"), "size", ["aspect ratio of 9.00:1, over 8:1"]),
+    (t2i("qwen-image-2.0", size="2049*2048"), "size", ["over the largest area of 2048*2048"]),
+    (edit("qwen-image-2.0", size="500*500"), "size", ["below the smallest area"]),
+    (edit("qwen-image-edit-max", size="2049*1024"), "size", ["a side outside 512-2048"]),
+    (edit("qwen-image-3.0", prompt_extend_mode="agent"), "prompt_extend_mode",
+     ["'agent' cannot be used with input images", "Use 'direct'"]),
+    (t2i("qwen-image-3.0", prompt_extend_mode="auto"), "prompt_extend_mode",
+     ["Allowed: direct, agent"]),
+    (edit("qwen-image-3.0", images=(URL,) * 4), "images", ["4 images given", "1 to 3 images"]),
+    (edit("qwen-image-2.1-pro", images=(URL,) * 11), "images", ["11 images", "1 to 10 images"]),
+    (t2i("qwen-image-2.0", negative_prompt="n" * 501), "negative_prompt",
+     ["501 characters long, over the limit of 500"]),
+    (t2i("qwen-image-3.0", enable_thinking="yes"), "enable_thinking", ["true or false"]),
+    (edit("qwen-image-max"), "model", ["is a text-to-image model, not image-edit"]),
+    (t2i("qwen-image-edit-max"), "model", ["is an image-edit model, not text-to-image"]),
+])
+def test_official_rules_of_newer_models_refuse(request_, parameter, parts):
+    refuses(request_, parameter, *parts)
+
+
+def test_3_0_area_refused_beyond_the_measured_limit_and_noted_beyond_the_official_one():
+    assert validate(t2i("qwen-image-3.0", size="2048*2048")) == []
+    for request in (t2i("qwen-image-3.0", size="2560*2560"),
+                    edit("qwen-image-3.0-pro", size="2304*2304")):
+        checked = validate(request)
+        assert any("over the largest area of 2048*2048" in note and "2560*2560" in note
+                   and note.startswith("Unconfirmed limit") for note in checked.notes)
+        assert checked.request.size == request.size  # sent as asked
+
+
+def test_limits_only_third_parties_report_are_noted_not_refused():
+    checked = validate(t2i("qwen-image-2.1-pro", n=8, size="4096*4096", negative_prompt="fog"))
+    notes = " | ".join(checked.notes)
+    assert "only some of its limits are official" in notes
+    assert "n: 8 images asked for" in notes and "Only third parties report" in notes
+    assert "4096*4096 is 16,777,216 pixels" in notes
+    assert "negative_prompt: qwen-image-2.1-pro may ignore or refuse it" in notes
+    assert checked.request.negative_prompt == "fog" and checked.request.n == 8
+    notes = validate(edit("qwen-image-2.1-pro", images=(URL,) * 10,
+                          prompt_extend_mode="agent")).notes
+    assert any("'agent' cannot be used with input images" in n for n in notes)
+    notes = validate(edit("qwen-image-3.0", size="1024*1024")).notes
+    assert any("Third parties saw the size ignored" in n for n in notes)
+    # edit-plus: the seed reference refuses size with n > 1; for edit-max only a note.
+    refuses(edit("qwen-image-edit-plus", size="1024*1024", n=2), "size", "only when n is 1")
+    notes = validate(edit("qwen-image-edit-max", size="1024*1024", n=2)).notes
+    assert len(notes) == 1 and "Dec 2025 reference refuses size with n > 1" in notes[0]
+
+
+def test_token_limits_are_notes_never_refusals():
+    checked = validate(t2i("qwen-image-2.0", prompt="word " * 1200))  # about 1500 tokens
+    assert len(checked.notes) == 1
+    assert "roughly 1500 tokens (an estimate), over qwen-image-2.0's 1300 tokens" in checked[0]
+    note = validate(t2i("qwen-image-3.0", prompt="貓" * 4600))[0]
+    assert "4600 tokens" in note and "the most its page recommends" in note
+    assert "service drops the excess" in validate(t2i("qwen-image-max", prompt="貓" * 900))[0]
+    assert validate(t2i("qwen-image-3.0", prompt="貓" * 4500)) == []
+    assert validate(t2i("qwen-image-3.0", negative_prompt="n" * 5000)) == []  # no limit
+
+
+def test_parameters_a_model_does_not_take_are_noted_when_set():
+    checked = validate(t2i("qwen-image-plus", prompt_extend_mode="agent", enable_thinking=False,
+                           watermark=True))
+    assert checked.notes == ["prompt_extend_mode is not sent: qwen-image-plus does not take it",
+                             "enable_thinking is not sent: qwen-image-plus does not take it"]
+    sent = checked.request
+    assert (sent.prompt_extend_mode, sent.enable_thinking, sent.watermark) == (None, None, True)
+    # Their default values are left out silently.
+    assert validate(t2i("qwen-image-plus", prompt_extend_mode="direct",
+                        enable_thinking=True)) == []
+    assert validate(t2i("qwen-image-3.0", prompt_extend=False, enable_thinking=True)) == [
+        "enable_thinking has no effect: it works only with prompt_extend on"]
+
+
+def test_a_model_is_refused_only_in_regions_no_official_page_lists():
+    error = refuses(t2i("qwen-image-max"), "region", "not offered in Virginia (us-east-1)",
+                    "Allowed: Beijing (cn-beijing), Singapore (ap-southeast-1)",
+                    region="us-east-1")
+    assert "DASHSCOPE_API_REGION" in str(error)
+    for region in ("cn-hongkong", "eu-central-1", "us-east-1"):
+        assert validate(t2i("qwen-image-3.0-pro"), region) == []
+    assert len(validate(t2i("qwen-image-2.1-pro"), "eu-central-1")) == 1  # regions unknown
+    assert "not in the pack's table" in validate(t2i("qwen-image-9"), "us-east-1")[0]
+
+
+def test_whole_numbers_of_any_type_are_taken_as_int():
+    checked = validate(t2i("qwen-image-3.0", n=np.int64(3), seed=np.int32(7)))
+    assert type(checked.request.n) is int and type(checked.request.seed) is int
+    assert (checked.request.n, checked.request.seed) == (3, 7)
+    assert validate(t2i("qwen-image-3.0", n=2.0, seed=5.0)).request.n == 2
+    refuses(t2i("qwen-image-3.0", n=np.float64(2.5)), "n", "must be a whole number, not")
+    refuses(t2i("qwen-image-3.0", n=np.int64(7)), "n", "makes 1 to 6 per call")
+    refuses(t2i("qwen-image-3.0", seed=np.int64(-1)), "seed", "out of range")
+
+
+def test_sizes_are_sent_as_the_model_documents_them():
+    checked = validate(t2i("qwen-image-max", size="1140*1472"))
+    assert checked.request.size == "1104*1472"
+    assert checked.notes == ["size 1140*1472 is sent as 1104*1472, the spelling qwen-image-max "
+                             "documents"]
+    assert validate(t2i("qwen-image-plus", size="1140*1472")).request.size == "1140*1472"
+    note = validate(edit("qwen-image-edit-plus", size="1033*1032"))[0]
+    assert "nearest multiple of 16, so the output will be 1040*1024" in note
+    assert validate(t2i("qwen-image-plus", negative_prompt="  ")).request.negative_prompt is None
+
+
+@pytest.mark.parametrize("text, size", [("1024*768", "1024*768"), ("1024x768", "1024*768"),
+                                        (" 1024 X 768 ", "1024*768"), ("1024×768", "1024*768"),
+                                        ("auto", None), ("", None), (None, None)])
+def test_normalize_size(text, size):
+    assert normalize_size(text) == size
+
+
+def test_normalize_size_refuses_what_is_not_a_size():
+    with pytest.raises(ValidationError) as caught:
+        normalize_size("big")
+    assert caught.value.parameter == "size" and "1024x1536" in str(caught.value)
+    refuses(t2i("qwen-image-3.0", size="1024x1024"), "size", "normalize_size()")
+
+
+def test_newer_input_image_rules():
+    wide = png_bytes(3000, 500)  # 3.0's page recommends 384-2048 per side: a note
+    notes = validate(edit("qwen-image-3.0", images=(wide,))).notes
+    assert notes == ["image 1 is 3000x500 pixels; qwen-image-3.0's page recommends sides from "
+                     "384 to 2048, so the service may refuse or resize it"]
+    gif = png_bytes(fmt="GIF", mode="P")  # taken by 3.0, but the pack cannot send it yet
+    refuses(edit("qwen-image-3.0", images=(gif,)), "image 1", "which qwen-image-3.0 takes but "
+            "the pack cannot send yet")
