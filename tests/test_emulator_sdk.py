@@ -12,6 +12,7 @@ from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY, Emulat
 
 dashscope = pytest.importorskip("dashscope")
 from dashscope import ImageSynthesis, MultiModalConversation  # noqa: E402
+from dashscope.aigc.image_generation import ImageGeneration  # noqa: E402
 from dashscope.common.error import UploadFileException  # noqa: E402
 
 SG, BJ = "ap-southeast-1", "cn-beijing"
@@ -179,3 +180,49 @@ def test_the_sdk_uploads_local_files_in_beijing(monkeypatch, tmp_path):
         monkeypatch.setattr(dashscope, "base_http_api_url", emu.base_url(SG))
         with pytest.raises(UploadFileException):
             MultiModalConversation.call(api_key=SINGAPORE_KEY, model="qwen-image-edit-plus", messages=messages)
+
+
+def test_multimodal_3_0_answer_with_rewrite_status_and_the_qima_usage(emu):
+    messages = [{"role": "user", "content": [{"text": "a paper crane"}]}]
+    rsp = MultiModalConversation.call(api_key=SINGAPORE_KEY, model="qwen-image-3.0-pro",
+                                      messages=messages, n=2, size="1024*1536",
+                                      prompt_extend=False, prompt_extend_mode="direct",
+                                      enable_thinking=False, watermark=False, seed=8)
+    assert rsp.status_code == 200 and rsp.code == ""
+    assert rsp.output.rewrite_status == "not_use"
+    assert (rsp.usage.output_width, rsp.usage.output_height) == (1024, 1536)
+    assert (rsp.usage.output_image_count, rsp.usage.input_image_count) == (2, 0)
+    assert rsp.usage.output_image_type == "qima_output_1k"
+    assert rsp.usage.input_image_type == "qima_input_1k"
+    assert "width" not in rsp.usage and "image_count" not in rsp.usage
+    items = rsp.output.choices[0].message.content
+    assert [fetch_png(item["image"]).size for item in items] == [(1024, 1536)] * 2
+    refused = MultiModalConversation.call(api_key=SINGAPORE_KEY, model="qwen-image-3.0",
+                                          messages=messages, size="2561*2561")
+    assert (refused.status_code, refused.code) == (400, "InvalidParameter")
+    assert "for t2i requests" in refused.message
+
+
+def test_image_generation_3_0_async_call_wait_and_cancel(emu):
+    emu.set_latency(0.4)
+    image = png_data_uri((600, 400), (10, 20, 30))
+    messages = [{"role": "user", "content": [{"image": image}, {"text": "paint it"}]}]
+    tasks = [ImageGeneration.async_call(api_key=SINGAPORE_KEY, model="qwen-image-3.0",
+                                        messages=messages, seed=i) for i in range(3)]
+    assert [t.status_code for t in tasks] == [200] * 3
+    assert all(t.output.task_status == "PENDING" for t in tasks)
+    sent = [r for r in emu.requests if r.path.endswith("/image-generation/generation")]
+    assert len(sent) == 3 and all(r.headers["X-DashScope-Async"] == "enable" for r in sent)
+    assert ImageGeneration.fetch(tasks[2], api_key=SINGAPORE_KEY).output.task_status == "PENDING"
+    canceled = ImageGeneration.cancel(tasks[2], api_key=SINGAPORE_KEY)
+    assert canceled.status_code == 200
+    done = ImageGeneration.wait(tasks[0], api_key=SINGAPORE_KEY)
+    assert done.status_code == 200 and done.output.task_status == "SUCCEEDED"
+    assert done.output.rewrite_status == "success"
+    (item,) = done.output.choices[0].message.content
+    assert item["type"] == "image"
+    width, height = done.usage.output_width, done.usage.output_height
+    assert fetch_png(item["image"]).size == (width, height) and width > height
+    assert done.usage.input_image_count == 1 and done.usage.output_image_type == "qima_output_2k"
+    last = ImageGeneration.fetch(tasks[2], api_key=SINGAPORE_KEY)
+    assert last.output.task_status == "CANCELED"

@@ -11,9 +11,12 @@ Standard library and Pillow only; loopback addresses only.
 Where each behaviour lives (each module's docstring states its rules):
 
     emulator.py   the Emulator facade: options, life cycle, inspection, request path, body limit
-    service.py    the API endpoints and their answer shapes
-    validate.py   request bodies to jobs, or the error the service answers
-    rules.py      the rules as data: regions, keys, models, limits, error codes
+    service.py    the API endpoints
+    catalog.py    the models served, by family, and each one's rules
+    validate.py   request bodies to jobs, or the error the service answers (errors.py)
+    sizes.py      parameters.size under each model's size rule
+    answers.py    the shapes of successful answers per family (v1, v2, qima)
+    rules.py      the rules as data: regions, keys, sizes, limits, error codes
     images.py     the deterministic result images (text to image; edits from their inputs)
     tasks.py      the async task scheduler (queue per key and model) and task documents
     limits.py     rate limits

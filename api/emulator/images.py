@@ -5,8 +5,10 @@ Text to image: a pattern from sha256(json.dumps([model, prompt, negative_prompt,
 index], ensure_ascii=False)) (prompts after cutting): two crossing gradients and four discs,
 exactly W x H.
 
-Edit: output size (W, H) = the requested size, else edit_size(last input): r = w/h,
-W = round(sqrt(1048576*r)/16)*16, H = round(sqrt(1048576/r)/16)*16 (Python's round). Then
+Edit: output size (W, H) = the requested size (catalog.py: some models round it), else
+fit_size(last input, area A) with A = 1048576 unless the model says otherwise (3.0 and
+2.1-pro: 2048*2048): r = w/h, W = round(sqrt(A*r)/16)*16, H = round(sqrt(A/r)/16)*16
+(Python's round; rounded down instead where that would pass the model's largest area). Then
     out = ImageOps.invert(last.convert("RGB").resize((W, H), Image.Resampling.BICUBIC))
     every other input i (in order, 0-based) is pasted un-inverted as
         other.convert("RGB").resize((W // 6, H // 6), BICUBIC) at (8 + i * (W // 6 + 8), 8)
@@ -52,11 +54,18 @@ def open_image(data: bytes) -> Image.Image:
 
 def edit_size(width: int, height: int) -> Size:
     """Default edit output size: the input's ratio, area near 1024*1024, sides multiples of 16."""
+    return fit_size(width, height, rules.EDIT_AREA)
+
+
+def fit_size(width: int, height: int, area: int, max_area: int = 0) -> Size:
+    """The ratio of width:height at about *area*, sides rounded to multiples of 16; if that
+    is over *max_area* (0: no cap), the sides are rounded down instead."""
     ratio, unit = width / height, rules.EDIT_MULTIPLE
-    return (
-        max(unit, round(math.sqrt(rules.EDIT_AREA * ratio) / unit) * unit),
-        max(unit, round(math.sqrt(rules.EDIT_AREA / ratio) / unit) * unit),
-    )
+    sides = math.sqrt(area * ratio) / unit, math.sqrt(area / ratio) / unit
+    size = tuple(max(1, round(side)) * unit for side in sides)
+    if max_area and size[0] * size[1] > max_area:
+        size = tuple(max(1, math.floor(side)) * unit for side in sides)
+    return size[0], size[1]
 
 
 def text_to_image(model: str, prompt: str, negative_prompt: str, size: Size, seed: int,

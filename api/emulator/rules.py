@@ -1,10 +1,10 @@
-"""The service's rules as data: regions, keys, models, limits and error codes.
+"""The service's rules as data: regions, keys, sizes, limits and error codes (the model
+table is catalog.py).
 
 Values come from the vendor's public API reference pages and wire captures of the official
 SDK; where they disagree the API reference wins (default text-to-image size 1328*1328).
 """
 from datetime import timedelta, timezone
-from typing import NamedTuple
 
 REGIONS = ("ap-southeast-1", "cn-beijing")
 UPLOAD_REGIONS = ("cn-beijing",)  # temporary file storage exists in Beijing only
@@ -14,33 +14,14 @@ SINGAPORE_KEY = "sk-emulator-singapore"
 BEIJING_KEY = "sk-emulator-beijing"
 DEFAULT_KEYS = {SINGAPORE_KEY: "ap-southeast-1", BEIJING_KEY: "cn-beijing"}
 
-
-class Model(NamedTuple):
-    kind: str  # "t2i": text only; "edit": 1-3 images plus one text
-    max_n: int  # n above 1 is refused by these models
-    size: str  # "fixed": one of T2I_SIZES; "free": W*H in FREE_SIDE, n == 1 only; "none": refused
-    prompt_extend: bool  # False: the parameter is ignored and the prompt never rewritten
-    async_task: bool  # also served by text2image/image-synthesis (X-DashScope-Async)
-
-
-MODELS = {
-    "qwen-image-plus": Model("t2i", 1, "fixed", True, True),
-    "qwen-image": Model("t2i", 1, "fixed", True, True),
-    "qwen-image-edit-plus": Model("edit", 6, "free", True, False),
-    "qwen-image-edit-plus-2025-10-30": Model("edit", 6, "free", True, False),
-    "qwen-image-edit": Model("edit", 1, "none", False, False),
-}
-
 # The reference's five sizes, plus the spellings newer pages use for 4:3 and 3:4.
 T2I_SIZES = ("1664*928", "1472*1140", "1328*1328", "1140*1472", "928*1664",
              "1472*1104", "1104*1472")
-T2I_DEFAULT_SIZE = "1328*1328"
-FREE_SIDE = (512, 2048)  # edit-plus "size" bounds, both sides
 EDIT_AREA, EDIT_MULTIPLE = 1024 * 1024, 16  # default edit output: last input's ratio, ~1 Mpx
+QIMA_1K_AREA = 2250000  # 3.0 billing tier: output area up to this is "1k", above it "2k"
+EXTEND_MODES = ("direct", "agent")  # 3.0 prompt_extend_mode; agent for text to image only
 
-PROMPT_MAX, NEGATIVE_MAX = 800, 500  # characters; longer ones are cut silently
 SEED_MAX = 2147483647
-EDIT_IMAGES = (1, 3)
 INPUT_SIDE = (384, 3072)
 INPUT_MAX_BYTES = 10 * 1024 * 1024
 DATA_URI_MAX = 10485760

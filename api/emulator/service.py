@@ -1,19 +1,22 @@
 """The DashScope API under ``{base}`` = ``{url}/{region}/api/v1``: routing and endpoints.
 
     POST {base}/services/aigc/multimodal-generation/generation   synchronous generation
-    POST {base}/services/aigc/text2image/image-synthesis         create a task (async only)
+    POST {base}/services/aigc/text2image/image-synthesis         create a task: qwen-image,
+                                                                 qwen-image-plus
+    POST {base}/services/aigc/image-generation/generation        create a task: 3.0 (body
+                                                                 as the synchronous one)
     GET  {base}/tasks/{task_id}                                  query a task
     POST {base}/tasks/{task_id}/cancel                           cancel a PENDING task
     GET  {base}/uploads?action=getPolicy&model=M                 upload policy (cn-beijing)
 
-Request rules are in validate.py, the answer shapes here and in tasks.py. Any error:
+Request rules are in validate.py, the answer shapes in answers.py and tasks.py. Any error:
 ``{"request_id", "code", "message"}`` with the status of rules.STATUS.
 
-Synchronous answers come after ``latency`` seconds: output.choices[0].message.content holds
-n ``{"image": url}``; text-to-image models add output.task_metric; usage is {width, height,
-image_count}. Creating a task without ``X-DashScope-Async: enable``: 403 AccessDenied
-"current user api does not support synchronous calls". A task query for a task this key
-cannot see: 200 with task_status UNKNOWN; usage {image_count} once SUCCEEDED.
+Synchronous answers come after ``latency`` seconds. Creating a task without
+``X-DashScope-Async: enable``: 403 AccessDenied "current user api does not support
+synchronous calls"; a model the task API does not serve: 400 "Model not exist.". The
+creation answer is {"request_id", "output": {"task_id", "task_status": "PENDING"}}. A task
+query for a task this key cannot see: 200 with task_status UNKNOWN.
 """
 from __future__ import annotations
 
@@ -25,19 +28,21 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from . import images, rules, validate
+from . import answers, images, rules, validate
 from .accounts import Keyring
+from .catalog import MODELS
 from .errors import ApiError, invalid
 from .faults import Faults
 from .http import RecordedRequest, Response, error_response, json_response, request_id
 from .limits import RateLimiter
 from .state import Shared
-from .tasks import Scheduler, Task, document
+from .tasks import GENERATION, SYNTHESIS, Scheduler, Task, document, usage
 from .uploads import UPLOAD_PATH, Results, Storage
 
 _ROUTES = (  # (method, path under {base}, endpoint method name)
     ("POST", re.compile(r"/services/aigc/multimodal-generation/generation/?"), "_generation"),
-    ("POST", re.compile(r"/services/aigc/text2image/image-synthesis/?"), "_create_task"),
+    ("POST", re.compile(r"/services/aigc/text2image/image-synthesis/?"), "_create_synthesis"),
+    ("POST", re.compile(r"/services/aigc/image-generation/generation/?"), "_create_generation"),
     ("GET", re.compile(r"/tasks/(?P<task_id>[^/]+)/?"), "_query_task"),
     ("POST", re.compile(r"/tasks/(?P<task_id>[^/]+)/cancel/?"), "_cancel_task"),
     ("GET", re.compile(r"/uploads/?"), "_get_policy"),
@@ -97,17 +102,9 @@ class Service:
 
     def _generation(self, call: Call) -> Response:
         body = call.body()
-        name, model = validate.model_of(body, asynchronous=False)
+        name, model = validate.model_of(body, "sync")
         self._limiter.admit_generation(call.key_id, name)
-        oss = call.headers.get("X-DashScope-OssResourceResolve", "").strip().lower() == "enable"
-
-        def fetch(value: str) -> bytes:
-            return validate.image_bytes(
-                value, fetch_url=lambda url: self._results.fetch_own_url(url, self._port()),
-                fetch_oss=lambda oss_name: self._storage.fetch(oss_name, call.key_id, name),
-                oss_enabled=oss)
-
-        job = validate.generation(body, name, model, fetch)
+        job = validate.generation(body, name, model, self._fetcher(call, name))
         self._note(call.record, job)
         started = time.monotonic()
         pngs = images.render(job)
@@ -116,26 +113,31 @@ class Service:
         with self._shared.lock:
             urls = [self._results.publish(png) for png in pngs]
             self._shared.stats.add("images_billed", len(urls))
-        content = [{"image": url} for url in urls]
-        output: dict[str, Any] = {"choices": [{"finish_reason": "stop", "message": {
-            "role": "assistant", "content": content}}]}
-        if model.kind == "t2i":
-            output["task_metric"] = {"TOTAL": job.n, "FAILED": 0, "SUCCEEDED": job.n}
-        usage = {"width": job.size[0], "height": job.size[1], "image_count": job.n}
-        return json_response({"output": output, "usage": usage, "request_id": request_id()})
+        return json_response({"output": answers.sync_output(job, model, urls),
+                              "usage": answers.usage(job, model, len(urls)),
+                              "request_id": request_id()})
 
-    def _create_task(self, call: Call) -> Response:
+    def _create_synthesis(self, call: Call) -> Response:
+        return self._create_task(call, SYNTHESIS)
+
+    def _create_generation(self, call: Call) -> Response:
+        return self._create_task(call, GENERATION)
+
+    def _create_task(self, call: Call, api: str) -> Response:
         if call.headers.get("X-DashScope-Async", "").strip().lower() != "enable":
             raise ApiError("AccessDenied", "current user api does not support synchronous calls")
         body = call.body()
-        name, model = validate.model_of(body, asynchronous=True)
+        name, model = validate.model_of(body, api)
         self._limiter.admit_generation(call.key_id, name)
-        job = validate.synthesis(body, name, model)
+        if api == SYNTHESIS:
+            job = validate.synthesis(body, name, model)
+        else:
+            job = validate.generation(body, name, model, self._fetcher(call, name))
         self._note(call.record, job)
         fault = self._faults.take(call.record.path, ("task_failed",), default=True)
         failure = fault and (fault.details["code"], fault.details["message"])
-        task = Task(str(uuid.uuid4()), call.key_id, call.region, name, job, body, time.time(),
-                    failure=failure)
+        task = Task(str(uuid.uuid4()), api, call.key_id, call.region, name, job, body,
+                    time.time(), failure=failure)
         self._scheduler.submit(task)
         return json_response({"request_id": request_id(),
                               "output": {"task_id": task.id, "task_status": "PENDING"}})
@@ -149,8 +151,9 @@ class Service:
                 return json_response({"request_id": request_id(), "output": {
                     "task_id": call.args["task_id"], "task_status": "UNKNOWN"}})
             body: dict[str, Any] = {"request_id": request_id(), "output": document(task)}
-            if task.status == "SUCCEEDED":
-                body["usage"] = {"image_count": len(task.urls)}
+            task_usage = usage(task)
+            if task_usage is not None:
+                body["usage"] = task_usage
         return json_response(body)
 
     def _cancel_task(self, call: Call) -> Response:
@@ -171,11 +174,23 @@ class Service:
         model = call.query.get("model")
         if not model:
             raise invalid('Required parameter "model" missing.')
-        if model not in rules.MODELS:
+        if model not in MODELS:
             raise invalid(rules.MODEL_NOT_EXIST)
         self._limiter.admit("policy", (call.key_id, model), rules.POLICY_QPS)
         data = self._storage.policy(call.key_id, model, self._url() + UPLOAD_PATH)
         return json_response({"request_id": request_id(), "data": data})
+
+    def _fetcher(self, call: Call, model: str) -> validate.Fetch:
+        """How the service gets the bytes of the image items of *call* for *model*."""
+        oss = call.headers.get("X-DashScope-OssResourceResolve", "").strip().lower() == "enable"
+
+        def fetch(value: str) -> bytes:
+            return validate.image_bytes(
+                value, fetch_url=lambda url: self._results.fetch_own_url(url, self._port()),
+                fetch_oss=lambda name: self._storage.fetch(name, call.key_id, model),
+                oss_enabled=oss)
+
+        return fetch
 
     def _note(self, record: RecordedRequest, job: validate.Job) -> None:
         record.notes.extend(job.notes)

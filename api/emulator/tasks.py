@@ -7,10 +7,13 @@ A task is visible to the key that created it while it has not ended more than
 ``result_ttl`` seconds ago; any other look-up finds nothing (the query answers UNKNOWN).
 
 Task documents (``GET {base}/tasks/{id}``, the "output" object): task_id, task_status,
-submit_time, scheduled_time (once started), end_time (once ended), results (SUCCEEDED:
-[{url, orig_prompt, actual_prompt}], actual_prompt only with prompt_extend), code/message
-(FAILED), task_metrics {TOTAL, SUCCEEDED, FAILED}. Times are UTC+8
-"YYYY-MM-DD HH:mm:ss.SSS".
+submit_time, scheduled_time (once started), end_time (once ended), code/message (FAILED).
+Tasks of text2image/image-synthesis add results (SUCCEEDED: [{url, orig_prompt,
+actual_prompt}], actual_prompt only with prompt_extend) and task_metrics {TOTAL, SUCCEEDED,
+FAILED}; once SUCCEEDED the answer's usage is {image_count}. Tasks of
+image-generation/generation (3.0) add, once SUCCEEDED, rewrite_status and choices whose
+items are {"image": url, "type": "image"}, and the answer's usage is the qima one
+(answers.py). Times are UTC+8 "YYYY-MM-DD HH:mm:ss.SSS".
 """
 from __future__ import annotations
 
@@ -24,16 +27,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from . import images, rules
+from . import answers, images, rules
+from .catalog import MODELS
 from .state import Bucket, Shared
 from .validate import Job
 
 log = logging.getLogger(__name__)
 
 
+SYNTHESIS, GENERATION = "image-synthesis", "image-generation"  # the two task APIs
+
+
 @dataclass
 class Task:
     id: str
+    api: str  # SYNTHESIS or GENERATION
     key_id: str
     region: str
     model: str
@@ -157,6 +165,13 @@ def document(task: Task) -> dict[str, Any]:
         doc["scheduled_time"] = utc8(task.scheduled)
     if task.ended is not None:
         doc["end_time"] = utc8(task.ended)
+    if task.status == "FAILED" and task.failure:
+        doc["code"], doc["message"] = task.failure
+    if task.api == GENERATION:
+        if task.status == "SUCCEEDED":
+            doc["rewrite_status"] = task.job.rewrite_status
+            doc["choices"] = answers.choices(task.urls, typed=True)
+        return doc
     n = task.job.n
     if task.status == "SUCCEEDED":
         extend = {"actual_prompt": task.job.actual_prompt} if task.job.prompt_extend else {}
@@ -164,11 +179,19 @@ def document(task: Task) -> dict[str, Any]:
                           for url in task.urls]
         doc["task_metrics"] = {"TOTAL": n, "SUCCEEDED": n, "FAILED": 0}
     elif task.status == "FAILED":
-        doc["code"], doc["message"] = task.failure
         doc["task_metrics"] = {"TOTAL": n, "SUCCEEDED": 0, "FAILED": n}
     else:
         doc["task_metrics"] = {"TOTAL": n, "SUCCEEDED": 0, "FAILED": 0}
     return doc
+
+
+def usage(task: Task) -> dict[str, Any] | None:
+    """The usage block of a task query answer: only once SUCCEEDED."""
+    if task.status != "SUCCEEDED":
+        return None
+    if task.api == GENERATION:
+        return answers.usage(task.job, MODELS[task.model], len(task.urls))
+    return {"image_count": len(task.urls)}
 
 
 def utc8(timestamp: float) -> str:

@@ -1,14 +1,15 @@
 """Request bodies to jobs, or the error the service answers (ApiError).
 
-Model table: rules.MODELS. Unknown model (or one not served at the endpoint, e.g. an edit
-model on image-synthesis): 400 InvalidParameter "Model not exist.". Missing model: 400
-BadRequest.EmptyModel. Missing or empty input: 400 BadRequest.EmptyInput. Other violations:
-400 InvalidParameter (one user message; t2i: exactly one text and no image; edit: 1-3
-images and one text; n: t2i and qwen-image-edit "num_images_per_prompt must be 1",
-edit-plus 1-6; size: t2i one of rules.T2I_SIZES (default 1328*1328), edit-plus W*H in
-[512, 2048] and only with n == 1, qwen-image-edit refuses size; seed in [0, 2147483647];
-prompt_extend/watermark booleans; null counts as absent; unknown parameters are ignored;
-qwen-image-edit ignores prompt_extend).
+Models and their families: catalog.py; size rules: sizes.py. Unknown model (or one not
+served at the endpoint, e.g. an edit model on image-synthesis): 400 InvalidParameter "Model
+not exist.". Missing model: 400 BadRequest.EmptyModel. Missing or empty input: 400
+BadRequest.EmptyInput. Other violations: 400 InvalidParameter (one user message with exactly
+one text; text-to-image models take no image, edit models 1 to max_images, unified models 0
+to max_images; n in [1, max_n], "num_images_per_prompt must be 1" where max_n is 1, checked
+before the size; seed in [0, 2147483647]; prompt_extend, watermark and (3.0, 2.1-pro)
+enable_thinking booleans; prompt_extend_mode "direct" or "agent", agent with images refused;
+a negative_prompt that is not blank refused by 2.1-pro; null counts as absent; unknown
+parameters are ignored; qwen-image-edit ignores prompt_extend).
 
 Image items: data:{mime};base64,... (rules.IMAGE_MIMES; an item longer than 10485760
 characters: "Exceeded limit on max bytes per data-uri item"), the emulator's own result
@@ -16,7 +17,8 @@ URLs (any other URL: 400 InvalidURL "download failed: ..."), or oss://{key} (nee
 header X-DashScope-OssResourceResolve: enable, else 400 InvalidURL). Decoded images must be
 JPEG/PNG/BMP/TIFF/WEBP, at most 10 MB, each side in [384, 3072].
 
-Prompts over 800 characters and negative prompts over 500 are cut silently; Job.notes says
+Prompts and negative prompts over the model's limits (catalog.Model.prompt_max and
+negative_max; characters stand in for the pages' tokens) are cut silently; Job.notes says
 so. A prompt or negative prompt (after cutting) containing "[[unsafe]]": 400
 DataInspectionFailed "Input or output data may contain inappropriate content.".
 """
@@ -25,7 +27,6 @@ from __future__ import annotations
 import base64
 import binascii
 import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,10 +34,11 @@ from typing import Any
 from PIL import Image
 
 from . import rules
+from .catalog import MODELS, Model
 from .errors import ApiError, invalid
-from .images import edit_size, open_image
+from .images import open_image
+from .sizes import output_size
 
-_SIZE = re.compile(r"(\d+)\*(\d+)")
 Fetch = Callable[[str], bytes]  # the bytes of one image item
 
 
@@ -52,29 +54,36 @@ class Job:
     seed: int = 0
     prompt_extend: bool = False
     watermark: bool = False
-    inputs: list[Image.Image] = field(default_factory=list)  # decoded, edit models only
+    inputs: list[Image.Image] = field(default_factory=list)  # decoded input images
     notes: list[str] = field(default_factory=list)  # what the service did silently (truncation)
 
     @property
     def actual_prompt(self) -> str | None:
         return self.prompt + rules.EXTEND_SUFFIX if self.prompt_extend else None
 
+    @property
+    def rewrite_status(self) -> str:
+        """3.0's output.rewrite_status: whether the prompt was rewritten."""
+        return "success" if self.prompt_extend else "not_use"
 
-def model_of(body: Any, asynchronous: bool) -> tuple[str, rules.Model]:
-    """(name, rules.Model) of a request body; unknown, or not served here: "Model not exist."."""
+
+def model_of(body: Any, api: str) -> tuple[str, Model]:
+    """(name, Model) of a request body for *api* ("sync" or a Model.async_api value);
+    unknown, or not served there: "Model not exist."."""
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.")
     name = body.get("model")
     if not name:
         raise ApiError("BadRequest.EmptyModel")
-    model = rules.MODELS.get(name) if isinstance(name, str) else None
-    if model is None or (asynchronous and not model.async_task):
+    model = MODELS.get(name) if isinstance(name, str) else None
+    if model is None or (api != "sync" and model.async_api != api):
         raise invalid(rules.MODEL_NOT_EXIST)
     return name, model
 
 
-def generation(body: dict[str, Any], name: str, model: rules.Model, fetch: Fetch) -> Job:
-    """A multimodal-generation body; fetch(value) gives the bytes of one image item."""
+def generation(body: dict[str, Any], name: str, model: Model, fetch: Fetch) -> Job:
+    """A messages body (multimodal-generation, image-generation); fetch(value) gives the
+    bytes of one image item."""
     messages = _input(body).get("messages")
     if not isinstance(messages, list) or len(messages) != 1 or not isinstance(messages[0], dict):
         raise invalid("input.messages must hold exactly one message.")
@@ -93,26 +102,30 @@ def generation(body: dict[str, Any], name: str, model: rules.Model, fetch: Fetch
         raise invalid("The content must hold exactly one text item.")
     if model.kind == "t2i" and images:
         raise invalid(f"Model {name} does not accept input images.")
-    low, high = rules.EDIT_IMAGES
-    if model.kind == "edit" and not low <= len(images) <= high:
-        raise invalid(f"Model {name} takes {low} to {high} input images, got {len(images)}.")
+    low = 1 if model.kind == "edit" else 0
+    if not low <= len(images) <= model.max_images:
+        raise invalid(f"Model {name} takes {low} to {model.max_images} input images, "
+                      f"got {len(images)}.")
     params = _parameters(body)
-    job = _job(name, model, texts[0], params.get("negative_prompt"), params)
+    job = _job(name, model, texts[0], params.get("negative_prompt"), params, bool(images))
     job.inputs = [decode_input(fetch(value)) for value in images]
-    job.size = _size(params.get("size"), name, model, job)
+    rule = model.edit if images else model.t2i
+    assert rule is not None  # the image count checks above pick a rule the model has
+    job.size = output_size(params.get("size"), name, rule, job.n, job.inputs)
     _inspect(job)
     return job
 
 
-def synthesis(body: dict[str, Any], name: str, model: rules.Model) -> Job:
+def synthesis(body: dict[str, Any], name: str, model: Model) -> Job:
     """An image-synthesis (async task) body: prompt and negative_prompt sit in input."""
     inp = _input(body)
     prompt = inp.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise invalid("Field required: input.prompt")
     params = _parameters(body)
-    job = _job(name, model, prompt, inp.get("negative_prompt"), params)
-    job.size = _size(params.get("size"), name, model, job)
+    job = _job(name, model, prompt, inp.get("negative_prompt"), params, False)
+    assert model.t2i is not None  # only text-to-image models serve image-synthesis
+    job.size = output_size(params.get("size"), name, model.t2i, job.n, [])
     _inspect(job)
     return job
 
@@ -190,14 +203,16 @@ def _parameters(body: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _job(name: str, model: rules.Model, prompt: Any, negative: Any,
-         params: dict[str, Any]) -> Job:
+def _job(name: str, model: Model, prompt: Any, negative: Any, params: dict[str, Any],
+         with_images: bool) -> Job:
     if not isinstance(prompt, str) or not prompt.strip():
         raise invalid("The prompt (text) must not be empty.")
     if negative is None:
         negative = ""
     if not isinstance(negative, str):
         raise invalid("negative_prompt must be a string.")
+    if not model.negative and negative.strip():
+        raise invalid(f"Model {name} does not support negative_prompt.")
     n = _integer(params, "n", 1)
     if model.max_n == 1 and n != 1:
         raise invalid(rules.N_MUST_BE_1)
@@ -209,14 +224,27 @@ def _job(name: str, model: rules.Model, prompt: Any, negative: Any,
     elif not 0 <= seed <= rules.SEED_MAX:
         raise invalid(f"seed must be in [0, {rules.SEED_MAX}].")
     extend = _boolean(params, "prompt_extend", True) if model.prompt_extend else False
+    if model.thinking:
+        _check_thinking(params, with_images)
     job = Job(name, prompt, negative, n=n, seed=seed, prompt_extend=extend,
               watermark=_boolean(params, "watermark", False))
-    for attr, limit in (("prompt", rules.PROMPT_MAX), ("negative_prompt", rules.NEGATIVE_MAX)):
+    for attr, limit in (("prompt", model.prompt_max), ("negative_prompt", model.negative_max)):
         text = getattr(job, attr)
-        if len(text) > limit:  # the service cuts silently; the note lets tests see it
+        if limit is not None and len(text) > limit:  # cut silently; the note tells tests
             setattr(job, attr, text[:limit])
             job.notes.append(f"{attr} truncated from {len(text)} to {limit} characters")
     return job
+
+
+def _check_thinking(params: dict[str, Any], with_images: bool) -> None:
+    """3.0's rewriting options: the mode's values, agent only for text to image."""
+    mode = params.get("prompt_extend_mode")
+    if mode is not None and mode not in rules.EXTEND_MODES:
+        raise invalid(f"prompt_extend_mode must be one of {', '.join(rules.EXTEND_MODES)}.")
+    if mode == "agent" and with_images:
+        raise invalid("prompt_extend_mode agent is not supported for requests with images; "
+                      "use direct.")
+    _boolean(params, "enable_thinking", True)
 
 
 def _integer(params: dict[str, Any], name: str, default: int | None) -> int | None:
@@ -235,33 +263,6 @@ def _boolean(params: dict[str, Any], name: str, default: bool) -> bool:
     if not isinstance(value, bool):
         raise invalid(f"{name} must be a boolean.")
     return value
-
-
-def _size(value: Any, name: str, model: rules.Model, job: Job) -> tuple[int, int]:
-    if value is not None and not isinstance(value, str):
-        raise invalid("size must be a string W*H.")
-    if model.size == "fixed":
-        value = value or rules.T2I_DEFAULT_SIZE
-        if value not in rules.T2I_SIZES:
-            sizes = ", ".join(rules.T2I_SIZES)
-            raise invalid(f"The size {value} is not supported; use one of {sizes}.")
-        return _parse_size(value)
-    if value is None:
-        return edit_size(*job.inputs[-1].size)
-    if model.size == "none":
-        raise invalid(f"Model {name} does not support the size parameter.")
-    if job.n != 1:
-        raise invalid("size can only be set when n is 1.")
-    low, high = rules.FREE_SIDE
-    match = _SIZE.fullmatch(value)
-    if not match or not all(low <= int(side) <= high for side in match.groups()):
-        raise invalid(f"size must be W*H with W and H in [{low}, {high}], got {value!r}.")
-    return _parse_size(value)
-
-
-def _parse_size(value: str) -> tuple[int, int]:
-    width, height = value.split("*")
-    return int(width), int(height)
 
 
 def _inspect(job: Job) -> None:
