@@ -8,9 +8,11 @@ Ledger
     A small JSON file (``QWEN_IMAGE_BUDGET_FILE``, else ``~/.dashscope/qwen-image-budget.json``)
     holds the images and dollars charged per day, so a restart, or another process using the
     same file (ComfyUI and the command line), sees today's spend. Every change is a
-    read-modify-write under an exclusive ``fcntl.flock`` on a sibling ``.lock`` file, and the
-    ledger itself is replaced atomically (temporary file + rename), so a crash never leaves
-    it half written. Where ``fcntl`` does not exist (Windows) only the threads of one process
+    read-modify-write under an exclusive ``fcntl.flock`` on a sibling ``.lock`` file (never
+    followed through a symlink), and the ledger itself is replaced atomically (temporary
+    file + rename), so a crash never leaves it half written. Contents this pack would not
+    write (NaN, negative or non-numeric counts) are refused with a clear error, never read
+    as zero. Where ``fcntl`` does not exist (Windows) only the threads of one process
     are serialised, and a warning says so once.
 
 Day
@@ -55,12 +57,7 @@ from .config import (
 )
 from .errors import BudgetExceededError, ConfigurationError
 from .state import PROCESS_STATE, ProcessState
-from .store import _atomic_write
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
+from .store import atomic_write, exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +65,6 @@ KEEP_DAYS = 31  # older days are dropped from the ledger
 _EPSILON = 1e-9  # dollar sums are floats; equal to the limit is still within it
 
 _settle_lock = threading.Lock()
-_warned_no_fcntl = False
 
 
 def _money(value: float) -> str:
@@ -167,12 +163,15 @@ class SpendGuard:
         ``what`` describes the request in the refusal (e.g. "qwen-image-plus in Singapore").
         """
         reservation = Reservation(self._day(), model, images, price)
-        with self._ledger() as ledger:
-            entry = ledger.setdefault(reservation.day, _empty())
-            refusals = self._refusals(entry, reservation)
-            if refusals:
-                raise self._exceeded(reservation, entry, refusals, what)
-            _add(entry, reservation.images, reservation.usd, price is None)
+        try:
+            with self._ledger() as ledger:
+                entry = ledger.setdefault(reservation.day, _empty())
+                refusals = self._refusals(entry, reservation)
+                if refusals:
+                    raise self._exceeded(reservation, entry, refusals, what)
+                _add(entry, reservation.images, reservation.usd, price is None)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{exc.detail} Nothing was sent.", hint=exc.hint) from None
         return reservation
 
     def settle(self, reservation: Reservation, images: int, usd: float | None = None) -> None:
@@ -258,26 +257,12 @@ class SpendGuard:
             if write:
                 self._write(days)
 
-    @contextlib.contextmanager
     def _file_lock(self):
-        global _warned_no_fcntl
-        if fcntl is None:
-            if not _warned_no_fcntl:
-                _warned_no_fcntl = True
-                log.warning("No file locking on this system: two processes sharing the budget "
-                            "ledger %s may each miss a request of the other", self.path)
-            yield
-            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise self._unusable(exc) from None
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(descriptor)  # closing the descriptor drops the lock
+        return exclusive_lock(Path(f"{self.path}.lock"), self._unusable)
 
     def _read(self) -> dict:
         try:
@@ -291,11 +276,18 @@ class SpendGuard:
             if not isinstance(days, dict):
                 raise TypeError
         except (ValueError, KeyError, TypeError):
-            # Starting from zero would silently lift the budget: refuse instead.
-            raise ConfigurationError(
-                f"The budget ledger {self.path} is not a ledger this pack wrote.",
-                hint="Fix or delete it (deleting restarts today's count at zero).") from None
+            raise self._odd("it is not a ledger this pack wrote") from None
+        for day, entry in days.items():
+            problem = _entry_problem(entry)
+            if problem:
+                raise self._odd(f"the entry of {day} {problem}")
         return days
+
+    def _odd(self, problem: str) -> ConfigurationError:
+        # Starting from zero would silently lift the budget: refuse instead.
+        return ConfigurationError(
+            f"The budget ledger {self.path} cannot be trusted: {problem}.",
+            hint="Fix or delete it (deleting restarts today's count at zero).")
 
     def _write(self, days: dict) -> None:
         oldest = (self._today() - datetime.timedelta(days=KEEP_DAYS)).isoformat()
@@ -303,14 +295,29 @@ class SpendGuard:
                     "days": {day: entry for day, entry in sorted(days.items()) if day >= oldest}}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.path, json.dumps(document, indent=1).encode("utf-8"))
+            atomic_write(self.path, json.dumps(document, indent=1).encode("utf-8"))
         except OSError as exc:
             raise self._unusable(exc) from None
 
     def _unusable(self, exc: OSError) -> ConfigurationError:
         return ConfigurationError(
-            f"The budget ledger {self.path} cannot be used ({exc}); nothing was sent.",
+            f"The budget ledger {self.path} cannot be used ({exc}).",
             hint=f"Make its folder writable, or point {BUDGET_FILE_ENV} at a writable file.")
+
+
+def _entry_problem(entry) -> str | None:
+    """What is wrong with one day of the ledger (None: nothing): counts are whole numbers
+    of 0 or more, dollars a finite number of 0 or more."""
+    if not isinstance(entry, dict):
+        return f"is {type(entry).__name__}, not an object"
+    for name, whole in (("images", True), ("usd", False), ("unpriced_images", True)):
+        value = entry.get(name, 0 if name == "unpriced_images" else None)
+        kinds = (int,) if whole else (int, float)
+        if (isinstance(value, bool) or not isinstance(value, kinds)
+                or not math.isfinite(value) or value < 0):
+            return (f"has {name} = {value!r}, not a "
+                    f"{'whole number' if whole else 'finite number'} of 0 or more")
+    return None
 
 
 def _empty() -> dict:

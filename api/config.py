@@ -17,18 +17,22 @@ The names are the official SDK's, so a machine already set up for DashScope work
 - spend guard (``api.budget``): ``QWEN_IMAGE_BUDGET_IMAGES_PER_DAY`` and/or
   ``QWEN_IMAGE_BUDGET_USD_PER_DAY`` turn it on; the ledger is ``QWEN_IMAGE_BUDGET_FILE``,
   else ``~/.dashscope/qwen-image-budget.json``.
+- journal of billed requests (``api.journal``): in ``QWEN_IMAGE_JOURNAL_DIR``, else the
+  ledger's folder; ``QWEN_IMAGE_RECOVERY_GRACE``: seconds the task list is given to show a
+  task whose creation answer was lost (``api.recovery``).
 """
 from __future__ import annotations
 
 import hashlib
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
 
-from .errors import ConfigurationError, MissingApiKeyError
+from .errors import ConfigurationError, MissingApiKeyError, register_secret
 from .regions import (
     DEFAULT_REGION,
     REGIONS,
@@ -41,7 +45,8 @@ from .regions import (
 )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (localhost or a loopback address)."""
     if host == "localhost":
         return True
     try:
@@ -50,29 +55,74 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def shown_url(url: str) -> str:
+    """``url`` fit for messages: any ``user:password@`` replaced by ``***@``."""
+    return _USERINFO.sub("//***@", url)
+
+
+_USERINFO = re.compile(r"//[^/?#]*@")
+
+
 def check_base_url(url: str, source: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(f"{source} is not an http(s) URL: {url!r}.",
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:  # e.g. an invalid port or IPv6 literal
+        parts, hostname = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not hostname:
+        raise ConfigurationError(f"{source} is not an http(s) URL: {shown_url(url)!r}.",
                                  hint="Example: https://dashscope-intl.aliyuncs.com/api/v1")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.username is not None or parts.password is not None:
         raise ConfigurationError(
-            f"{source} uses plain http to {parts.hostname}; the API key would travel unencrypted.",
+            f"{source} holds credentials (user:password@ before the host): "
+            f"{shown_url(url)!r}.",
+            hint="DashScope authenticates with the API key only; remove them from the URL.")
+    if parts.scheme == "http" and not is_loopback(hostname):
+        raise ConfigurationError(
+            f"{source} uses plain http to {hostname}; the API key would travel unencrypted.",
             hint="Use https, or http only to 127.0.0.1/localhost (the bundled emulator).")
     return url.rstrip("/")
 
 
 def key_fingerprint(api_key: str) -> str:
     """A stable id of a key for registries and logs; the key itself is never kept."""
-    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(api_key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
+_keys: dict[str, str] = {}  # fingerprint -> key: the only place a resolved key is held
+
+
+def _key_problem(key: str) -> str | None:
+    # The key travels in an HTTP header: one token of printable ASCII.
+    if key and all("!" <= char <= "~" for char in key):
+        return None
+    return ("is empty or holds a space, a line break or a character that is not printable "
+            "ASCII (a key is one line of letters, digits and dashes)")
+
+
+@dataclass(frozen=True, init=False)
 class KeySource:
-    """A key and where it came from (for ``doctor``); ``repr`` never shows the key."""
+    """Where a key came from (for ``doctor``), and the key by ``key``.
 
-    key: str = field(repr=False)
+    The key itself is not a field: ``repr``, ``dataclasses.asdict`` and anything else that
+    walks a ``Config``'s fields never carry it. Every resolved key is also registered with
+    ``errors.redact``, so no message shows it, whatever its shape.
+    """
+
     origin: str
+    fingerprint: str
+    problem: str | None  # why the key cannot be sent (None: it can)
+
+    def __init__(self, key: str, origin: str):
+        object.__setattr__(self, "origin", origin)
+        object.__setattr__(self, "fingerprint", key_fingerprint(key))
+        object.__setattr__(self, "problem", _key_problem(key))
+        _keys[self.fingerprint] = key
+        register_secret(key)
+
+    @property
+    def key(self) -> str:
+        return _keys[self.fingerprint]
 
     @property
     def masked(self) -> str:
@@ -97,12 +147,19 @@ class BudgetSettings:
         return self.images_per_day is not None or self.usd_per_day is not None
 
 
+JOURNAL_DIR_ENV = "QWEN_IMAGE_JOURNAL_DIR"
+RECOVERY_GRACE_ENV = "QWEN_IMAGE_RECOVERY_GRACE"
+# Seconds the task list is given to show a task whose creation answer was lost (the delay
+# is not documented; ``recovery`` explains the assumption).
+DEFAULT_RECOVERY_GRACE = 120.0
+
+
 def _home(env: Mapping[str, str]) -> Path:
     home = env.get("HOME")
     return Path(home) if home else Path.home()
 
 
-def _limit(env: Mapping[str, str], name: str, kind):
+def _limit(env: Mapping[str, str], name: str, kind, unset: str = "no limit"):
     text = env.get(name, "").strip()
     if not text:
         return None
@@ -113,7 +170,7 @@ def _limit(env: Mapping[str, str], name: str, kind):
     if not 0 <= value < float("inf"):  # also refuses nan
         raise ConfigurationError(
             f"{name} is {text!r}, not a number of 0 or more.",
-            hint=f"Example: {name}={'20' if kind is int else '1.50'}; unset it for no limit.")
+            hint=f"Example: {name}={'20' if kind is int else '1.50'}; unset it for {unset}.")
     return value
 
 
@@ -137,6 +194,8 @@ class Config:
     # given as an argument) or the same as this one (one proxy for both cannot tell them).
     other_base_url: str | None = None
     budget: BudgetSettings | None = None
+    journal_dir: Path | None = None  # the journal of billed requests; None: none is kept
+    recovery_grace: float = DEFAULT_RECOVERY_GRACE
 
     @property
     def region_info(self) -> Region:
@@ -151,6 +210,11 @@ class Config:
                      "that starts ComfyUI, or write the key to ~/.dashscope/api_key. Get a key in "
                      "the Model Studio console of the same region. Keys are never taken from a "
                      "node widget, so they stay out of workflows and saved PNGs.")
+        if self.key_source.problem:
+            raise ConfigurationError(
+                f"The DashScope API key from {self.key_source.origin} {self.key_source.problem}; "
+                "nothing was sent.",
+                hint="Write the key alone on one line (the file may end with a line break).")
         return self.key_source.key
 
     @classmethod
@@ -171,9 +235,14 @@ class Config:
         else:
             url, origin = _base_url(region_id, env)
             other_url = _other_base_url(region_id, env)
+        budget = budget_settings(env)
+        journal = env.get(JOURNAL_DIR_ENV, "").strip()
+        grace = _limit(env, RECOVERY_GRACE_ENV, float,
+                       f"the default of {DEFAULT_RECOVERY_GRACE:g} seconds")
         return cls(region_id, url, origin, find_key(region_id, api_key, env), timeout,
-                   other_base_url=None if other_url == url else other_url,
-                   budget=budget_settings(env))
+                   other_base_url=None if other_url == url else other_url, budget=budget,
+                   journal_dir=Path(journal).expanduser() if journal else budget.path.parent,
+                   recovery_grace=DEFAULT_RECOVERY_GRACE if grace is None else grace)
 
 
 def _base_url(region: str, env: Mapping[str, str]) -> tuple[str, str]:
@@ -202,8 +271,8 @@ def find_key(region: str, explicit: str | None, env: Mapping[str, str]) -> KeySo
         candidates.append(Path(env["DASHSCOPE_API_KEY_FILE_PATH"]).expanduser())
     candidates.append(_home(env) / ".dashscope" / "api_key")
     for path in candidates:
-        try:
-            text = path.read_text(encoding="utf-8").strip()
+        try:  # undecodable bytes make a malformed key (refused when used), not a crash
+            text = path.read_bytes().decode("utf-8", "replace").strip()
         except OSError:
             continue
         if text:

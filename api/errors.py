@@ -7,22 +7,51 @@ the API key: ``redact`` is applied to every text that came from outside.
 from __future__ import annotations
 
 import re
+import threading
+from typing import Callable
 
 _KEY_PATTERN = re.compile(r"sk-[A-Za-z0-9_\-]{4,}")
+_secrets: set[str] = set()  # the configured keys' exact values, whatever their shape
+_secrets_lock = threading.Lock()
+
+
+def register_secret(value: str) -> None:
+    """Have ``redact`` remove ``value`` (a configured key) wherever it appears."""
+    if value:
+        with _secrets_lock:
+            _secrets.add(value)
 
 
 def redact(text: str) -> str:
-    """Replace anything shaped like a DashScope key (sk-...) by its last four characters."""
+    """Remove every configured key's exact value, then anything shaped like a DashScope key
+    (sk-...), leaving at most the last four characters."""
+    with _secrets_lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, f"[key …{secret[-4:]}]" if len(secret) >= 12
+                                else "[key]")
     return _KEY_PATTERN.sub(lambda m: "sk-…" + m.group(0)[-4:], text)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]+")
+
+
+def excerpt(data: bytes, limit: int = 160) -> str:
+    """A short, redacted, one-line excerpt of a body from outside, for messages: control
+    characters (terminal escapes, bidi overrides) removed, at most ``limit`` characters."""
+    text = redact(_CONTROL.sub(" ", data[: limit * 4].decode("utf-8", "replace")))
+    text = " ".join(text.split())
+    return (text[:limit] + "…" if len(text) > limit else text) or "(empty body)"
+
+
 class QwenImageError(Exception):
-    """Base class. ``hint`` is the fix, appended to the message."""
+    """Base class of every error of the pack. ``hint`` is the fix, appended to the message."""
 
     def __init__(self, message: str, *, hint: str = ""):
         self.detail = redact(message)
-        self.hint = hint
-        super().__init__(self.detail + (f" {hint}" if hint else ""))
+        self.hint = redact(hint)
+        super().__init__(self.detail + (f" {self.hint}" if self.hint else ""))
 
 
 class ConfigurationError(QwenImageError):
@@ -30,7 +59,7 @@ class ConfigurationError(QwenImageError):
 
 
 class MissingApiKeyError(ConfigurationError):
-    pass
+    """No key for the region in the environment or the key file; nothing was sent."""
 
 
 class ValidationError(QwenImageError, ValueError):
@@ -67,11 +96,11 @@ class AuthenticationError(ApiError):
 
 
 class AccessDeniedError(ApiError):
-    pass
+    """403: the key may not use this model, workspace or region (not activated, RAM rights)."""
 
 
 class InvalidParameterError(ApiError):
-    pass
+    """400 and other 4xx: the service refused a parameter or an input; nothing was billed."""
 
 
 class ContentModerationError(ApiError):
@@ -89,7 +118,7 @@ class QuotaExhaustedError(ApiError):
 
 
 class ModelNotFoundError(ApiError):
-    pass
+    """404: the model id does not exist, or not in this region."""
 
 
 class ServerError(ApiError):
@@ -111,11 +140,11 @@ class TaskError(QwenImageError):
 
 
 class TaskFailedError(TaskError):
-    pass
+    """The task ended FAILED (or SUCCEEDED without any image); failed images are not billed."""
 
 
 class TaskCanceledError(TaskError):
-    pass
+    """The task was cancelled while queued; nothing was billed."""
 
 
 class TaskUnknownError(TaskError):
@@ -126,8 +155,23 @@ class AmbiguousRequestError(QwenImageError):
     """A billed request was sent but no answer came back.
 
     The service may have generated (and billed) the image, so the request is not sent
-    again automatically: a second attempt could pay twice.
+    again automatically: a second attempt could pay twice. For a task, the journal keeps
+    it and ``qwen-image recover`` looks for it again.
     """
+
+
+class AmbiguousTaskError(AmbiguousRequestError):
+    """A task creation's answer was lost and the task list shows several tasks that could
+    be it: none was adopted, and every one's images were downloaded into the result store.
+
+    ``candidates``: the task ids; ``saved``: the files written.
+    """
+
+    def __init__(self, message: str, *, candidates: list[str], saved: list[str],
+                 hint: str = ""):
+        self.candidates = candidates
+        self.saved = saved
+        super().__init__(message, hint=hint)
 
 
 class TransportError(QwenImageError):
@@ -139,7 +183,19 @@ class DownloadError(QwenImageError):
 
 
 class CancelledError(QwenImageError):
-    """The user cancelled the wait."""
+    """The user cancelled the wait.
+
+    ``task_id``: the task, when one was created. ``continuing``: when work that cannot be
+    stopped goes on in the background (a started task, a sent synchronous call) and its
+    images will be stored, ``continuing(timeout)`` waits up to ``timeout`` seconds for it
+    and tells whether it has ended; else None.
+    """
+
+    def __init__(self, message: str, *, hint: str = "", task_id: str | None = None,
+                 continuing: Callable[[float], bool] | None = None):
+        self.task_id = task_id
+        self.continuing = continuing
+        super().__init__(message, hint=hint)
 
 
 class BudgetExceededError(QwenImageError):

@@ -1,6 +1,7 @@
 """Every paid image on disk the moment it is downloaded, and reuse of identical requests.
 
-``ResultStore(directory)`` writes each image as ``<day>/<time>_<model>_<id>_<n>.png`` with
+``ResultStore(directory)`` writes each image as ``<day>/<time>_<model>_<id>_<n>.png`` (each
+part bounded, so a long custom model id never makes a name too long to write) with
 a JSON sidecar of the same name (model, prompts, parameters, seed, request and task ids,
 usage, region, times, URL, cost, fingerprint). Both are written to a temporary file and
 renamed, so a crash never leaves a half file under the final name. The API key is never
@@ -10,9 +11,13 @@ written: the sidecar is built from an explicit list of fields.
 a fixed seed, an identical request gives (nearly) the same image, so ``lookup`` lets the
 client serve it from disk instead of paying again. ``index.jsonl`` maps fingerprints to
 files; it is append-only and each line is one ``write`` of a complete record.
+
+``atomic_write`` and ``exclusive_lock`` are the file primitives the spend guard's ledger
+and the journal share.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -24,7 +29,14 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+from .errors import ConfigurationError
 from .models import spec_for
 from .schema import GeneratedImage, GenerationResult
 from .wire import resolved
@@ -33,6 +45,8 @@ log = logging.getLogger(__name__)
 
 _INDEX = "index.jsonl"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+MODEL_NAME_CHARS = 48  # of a file name; a custom model id can be any length
+_warned_no_fcntl: set[Path] = set()
 
 
 def request_fingerprint(request, region: str) -> str:
@@ -86,6 +100,19 @@ class ResultStore:
     def __repr__(self) -> str:
         return f"ResultStore({str(self.directory)!r})"
 
+    def ensure_writable(self) -> None:
+        """Refuse (``ConfigurationError``) a store that cannot be written, before anything
+        is paid for: a folder that cannot be created or written to."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.directory, prefix=".write-test-"):
+                pass
+        except OSError as exc:
+            raise ConfigurationError(
+                f"The result folder {self.directory} cannot be written ({exc.strerror or exc}); "
+                "nothing was sent.",
+                hint="Choose a folder you can write to.") from None
+
     def save(self, result: GenerationResult, request, *, fingerprint: str | None) -> list[Path]:
         """Write the result's images and their sidecars; return the PNG paths.
 
@@ -95,14 +122,14 @@ class ResultStore:
         now = datetime.datetime.now().astimezone()
         folder = self.directory / now.strftime("%Y-%m-%d")
         folder.mkdir(parents=True, exist_ok=True)
-        ident = _SAFE.sub("-", (result.task_id or result.request_id or "local"))[:12]
-        stem = f"{now.strftime('%H%M%S')}_{_SAFE.sub('-', result.model)}_{ident}"
+        ident = _name_part(result.task_id or result.request_id or "local", 12)
+        stem = f"{now.strftime('%H%M%S')}_{_name_part(result.model, MODEL_NAME_CHARS)}_{ident}"
         paths = []
         for index, image in enumerate(result.images, start=1):
             path = _free_name(folder, f"{stem}_{index}")
-            _atomic_write(path, image.data)
+            atomic_write(path, image.data)
             metadata = _sidecar(result, request, image, index, fingerprint, now)
-            _atomic_write(path.with_suffix(".json"),
+            atomic_write(path.with_suffix(".json"),
                           json.dumps(metadata, ensure_ascii=False, indent=2).encode("utf-8"))
             image.saved_path = str(path)
             paths.append(path)
@@ -180,6 +207,16 @@ def _sidecar(result: GenerationResult, request, image: GeneratedImage, index: in
     }
 
 
+def _name_part(text: str, limit: int) -> str:
+    """``text`` as a bounded file-name part: a long one keeps its start and gets a short
+    hash of the whole, so names stay unique and under every file system's limit."""
+    safe = _SAFE.sub("-", text)
+    if len(safe) <= limit:
+        return safe
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{safe[:limit - 9]}-{digest}"
+
+
 def _free_name(folder: Path, stem: str) -> Path:
     path, counter = folder / f"{stem}.png", 1
     while path.exists():
@@ -188,10 +225,16 @@ def _free_name(folder: Path, stem: str) -> Path:
     return path
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync, rename it over ``path``:
+    a crash leaves the old file or the new one, never half of one. ``mode``: the new
+    file's permissions (default: the temporary file's 0o600 widened by the umask as
+    ``open`` would)."""
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                              suffix=".part")
     try:
+        if mode is not None:
+            os.fchmod(descriptor, mode)
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -203,6 +246,29 @@ def _atomic_write(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, unusable: Callable[[OSError], Exception]) -> Iterator[None]:
+    """Hold ``fcntl.flock`` on the lock file ``path`` (created 0o600, never followed through
+    a symlink); ``unusable(error)`` is raised when it cannot be opened. Where ``fcntl`` does
+    not exist (Windows) only the caller's thread lock serialises, and a warning says so."""
+    if fcntl is None:
+        if path not in _warned_no_fcntl:
+            _warned_no_fcntl.add(path)
+            log.warning("No file locking on this system: processes sharing %s may each miss "
+                        "a change of the other", path)
+        yield
+        return
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError as exc:
+        raise unusable(exc) from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing the descriptor drops the lock
 
 
 def image_from_stored(stored: StoredImage) -> GeneratedImage:

@@ -24,7 +24,12 @@ When the request was sent and no usable answer came back -- a read timeout, a co
 reset or closed after sending, a 200 that is not JSON, a 5xx page that is not
 DashScope's (a gateway's 502/504 may come after the service got the request) -- the
 service may have processed it and billed the image. ``AmbiguousRequestError`` is raised
-and nothing is resent: the caller decides, knowing that a retry may pay twice.
+and nothing is resent here (for a task, ``recovery`` then looks for it in the task list).
+
+A billed POST never follows a redirect (it would re-send the request, perhaps to another
+host): a 3xx answer is an error. A plain-http base URL (loopback only, ``config``)
+bypasses any HTTP proxy of the environment. Server-given task ids are URL-encoded before
+they go into a path.
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ import re
 import threading
 import time
 from typing import Callable
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
@@ -45,10 +51,11 @@ from .config import Config
 from .errors import (
     AmbiguousRequestError,
     ApiError,
+    ConfigurationError,
     RateLimitError,
     ServerError,
     TransportError,
-    redact,
+    excerpt,
 )
 from .regions import region_name
 from .retry import Retry, RetryPolicy, retrying
@@ -88,9 +95,27 @@ def _json_body(response: requests.Response) -> dict | None:
 
 
 def snippet(response: requests.Response) -> str:
-    """A short, redacted, one-line excerpt of an answer's body for messages."""
-    text = response.content[:200].decode("utf-8", "replace")
-    return " ".join(redact(text).split()) or "(empty body)"
+    """A short, sanitised, redacted, one-line excerpt of an answer's body for messages."""
+    return excerpt(response.content[:800])
+
+
+def task_path(task_id: str) -> str:
+    """``/tasks/{task_id}`` with the server-given id URL-encoded: it can never add a path
+    segment or a query."""
+    return f"/tasks/{quote(task_id, safe='')}"
+
+
+def proxies_for(url: str) -> dict | None:
+    """Per-request proxy settings: a plain-http URL (loopback only, ``config``) bypasses
+    any HTTP proxy of the environment, which would otherwise see the key in clear."""
+    if urlsplit(url).scheme == "http":
+        return {"no_proxy": urlsplit(url).hostname}
+    return None
+
+
+# Raised while a request is prepared, before anything leaves this machine.
+_LOCAL = (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL,
+          requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema, UnicodeError)
 
 
 def _never_connected(exc: requests.RequestException) -> bool:
@@ -121,6 +146,11 @@ class Transport:
             adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16)
             self.session.mount("https://", adapter)
             self.session.mount("http://", adapter)
+        elif proxies_for(config.base_url) and {"http", "all"} & set(self.session.proxies):
+            raise ConfigurationError(
+                f"The session has an HTTP proxy, and the base URL {config.base_url} is plain "
+                "http: the proxy would see the API key in clear.",
+                hint="Use a session without proxies for a loopback base URL.")
 
     def _headers(self, extra: dict | None = None) -> dict:
         # The key is added per request, never to session.headers, so nothing that prints
@@ -137,12 +167,14 @@ class Transport:
 
     def post_billed(self, path: str, payload: bytes, *, asynchronous: bool = False,
                     oss_resolve: bool = False, before_attempt: Callable[[], None] | None = None,
-                    cancel_event: threading.Event | None = None) -> dict:
+                    cancel_event: threading.Event | None = None,
+                    on_refused: Callable[[ApiError], None] | None = None) -> dict:
         """Send a POST that may generate (and bill) images; see the module's retry rule.
 
         ``payload`` is the encoded JSON body (``wire.encode_body``). ``before_attempt`` runs
         before every attempt (the rate limiter; it may raise ``CancelledError``, which is
-        safe then: nothing of that attempt was sent).
+        safe then: nothing of that attempt was sent). ``on_refused(error)`` hears of every
+        attempt answered with a retryable error before it is retried (the limiter adapts).
         """
         extra = {"Content-Type": "application/json"}
         if asynchronous:
@@ -155,14 +187,27 @@ class Transport:
         def attempt() -> dict:
             try:
                 response = self.session.post(url, data=payload, headers=self._headers(extra),
-                                             timeout=(CONNECT_TIMEOUT, self.config.timeout))
+                                             timeout=(CONNECT_TIMEOUT, self.config.timeout),
+                                             allow_redirects=False, proxies=proxies_for(url))
             except requests.exceptions.SSLError as exc:
                 raise self._ssl_error(exc) from None
+            except _LOCAL as exc:
+                raise ConfigurationError(f"The {what} request could not be prepared "
+                                         f"({type(exc).__name__}: {exc}); nothing was sent.",
+                                         hint="Check the API key and the base URL.") from None
             except requests.RequestException as exc:
                 if _never_connected(exc):
                     raise Retry(self._unreachable(exc)) from None
                 raise self._ambiguous(what, path, f"{type(exc).__name__}: {exc}") from None
             log.debug("POST %s -> %s", path, response.status_code)
+            if response.is_redirect:
+                # Never re-sent elsewhere: the key and a billed request go where configured.
+                where = urlsplit(urljoin(url, response.headers.get("Location", ""))).netloc
+                raise ApiError(response.status_code, "Redirect",
+                               f"the {what} request was answered with a redirect to "
+                               f"{where or 'nowhere'}; it was not followed",
+                               hint="Nothing was generated. Check the base URL (from "
+                                    f"{self.config.base_url_origin}).")
             body = _json_body(response)
             if response.status_code == 200:
                 if body is None:
@@ -180,6 +225,8 @@ class Transport:
                 raise self._api_error(response, None)
             if not error.retryable:
                 raise error
+            if on_refused is not None:
+                on_refused(error)
             raise _retry(error)
 
         return retrying(attempt, self.retry, what=path, cancel_event=cancel_event,
@@ -200,7 +247,8 @@ class Transport:
 
     def post_cancel(self, task_id: str, *, cancel_event: threading.Event | None = None) -> dict:
         # The SDK sends the cancel with an empty body and no Content-Type.
-        return self._idempotent("POST", f"/tasks/{task_id}/cancel", cancel_event=cancel_event)
+        return self._idempotent("POST", f"{task_path(task_id)}/cancel",
+                                cancel_event=cancel_event)
 
     def post_upload(self, url: str, fields: dict[str, str], file: tuple[str, bytes, str], *,
                     cancel_event: threading.Event | None = None) -> None:
@@ -240,7 +288,7 @@ class Transport:
         def attempt() -> dict:
             response = self._send(base_url or self.config.base_url, lambda: self.session.request(
                 method, url, params=params, headers=self._headers(),
-                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)))
+                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), proxies=proxies_for(url)))
             log.debug("%s %s -> %s", method, path, response.status_code)
             body = _json_body(response)
             if response.status_code == 200 and body is not None:
@@ -275,6 +323,8 @@ class Transport:
             code = body.get("code")
             message = str(body.get("message") or body.get("msg") or "")
             request_id = body.get("request_id")
+        if code is None and response.status_code == 413:  # a gateway's own page
+            code = "BadRequest.TooLarge"
         return api_error(response.status_code, code, message, request_id,
                          region=self.config.region, retry_after=retry_after_seconds(response))
 
