@@ -44,6 +44,7 @@ _LOOSE_SIZE = re.compile(r"^\s*(\d+)\s*[*xX×]\s*(\d+)\s*$")
 _DATA_URI_PATTERN = re.compile(r"^data:([^;,]+);base64,", re.IGNORECASE)
 _SHRINK_HINT = ("Re-encode it as JPEG or WEBP (images.fit_encoding makes one that fits), or "
                 "pass an http(s) URL.")
+_SIZE_HINT = "Choose a size within these limits, or leave size empty for the model's default."
 # Han, kana, hangul and full-width forms: about one token each; other text about four
 # characters a token.
 _CJK = re.compile("[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\U00020000-\U0003ffff]")
@@ -133,7 +134,8 @@ def _whole(name: str, value) -> int:
         if isinstance(value, numbers.Real) and float(value).is_integer():
             return int(value)
     raise ValidationError(name, f"must be a whole number, not {value!r} "
-                                f"({type(value).__name__})")
+                                f"({type(value).__name__})", allowed="a whole number, e.g. 1",
+                          hint="1.0 and numpy integers are taken as the whole number they are.")
 
 
 def _set(request, name: str) -> bool:
@@ -204,7 +206,8 @@ def _check_switches(spec: ModelSpec, request, notes: list[str]) -> None:
     for name in ("prompt_extend", "enable_thinking", "watermark"):
         value = getattr(request, name)
         if value is not None and not isinstance(value, bool):
-            raise ValidationError(name, f"must be true or false, not {value!r}")
+            raise ValidationError(name, f"must be true or false, not {value!r}",
+                                  allowed="true, false, or None for the model's default")
     mode = request.prompt_extend_mode
     if mode is not None and mode not in PROMPT_EXTEND_MODES:
         raise ValidationError("prompt_extend_mode", f"{mode!r} is not a rewriting mode",
@@ -233,24 +236,24 @@ def _check_size(spec: ModelSpec, request, notes: list[str]) -> None:
     if rule.fixed:
         if size not in rule.sizes and size not in rule.aliases:
             raise ValidationError("size", f"{size!r} is not one of {spec.id}'s output sizes",
-                                  allowed=[*rule.sizes, *rule.aliases])
+                                  allowed=[*rule.sizes, *rule.aliases],
+                                  hint=f"Pick one, or leave size empty for {rule.default}.")
         return
     width, height = int(match.group(1)), int(match.group(2))
-    allowed = rule.describe()
+    area, ratio = width * height, max(width, height) / max(1, min(width, height))
+    problem = ""
     if rule.side and not all(rule.side[0] <= side <= rule.side[1] for side in (width, height)):
-        raise ValidationError("size", f"{size} has a side outside {rule.side[0]}-{rule.side[1]} "
-                                      "pixels", allowed=allowed)
-    area = width * height
-    if rule.min_area and area < rule.min_area:
-        raise ValidationError("size", f"{size} is {area:,} pixels, below the smallest area of "
-                                      f"{area_text(rule.min_area)}", allowed=allowed)
-    if rule.max_area and area > rule.max_area:
-        raise ValidationError("size", f"{size} is {area:,} pixels, over the largest area of "
-                                      f"{area_text(rule.max_area)}", allowed=allowed)
-    ratio = max(width, height) / max(1, min(width, height))
-    if rule.max_aspect and ratio > rule.max_aspect:
-        raise ValidationError("size", f"{size} has an aspect ratio of {ratio:.2f}:1, over "
-                                      f"{rule.max_aspect:g}:1", allowed=allowed)
+        problem = f"{size} has a side outside {rule.side[0]}-{rule.side[1]} pixels"
+    elif rule.min_area and area < rule.min_area:
+        problem = f"{size} is {area:,} pixels, below the smallest area of "
+        problem += area_text(rule.min_area)
+    elif rule.max_area and area > rule.max_area:
+        problem = f"{size} is {area:,} pixels, over the largest area of "
+        problem += area_text(rule.max_area)
+    elif rule.max_aspect and ratio > rule.max_aspect:
+        problem = f"{size} has an aspect ratio of {ratio:.2f}:1, over {rule.max_aspect:g}:1"
+    if problem:
+        raise ValidationError("size", problem, allowed=rule.describe(), hint=_SIZE_HINT)
     if spec.needs_n1 and request.n != 1:
         raise ValidationError(
             "size", f"can be set only when n is 1 (the service refuses it otherwise); n is "
