@@ -174,6 +174,9 @@ class Reported:
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """One model id: its official facts in the fields, stricter unofficial ones in
+    ``reported`` (notes only), and the open questions in words in ``unconfirmed``."""
+
     id: str
     kind: str  # TEXT_TO_IMAGE, IMAGE_EDIT or UNIFIED
     async_path: str | None = None  # the task path under /api/v1; None: synchronous only
