@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .waiting import Worker
 
 _KEY_PATTERN = re.compile(r"sk-[A-Za-z0-9_\-]{4,}")
 _secrets: set[str] = set()  # the configured keys' exact values, whatever their shape
@@ -185,16 +188,16 @@ class DownloadError(QwenImageError):
 class CancelledError(QwenImageError):
     """The user cancelled the wait.
 
-    ``task_id``: the task, when one was created. ``continuing``: when work that cannot be
-    stopped goes on in the background (a started task, a sent synchronous call) and its
-    images will be stored, ``continuing(timeout)`` waits up to ``timeout`` seconds for it
-    and tells whether it has ended; else None.
+    ``task_id``: the task, when one was created. ``background``: when work that cannot be
+    stopped goes on (a started task, a sent synchronous call) and its images will be
+    stored, the worker doing it (``waiting.Worker``: ``wait(timeout)`` tells whether it has
+    ended, ``result()`` gives its result or raises its error); else None.
     """
 
     def __init__(self, message: str, *, hint: str = "", task_id: str | None = None,
-                 continuing: Callable[[float], bool] | None = None):
+                 background: "Worker | None" = None):
         self.task_id = task_id
-        self.continuing = continuing
+        self.background = background
         super().__init__(message, hint=hint)
 
 
