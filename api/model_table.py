@@ -16,24 +16,19 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .models import (
-    BEIJING,
     EDIT_CUSTOM_SIZE_RANGE,
     EDIT_INPUT_FORMATS,
     EDIT_INPUT_SIDE_MAX,
     EDIT_INPUT_SIDE_MIN,
-    FRANKFURT,
     IMAGE_EDIT,
     IMAGE_GENERATION_PATH,
     NEGATIVE_PROMPT_MAX_CHARS,
     OPTIONAL_PARAMETERS,
     PROMPT_MAX_CHARS,
-    REGION_NAMES,
-    SINGAPORE,
     TEXT2IMAGE_PATH,
     TEXT_TO_IMAGE,
     TEXT_TO_IMAGE_SIZE_ALIASES,
     TEXT_TO_IMAGE_SIZES,
-    TOKYO,
     UNIFIED,
     InputRule,
     ModelSpec,
@@ -43,9 +38,10 @@ from .models import (
     SizeRule,
     TextLimit,
 )
+from .regions import BEIJING, FRANKFURT, REGIONS, SINGAPORE, TOKYO
 
 BJ_SG = frozenset({BEIJING, SINGAPORE})
-ALL_REGIONS = frozenset(REGION_NAMES)
+ALL_REGIONS = frozenset(REGIONS)
 
 BASIC = frozenset({"negative_prompt", "size", "prompt_extend", "watermark", "seed"})
 ALL_PARAMETERS = frozenset(OPTIONAL_PARAMETERS)  # 3.0: adds prompt_extend_mode, enable_thinking

@@ -26,14 +26,6 @@ INTERFACES = (SYNC, ASYNC)
 TEXT2IMAGE_PATH = "/services/aigc/text2image/image-synthesis"  # qwen-image(-plus) tasks
 IMAGE_GENERATION_PATH = "/services/aigc/image-generation/generation"  # 3.0 tasks
 
-SINGAPORE = "ap-southeast-1"
-BEIJING = "cn-beijing"
-VIRGINIA = "us-east-1"
-FRANKFURT = "eu-central-1"
-TOKYO = "ap-northeast-1"
-HONG_KONG = "cn-hongkong"
-REGION_NAMES = {BEIJING: "Beijing", SINGAPORE: "Singapore", VIRGINIA: "Virginia",
-                FRANKFURT: "Frankfurt", TOKYO: "Tokyo", HONG_KONG: "Hong Kong"}
 
 # The optional parameters a body may carry (``n`` is always sent), and the value each
 # means when it is left out; a value equal to it is not worth a note when a model does

@@ -31,13 +31,13 @@ from .models import (
     IMAGE_EDIT,
     PARAMETER_DEFAULTS,
     PROMPT_EXTEND_MODES,
-    REGION_NAMES,
     SEED_MAX,
     SEED_MIN,
     ModelSpec,
     area_text,
     spec_for,
 )
+from .regions import REGIONS
 
 _SIZE_PATTERN = re.compile(r"^(\d+)\*(\d+)$")
 _LOOSE_SIZE = re.compile(r"^\s*(\d+)\s*[*xX×]\s*(\d+)\s*$")
@@ -116,14 +116,14 @@ def validate(request, region: str | None = None) -> Checked:
 
 
 def _check_region(spec: ModelSpec, region: str) -> None:
-    if spec.regions is None or region in spec.regions or region not in REGION_NAMES:
+    if spec.regions is None or region in spec.regions or region not in REGIONS:
         return
-    offered = [f"{REGION_NAMES[r]} ({r})" for r in REGION_NAMES if r in spec.regions]
+    offered = [info.label for r, info in REGIONS.items() if r in spec.regions]
     raise ValidationError(
-        "region", f"{spec.id} is not offered in {REGION_NAMES[region]} ({region}): no "
+        "region", f"{spec.id} is not offered in {REGIONS[region].label}: no "
                   "official page lists it there", allowed=offered,
         hint=f"Use a key of one of those regions (DASHSCOPE_API_REGION or the node's region), "
-             f"or a model offered in {REGION_NAMES[region]}.")
+             f"or a model offered in {REGIONS[region].name}.")
 
 
 def _whole(name: str, value) -> int:
