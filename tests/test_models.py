@@ -7,7 +7,6 @@ from qwen_image_dashscope.api.models import (
     IMAGE_EDIT,
     IMAGE_GENERATION_PATH,
     MODELS,
-    REGION_NAMES,
     SYNC,
     TEXT2IMAGE_PATH,
     TEXT_TO_IMAGE,
@@ -15,6 +14,7 @@ from qwen_image_dashscope.api.models import (
     models_of,
     spec_for,
 )
+from qwen_image_dashscope.api.regions import REGIONS
 from qwen_image_dashscope.api.schema import ImageEditRequest, TextToImageRequest
 from qwen_image_dashscope.api.validation import validate
 
@@ -132,7 +132,7 @@ def test_input_images():
 
 def test_regions():
     for model in V3:
-        assert MODELS[model].regions == set(REGION_NAMES)
+        assert MODELS[model].regions == set(REGIONS)
     for model in SEED_T2I + SEED_EDIT + PAGE_T2I + PAGE_EDIT + V2:
         assert MODELS[model].regions == BJ_SG
     assert MODELS["qwen-image-2.1-pro"].regions is None  # no official page lists any
