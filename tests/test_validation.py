@@ -294,7 +294,7 @@ def test_parameters_a_model_does_not_take_are_noted_when_set():
 
 def test_a_model_is_refused_only_in_regions_no_official_page_lists():
     error = refuses(t2i("qwen-image-max"), "region", "not offered in Virginia (us-east-1)",
-                    "Allowed: Beijing (cn-beijing), Singapore (ap-southeast-1)",
+                    "Allowed: Singapore (ap-southeast-1), Beijing (cn-beijing)",
                     region="us-east-1")
     assert "DASHSCOPE_API_REGION" in str(error)
     for region in ("cn-hongkong", "eu-central-1", "us-east-1"):
