@@ -226,3 +226,32 @@ def test_image_generation_3_0_async_call_wait_and_cancel(emu):
     assert done.usage.input_image_count == 1 and done.usage.output_image_type == "qima_output_2k"
     last = ImageGeneration.fetch(tasks[2], api_key=SINGAPORE_KEY)
     assert last.output.task_status == "CANCELED"
+
+
+def test_the_sdk_lists_the_tasks_of_the_account(monkeypatch):
+    second = "sk-emulator-singapore-second"
+    keys = {SINGAPORE_KEY: (SG, "acme"), second: (SG, "acme")}
+    with Emulator(latency=0.05, rate_limits=False, keys=keys) as emu:
+        monkeypatch.setattr(dashscope, "base_http_api_url", emu.base_url(SG))
+        created = ImageSynthesis.async_call(api_key=SINGAPORE_KEY, model="qwen-image",
+                                            prompt="a kite")
+        ImageSynthesis.wait(created, api_key=SINGAPORE_KEY)
+        listed = ImageSynthesis.list(api_key=second, model_name="qwen-image",
+                                     status="SUCCEEDED", page_size=5)
+        assert listed.status_code == 200 and listed.request_id
+        assert (listed.output["total"], listed.output["page_size"]) == (1, 5)
+        (item,) = listed.output["data"]
+        assert item["task_id"] == created.output.task_id
+        assert item["request_id"] == created.request_id
+        assert item["end_time"] >= item["start_time"] >= item["gmt_create"]
+        sent = emu.requests[-1]
+        assert sent.path == "/ap-southeast-1/api/v1/tasks" and "page_no=1" in sent.query
+
+
+def test_a_gateway_page_reaches_the_sdk_as_an_unknown_error(emu):
+    emu.inject("gateway_html", status=504)
+    messages = [{"role": "user", "content": [{"text": "a cat"}]}]
+    rsp = MultiModalConversation.call(api_key=SINGAPORE_KEY, model="qwen-image-plus",
+                                      messages=messages)
+    assert (rsp.status_code, rsp.code) == (504, "Unknown")
+    assert "504 Gateway Time-out" in rsp.message

@@ -19,8 +19,9 @@ Where each behaviour lives (each module's docstring states its rules):
     rules.py      the rules as data: regions, keys, sizes, limits, error codes
     images.py     the deterministic result images (text to image; edits from their inputs)
     tasks.py      the async task scheduler (queue per key and model) and task documents
-    limits.py     rate limits
-    accounts.py   API keys, regions and authentication
+    tasklist.py   the task list of an account (GET {base}/tasks)
+    limits.py     per-model quotas, the rate limits that obey them, sync concurrency
+    accounts.py   API keys, their regions and accounts, authentication
     uploads.py    signed result URLs, temporary uploads and oss:// resolution
     faults.py     injectable faults (emu.inject)
     http.py       the HTTP server, request reading, recorded requests, JSON and XML answers
@@ -31,9 +32,9 @@ Authorization redacted to "Bearer sk-…last4", body, json, time, key_id = sha25
 status, notes), emu.input_images(recorded) (ValueError for an item it cannot resolve),
 emu.served_images {url: png}, emu.tasks, emu.stats {requests, tasks_created, images_billed,
 rate_limited (429s answered), task_queries, uploads, faults_fired, prompts_truncated,
-errors {code: n}, max_concurrent_tasks, max_outstanding_tasks, max_requests_per_second
-(these three keyed by (key_id, model))}, emu.faults, emu.reset_stats(), emu.clear_faults(),
-emu.set_latency(seconds).
+errors {code: n}, max_concurrent_tasks, max_outstanding_tasks, max_requests_per_second,
+max_concurrent_calls (synchronous; these four keyed by (key_id, model))}, emu.faults,
+emu.reset_stats(), emu.clear_faults(), emu.set_latency(seconds).
 """
 from __future__ import annotations
 

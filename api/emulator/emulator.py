@@ -1,8 +1,12 @@
 """The Emulator: options, life cycle, inspection, and the path every request takes.
 
-A request is recorded, its body read (bodies over ``body_limit`` get 413 from the headers
-alone, then are drained and the connection closed), answer faults applied, then it goes to
-the API (service.py), a result download or the upload host (uploads.py), or gets 404.
+A request is recorded and its body read under a cap: ``upload_body_limit`` on the upload
+host, ``body_limit`` on every other route. A body announced over it gets its answer from
+the headers alone (413 BadRequest.TooLarge; the upload host: OSS's 400 EntityTooLarge), is
+then drained and the connection closed; a chunked one is read to its end keeping nothing
+past the cap, then refused the same way. Answer faults apply next (faults.py), then the
+request goes to the API (service.py), a result download or the upload host (uploads.py),
+or gets 404.
 """
 from __future__ import annotations
 
@@ -17,9 +21,10 @@ from . import faults, rules, validate
 from .accounts import Keyring, key_id
 from .errors import ApiError
 from .faults import Faults
-from .http import (Handler, RecordedRequest, Response, Server, content_length, parse_json,
-                   read_body, redacted_headers, require_loopback, send)
+from .http import (Handler, RecordedRequest, Response, Server, content_length, oss_error,
+                   parse_json, read_body, redacted_headers, require_loopback, send)
 from .limits import RateLimiter
+from .limits import quotas as quotas_table
 from .service import Service
 from .state import Settings, Shared
 from .tasks import Scheduler
@@ -33,19 +38,33 @@ class Emulator:
 
     latency: seconds per generation and per task; rate_limits: refuse requests over the
     account limits (429); result_ttl: seconds result URLs and finished tasks live; keys:
-    {key: region} (default rules.DEFAULT_KEYS); host and port: where to listen (loopback
-    only; port 0 picks a free one at start()); body_limit: bytes of an API request body
-    (None: rules.BODY_LIMIT, 0: no limit).
+    {key: region or (region, account)} (default rules.DEFAULT_KEYS; accounts.py); host and
+    port: where to listen (loopback only; port 0 picks a free one at start()); body_limit:
+    bytes of a request body on any route but the upload host (None: rules.BODY_LIMIT, 0: no
+    limit); upload_body_limit: the same on the upload host (None: rules.UPLOAD_BODY_LIMIT);
+    quotas: {model: {quota field: value}} over the defaults, which the rate limits obey
+    (limits.py); quotas_status: 200, or 403 / 404 for a quotas API that refuses or does
+    not exist; sync_concurrency: synchronous calls in flight per (key, model) before 429
+    Throttling (None: unlimited).
     """
 
     def __init__(self, latency: float = 0.2, rate_limits: bool = True,
-                 result_ttl: float = 86400.0, keys: Mapping[str, str] | None = None,
-                 host: str = "127.0.0.1", port: int = 0, body_limit: int | None = None) -> None:
+                 result_ttl: float = 86400.0,
+                 keys: Mapping[str, str | tuple[str, str]] | None = None,
+                 host: str = "127.0.0.1", port: int = 0, body_limit: int | None = None,
+                 upload_body_limit: int | None = None,
+                 quotas: Mapping[str, Mapping[str, Any]] | None = None,
+                 quotas_status: int = 200, sync_concurrency: int | None = None) -> None:
         require_loopback(host)
+        if quotas_status not in (200, 403, 404):
+            raise ValueError("quotas_status must be 200, 403 or 404")
         self._keyring = Keyring(keys)
+        table = quotas_table(quotas)
         self._shared = Shared(Settings(
             latency=float(latency), rate_limits=bool(rate_limits), result_ttl=float(result_ttl),
-            body_limit=rules.BODY_LIMIT if body_limit is None else int(body_limit)))
+            body_limit=rules.BODY_LIMIT if body_limit is None else int(body_limit),
+            upload_body_limit=(rules.UPLOAD_BODY_LIMIT if upload_body_limit is None
+                               else int(upload_body_limit))))
         self._host, self._port = host, port
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
@@ -54,10 +73,11 @@ class Emulator:
         self._faults = Faults(self._shared)
         self._results = Results(self._shared, signer, lambda: self.url)
         self._storage = Storage(self._shared, signer)
-        self._scheduler = Scheduler(self._shared, self._results.publish)
-        self._service = Service(self._shared, self._keyring, RateLimiter(self._shared),
-                                self._faults, self._scheduler, self._results, self._storage,
-                                url=lambda: self.url, port=lambda: self._port)
+        self._scheduler = Scheduler(self._shared, self._results.publish, table)
+        limiter = RateLimiter(self._shared, table, sync_concurrency)
+        self._service = Service(self._shared, self._keyring, limiter, self._faults,
+                                self._scheduler, self._results, self._storage, table,
+                                quotas_status, url=lambda: self.url, port=lambda: self._port)
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -194,39 +214,28 @@ class Emulator:
         with self._shared.lock:
             self._requests.append(record)
             self._shared.stats.add("requests")
-        try:
-            length = content_length(h.headers)
-        except ValueError:
-            bad = ApiError("InvalidParameter", "Bad Content-Length.")
-            return self._answer(h, record, self._service.error(bad), close=True)
-        limit = self._shared.settings.body_limit
-        too_large = region is not None and limit
-        if too_large and length > limit:
-            # Answer before reading, as a gateway does; then drain so the client sees the 413.
-            error = self._service.error(ApiError("BadRequest.TooLarge"))
-            return self._answer(h, record, error, linger=length)
-        body = read_body(h, length)
-        if too_large and len(body) > limit:  # chunked: the size is known only now
-            return self._answer(h, record, self._service.error(ApiError("BadRequest.TooLarge")))
-        record.body, record.json = body, parse_json(body)
+        if not self._read_body(h, record):
+            return
 
         fault = self._faults.take(split.path, faults.ANSWER_KINDS, default=region is not None)
         if fault and fault.kind == "drop":
             h.close_connection = True  # nothing processed, nothing answered
-            return None
-        early = fault and faults.early_answer(fault, self._service.error)
+            return
+        redirect_to = f"{self.url}/redirected{h.path}"
+        early = fault and faults.early_answer(fault, self._service.error, redirect_to)
         if early:
             return self._answer(h, record, early)
 
-        truncate = False
+        download_fault = None
         try:
             if region is not None:
                 response = self._service.handle(h.command, region, sub, split.query, h.headers,
                                                 record)
             elif RESULT_PATH.fullmatch(split.path) and h.command in ("GET", "HEAD"):
                 response, png = self._results.lookup(split.path, split.query)
-                truncate = (png is not None and h.command == "GET" and self._faults.take(
-                    split.path, ("truncate",), default=True) is not None)
+                if png is not None and h.command == "GET":
+                    download_fault = self._faults.take(split.path, faults.DOWNLOAD_KINDS,
+                                                       default=True)
             elif split.path == UPLOAD_PATH and h.command == "POST":
                 response = self._storage.upload(h.headers.get("Content-Type", ""), record.body)
             else:
@@ -237,16 +246,51 @@ class Emulator:
             response = self._service.error(ApiError("InternalError"))
         if fault and fault.kind == "drop_after":
             h.close_connection = True  # processed in full, then the connection is lost
-            return None
-        return self._answer(h, record, response, truncate=truncate)
+            return
+        if fault and fault.kind == "gateway_html":  # processed in full, then the gateway fails
+            response = faults.gateway_page(fault.details["status"])
+        drip = download_fault and download_fault.kind == "slow_drip"
+        self._answer(h, record, response,
+                     truncate=bool(download_fault and download_fault.kind == "truncate"),
+                     drip=(download_fault.details["duration"], download_fault.details["chunk"])
+                     if drip else None)
+
+    def _read_body(self, h: Handler, record: RecordedRequest) -> bool:
+        """Read the body into *record* under the route's cap; False if it was answered."""
+        upload = record.path == UPLOAD_PATH
+        settings = self._shared.settings
+        cap = settings.upload_body_limit if upload else settings.body_limit
+        try:
+            length = content_length(h.headers)
+        except ValueError:
+            bad = ApiError("InvalidParameter", "Bad Content-Length.")
+            self._answer(h, record, self._service.error(bad), close=True)
+            return False
+        if cap and length > cap:
+            # Answer before reading, as a gateway does; then drain so the client sees it.
+            self._answer(h, record, self._too_large(upload), linger=length)
+            return False
+        body = read_body(h, length, cap)
+        if body is None:  # chunked: the size is known only now
+            self._answer(h, record, self._too_large(upload))  # read to its end: keep-alive
+            return False
+        record.body, record.json = body, parse_json(body)
+        return True
+
+    def _too_large(self, upload: bool) -> Response:
+        if upload:
+            return oss_error(400, "EntityTooLarge",
+                             "Your proposed upload exceeds the maximum allowed size.")
+        return self._service.error(ApiError("BadRequest.TooLarge"))
 
     def _answer(self, h: Handler, record: RecordedRequest, response: Response, *,
-                truncate: bool = False, linger: int = 0, close: bool = False) -> None:
+                truncate: bool = False, linger: int = 0, close: bool = False,
+                drip: tuple[float, int] | None = None) -> None:
         with self._shared.lock:
             record.status = response.status
             if response.status == 429:
                 self._shared.stats.add("rate_limited")
-        send(h, response, truncate=truncate, linger=linger, close=close)
+        send(h, response, truncate=truncate, linger=linger, close=close, drip=drip)
 
 
 def _split_api_path(path: str) -> tuple[str | None, str]:

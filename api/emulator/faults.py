@@ -10,10 +10,20 @@ path; without it a fault matches any API request (not downloads or uploads), exc
                  without answering
     non_json     answer status (502) with body ("<html>Bad Gateway</html>") and
                  content_type ("text/html")
+    gateway_html a gateway's HTML error page, status (502; 504 reads "Gateway Time-out"),
+                 instead of processing; with after (False) true the request is processed in
+                 full first (task created, images made and billed), then the page answered
+    redirect     answer status (307) with a Location header, location (None: the same
+                 path under {url}/redirected, which answers 404), processing nothing
     truncate     result downloads (by default any): announce the full Content-Length,
                  send half, close
+    slow_drip    result downloads (by default any): the whole body, chunk (16) bytes at a
+                 time, spread over duration (2.0) seconds
     task_failed  the next created task ends FAILED with code ("InternalError.Algo") and
                  message, after running like any task
+    oversized    the images of the next generating request (sync or task) are width x
+                 height (5000 x 5000) pixels, whatever was asked; usage still says the size
+                 asked for
 """
 from __future__ import annotations
 
@@ -35,10 +45,17 @@ KINDS: dict[str, dict[str, Any]] = {  # kind: its details and their defaults
     "drop": {},
     "drop_after": {},
     "non_json": {"status": 502, "body": "<html>Bad Gateway</html>", "content_type": "text/html"},
+    "gateway_html": {"status": 502, "after": False},
+    "redirect": {"status": 307, "location": None},
     "truncate": {},
+    "slow_drip": {"duration": 2.0, "chunk": 16},
     "task_failed": {"code": "InternalError.Algo", "message": rules.MESSAGES["InternalError.Algo"]},
+    "oversized": {"width": 5000, "height": 5000},
 }
-ANSWER_KINDS = ("http_error", "drop", "drop_after", "non_json")  # decided before processing
+# Decided when the request has been read; the others fire where they act.
+ANSWER_KINDS = ("http_error", "drop", "drop_after", "non_json", "gateway_html", "redirect")
+DOWNLOAD_KINDS = ("truncate", "slow_drip")
+_REASONS = {502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
 
 
 @dataclass
@@ -92,13 +109,28 @@ class Faults:
             return [(f.kind, f.count, f.path) for f in self._queue]
 
 
-def early_answer(fault: Fault, error: Callable[[ApiError], Response]) -> Response | None:
-    """What an http_error or non_json fault answers instead of processing the request;
-    *error* turns an ApiError into its (counted) answer."""
+def early_answer(fault: Fault, error: Callable[[ApiError], Response],
+                 redirect_to: str) -> Response | None:
+    """What a fault answers instead of processing the request, if it does; *error* turns an
+    ApiError into its (counted) answer; *redirect_to* is the default redirect target."""
     d = fault.details
     if fault.kind == "http_error":
         headers = {} if d["retry_after"] is None else {"Retry-After": str(d["retry_after"])}
         return error(ApiError(d["code"], d["message"], status=d["status"], headers=headers))
     if fault.kind == "non_json":
         return Response(d["status"], d["body"].encode(), d["content_type"])
+    if fault.kind == "gateway_html" and not d["after"]:
+        return gateway_page(d["status"])
+    if fault.kind == "redirect":
+        location = d["location"] or redirect_to
+        body = f"<html><body>Moved to <a href=\"{location}\">{location}</a></body></html>"
+        return Response(d["status"], body.encode(), "text/html", {"Location": location})
     return None
+
+
+def gateway_page(status: int) -> Response:
+    """The HTML error page of the service's gateway (Tengine), not a DashScope body."""
+    title = f"{status} {_REASONS.get(status, 'Error')}"
+    body = (f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}"
+            "</h1></center>\r\n<hr><center>Tengine</center>\r\n</body>\r\n</html>\r\n")
+    return Response(status, body.encode(), "text/html")

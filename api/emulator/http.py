@@ -11,6 +11,7 @@ import json
 import logging
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -120,19 +121,34 @@ def content_length(headers: Any) -> int:
     return length
 
 
-def read_body(h: BaseHTTPRequestHandler, length: int) -> bytes:
-    """Read a body of *length* bytes, or a chunked one (length -1) to its end."""
+def read_body(h: BaseHTTPRequestHandler, length: int, cap: int = 0) -> bytes | None:
+    """Read a body of *length* bytes, or a chunked one (length -1) to its end; None when a
+    chunked body passes *cap* bytes (0: no cap): the rest is read and dropped, so that the
+    client is still reading when the refusal comes."""
     if length >= 0:
         return h.rfile.read(length) if length else b""
-    chunks = []  # chunked transfer coding: size line, data, CRLF ... until a 0 size
+    chunks, total = [], 0  # chunked transfer coding: size line, data, CRLF ... until a 0 size
     while True:
         size = int(h.rfile.readline().split(b";")[0].strip() or b"0", 16)
         if not size:
             while h.rfile.readline().strip():  # trailers
                 pass
-            return b"".join(chunks)
-        chunks.append(h.rfile.read(size))
+            return None if cap and total > cap else b"".join(chunks)
+        total += size
+        if cap and total > cap:
+            chunks.clear()  # over the cap: memory stays bounded whatever the client sends
+            _skip(h, size)
+        else:
+            chunks.append(h.rfile.read(size))
         h.rfile.readline()
+
+
+def _skip(h: BaseHTTPRequestHandler, size: int) -> None:
+    while size > 0:
+        data = h.rfile.read(min(size, 1 << 16))
+        if not data:
+            return
+        size -= len(data)
 
 
 def drain(h: BaseHTTPRequestHandler, length: int) -> None:
@@ -157,9 +173,10 @@ def parse_json(body: bytes) -> Any:
 
 
 def send(h: BaseHTTPRequestHandler, response: Response, *, truncate: bool = False,
-         linger: int = 0, close: bool = False) -> None:
+         linger: int = 0, close: bool = False, drip: tuple[float, int] | None = None) -> None:
     """Write *response*; truncate: announce the full length, send half and close; linger:
-    drain that many unread body bytes first, then close."""
+    drain that many unread body bytes first, then close; drip (seconds, bytes): the body a
+    few bytes at a time, spread over that many seconds."""
     body = response.body
     h.send_response(response.status)
     h.send_header("Content-Type", response.content_type)
@@ -169,11 +186,22 @@ def send(h: BaseHTTPRequestHandler, response: Response, *, truncate: bool = Fals
     if truncate or linger or close:
         h.send_header("Connection", "close")
     h.end_headers()
-    if h.command != "HEAD":
+    if h.command != "HEAD" and drip:
+        _drip(h, body, *drip)
+    elif h.command != "HEAD":
         h.wfile.write(body[: len(body) // 2] if truncate else body)
     h.wfile.flush()
     if linger:
         drain(h, linger)
+
+
+def _drip(h: BaseHTTPRequestHandler, body: bytes, duration: float, chunk: int) -> None:
+    started = time.monotonic()
+    for offset in range(0, len(body), max(1, chunk)):
+        h.wfile.write(body[offset:offset + chunk])
+        h.wfile.flush()
+        due = started + duration * min(len(body), offset + chunk) / len(body)
+        time.sleep(max(0.0, due - time.monotonic()))
 
 
 def require_loopback(host: str) -> None:

@@ -30,11 +30,14 @@ IMAGE_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP")  # Pillow names; M
 EXTEND_SUFFIX = " Rich details, balanced composition, soft natural light, sharp focus."
 UNSAFE_MARKER = "[[unsafe]]"  # stands in for content the real inspection would refuse
 
-RPS = 2  # task-creating and generating POSTs per (key, model), sliding 1 s window
-CONCURRENT = 2  # async tasks processing at once per (key, model); later ones wait PENDING
-QUERY_QPS = 20  # task queries per key
+RPS = 2  # default task-creating and generating POSTs per second per (key, model)
+CONCURRENT = 2  # default async tasks processing at once per (key, model); later ones wait
+QUERY_QPS = 20  # task queries and task lists per key
 POLICY_QPS = 100  # upload policies per (key, model)
-BODY_LIMIT = 6 * 1024 * 1024  # API request bodies
+BODY_LIMIT = 6 * 1024 * 1024  # API request bodies (and any other route but the upload host)
+UPLOAD_BODY_LIMIT = 101 * 1024 * 1024  # upload host bodies: a 100 MB file and its form
+TASK_WINDOW = 24 * 3600  # the task list's longest start_time..end_time span, seconds
+TASK_STATUSES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN")
 
 UPLOAD_TTL = 172800  # seconds an uploaded file lives
 POLICY_TTL = 3600  # seconds an upload policy may be used
@@ -53,6 +56,7 @@ STATUS = {  # HTTP status of each error code (protocol notes §9)
     "AccessDenied": 403,
     "NotFound": 404,
     "BadRequest.TooLarge": 413,
+    "Throttling": 429,
     "Throttling.RateQuota": 429,
     "InternalError": 500,
     "InternalError.Algo": 500,
@@ -73,4 +77,6 @@ MESSAGES = {  # fixed texts; other messages are written where the error is raise
     "InternalError.Algo": "An internal error occurred during model inference.",
 }
 MODEL_NOT_EXIST = "Model not exist."
+CONCURRENCY_EXCEEDED = "Request concurrency limit exceeded, please try again later."
+QUEUE_FULL = "Too many tasks are waiting in the queue of this model, please try again later."
 N_MUST_BE_1 = "num_images_per_prompt must be 1"

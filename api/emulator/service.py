@@ -7,6 +7,8 @@
                                                                  as the synchronous one)
     GET  {base}/tasks/{task_id}                                  query a task
     POST {base}/tasks/{task_id}/cancel                           cancel a PENDING task
+    GET  {base}/tasks?start_time=&end_time=&...                  the task list (tasklist.py)
+    GET  {base}/quotas?model=&page_no=&page_size=                the account's limits
     GET  {base}/uploads?action=getPolicy&model=M                 upload policy (cn-beijing)
 
 Request rules are in validate.py, the answer shapes in answers.py and tasks.py. Any error:
@@ -17,6 +19,11 @@ Synchronous answers come after ``latency`` seconds. Creating a task without
 synchronous calls"; a model the task API does not serve: 400 "Model not exist.". The
 creation answer is {"request_id", "output": {"task_id", "task_status": "PENDING"}}. A task
 query for a task this key cannot see: 200 with task_status UNKNOWN.
+
+The quotas answer is {"request_id", "output": {"quotas": [{model, workspace_id,
+model_limit: {limits.QUOTA_FIELDS}, workspace_limit (null: none set)}]}}, sorted by model,
+paged by page_no (1) and page_size (20); ``quotas_status`` 404 makes the path unknown (404
+NotFound), 403 refuses it (403 AccessDenied).
 """
 from __future__ import annotations
 
@@ -29,13 +36,14 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from . import answers, images, rules, validate
-from .accounts import Keyring
+from .accounts import Key, Keyring
 from .catalog import MODELS
 from .errors import ApiError, invalid
 from .faults import Faults
 from .http import RecordedRequest, Response, error_response, json_response, request_id
 from .limits import RateLimiter
 from .state import Shared
+from .tasklist import page_param, task_list
 from .tasks import GENERATION, SYNTHESIS, Scheduler, Task, document, usage
 from .uploads import UPLOAD_PATH, Results, Storage
 
@@ -43,8 +51,10 @@ _ROUTES = (  # (method, path under {base}, endpoint method name)
     ("POST", re.compile(r"/services/aigc/multimodal-generation/generation/?"), "_generation"),
     ("POST", re.compile(r"/services/aigc/text2image/image-synthesis/?"), "_create_synthesis"),
     ("POST", re.compile(r"/services/aigc/image-generation/generation/?"), "_create_generation"),
+    ("GET", re.compile(r"/tasks/?"), "_list_tasks"),
     ("GET", re.compile(r"/tasks/(?P<task_id>[^/]+)/?"), "_query_task"),
     ("POST", re.compile(r"/tasks/(?P<task_id>[^/]+)/cancel/?"), "_cancel_task"),
+    ("GET", re.compile(r"/quotas/?"), "_list_quotas"),
     ("GET", re.compile(r"/uploads/?"), "_get_policy"),
 )
 
@@ -53,8 +63,7 @@ _ROUTES = (  # (method, path under {base}, endpoint method name)
 class Call:
     """One authenticated API request on its way through an endpoint."""
 
-    region: str
-    key_id: str
+    key: Key
     headers: Any  # case-insensitive look-ups
     record: RecordedRequest
     query: dict[str, str] = field(default_factory=dict)
@@ -71,10 +80,12 @@ class Service:
 
     def __init__(self, shared: Shared, keyring: Keyring, limiter: RateLimiter, faults: Faults,
                  scheduler: Scheduler, results: Results, storage: Storage,
+                 quotas: dict[str, dict[str, Any]], quotas_status: int,
                  url: Callable[[], str], port: Callable[[], int]) -> None:
         self._shared, self._keyring, self._limiter = shared, keyring, limiter
         self._faults, self._scheduler = faults, scheduler
         self._results, self._storage = results, storage
+        self._quotas, self._quotas_status = quotas, quotas_status
         self._url, self._port = url, port
 
     def error(self, err: ApiError) -> Response:
@@ -87,14 +98,14 @@ class Service:
                record: RecordedRequest) -> Response:
         """Authenticate, route and answer one API request."""
         try:
-            key_id = self._keyring.authenticate(headers.get("Authorization"), region)
+            key = self._keyring.authenticate(headers.get("Authorization"), region)
             for route_method, pattern, name in _ROUTES:
                 match = pattern.fullmatch(sub)
                 if match and route_method == method:
                     params = {k: v[-1] for k, v in parse_qs(query).items()}
-                    call = Call(region, key_id, headers, record, params, match.groupdict())
-                    return getattr(self, name)(call)
-            raise ApiError("NotFound", f"{method} {sub} is not an API of this service.")
+                    return getattr(self, name)(Call(key, headers, record, params,
+                                                    match.groupdict()))
+            raise _not_found(method, sub)
         except ApiError as err:
             return self.error(err)
 
@@ -103,13 +114,17 @@ class Service:
     def _generation(self, call: Call) -> Response:
         body = call.body()
         name, model = validate.model_of(body, "sync")
-        self._limiter.admit_generation(call.key_id, name)
-        job = validate.generation(body, name, model, self._fetcher(call, name))
-        self._note(call.record, job)
-        started = time.monotonic()
-        pngs = images.render(job)
-        latency = self._shared.settings.latency
-        self._shared.stopping.wait(max(0.0, latency - (time.monotonic() - started)))
+        self._limiter.admit_generation(call.key.key_id, name)
+        with self._limiter.sync_call((call.key.key_id, name)):
+            job = validate.generation(body, name, model, self._fetcher(call, name))
+            self._note(call.record, job)
+            oversize = self._oversize(call)
+            started = time.monotonic()
+            pngs = images.render(job)
+            if oversize:
+                pngs = [images.enlarge(png, oversize) for png in pngs]
+            latency = self._shared.settings.latency
+            self._shared.stopping.wait(max(0.0, latency - (time.monotonic() - started)))
         with self._shared.lock:
             urls = [self._results.publish(png) for png in pngs]
             self._shared.stats.add("images_billed", len(urls))
@@ -128,25 +143,29 @@ class Service:
             raise ApiError("AccessDenied", "current user api does not support synchronous calls")
         body = call.body()
         name, model = validate.model_of(body, api)
-        self._limiter.admit_generation(call.key_id, name)
+        self._limiter.admit_generation(call.key.key_id, name)
         if api == SYNTHESIS:
             job = validate.synthesis(body, name, model)
         else:
             job = validate.generation(body, name, model, self._fetcher(call, name))
         self._note(call.record, job)
-        fault = self._faults.take(call.record.path, ("task_failed",), default=True)
-        failure = fault and (fault.details["code"], fault.details["message"])
-        task = Task(str(uuid.uuid4()), api, call.key_id, call.region, name, job, body,
-                    time.time(), failure=failure)
-        self._scheduler.submit(task)
-        return json_response({"request_id": request_id(),
+        answer_id = request_id()
+        with self._shared.lock:  # room, faults and the queue in one step
+            self._scheduler.ensure_room(call.key.key_id, name)
+            fault = self._faults.take(call.record.path, ("task_failed",), default=True)
+            task = Task(str(uuid.uuid4()), api, call.key, name, job, body, time.time(),
+                        answer_id, failure=fault and (fault.details["code"],
+                                                      fault.details["message"]),
+                        oversize=self._oversize(call))
+            self._scheduler.submit(task)
+        return json_response({"request_id": answer_id,
                               "output": {"task_id": task.id, "task_status": "PENDING"}})
 
     def _query_task(self, call: Call) -> Response:
-        self._limiter.admit("query", call.key_id, rules.QUERY_QPS)
+        self._limiter.admit("query", call.key.key_id, rules.QUERY_QPS)
         with self._shared.lock:
             self._shared.stats.add("task_queries")
-            task = self._scheduler.visible(call.args["task_id"], call.key_id)
+            task = self._scheduler.visible(call.args["task_id"], call.key)
             if task is None:
                 return json_response({"request_id": request_id(), "output": {
                     "task_id": call.args["task_id"], "task_status": "UNKNOWN"}})
@@ -158,15 +177,37 @@ class Service:
 
     def _cancel_task(self, call: Call) -> Response:
         with self._shared.lock:
-            task = self._scheduler.visible(call.args["task_id"], call.key_id)
+            task = self._scheduler.visible(call.args["task_id"], call.key)
             if task is None or not self._scheduler.cancel(task):
                 raise ApiError("UnsupportedOperation")
         return json_response({"request_id": request_id()})
 
+    def _list_tasks(self, call: Call) -> Response:
+        self._limiter.admit("query", call.key.key_id, rules.QUERY_QPS)
+        with self._shared.lock:
+            tasks = self._scheduler.visible_tasks(call.key)
+            return json_response(task_list(tasks, call.query, time.time()))
+
+    # -- the account ----------------------------------------------------------------
+
+    def _list_quotas(self, call: Call) -> Response:
+        if self._quotas_status == 404:
+            raise _not_found("GET", "/quotas")
+        if self._quotas_status == 403:
+            raise ApiError("AccessDenied", "You are not authorized to list the quotas.")
+        model = call.query.get("model")
+        page_no = page_param(call.query, "page_no", 1)
+        page_size = page_param(call.query, "page_size", 20)
+        names = [m for m in sorted(self._quotas) if not model or m == model]
+        quotas = [{"model": m, "workspace_id": call.key.workspace_id,
+                   "model_limit": dict(self._quotas[m]), "workspace_limit": None}
+                  for m in names[(page_no - 1) * page_size:page_no * page_size]]
+        return json_response({"request_id": request_id(), "output": {"quotas": quotas}})
+
     # -- temporary storage -----------------------------------------------------------
 
     def _get_policy(self, call: Call) -> Response:
-        if call.region not in rules.UPLOAD_REGIONS:
+        if call.key.region not in rules.UPLOAD_REGIONS:
             raise ApiError("NotFound", "Temporary file storage (uploads) is offered in the "
                            "cn-beijing region only.")
         if call.query.get("action") != "getPolicy":
@@ -176,9 +217,11 @@ class Service:
             raise invalid('Required parameter "model" missing.')
         if model not in MODELS:
             raise invalid(rules.MODEL_NOT_EXIST)
-        self._limiter.admit("policy", (call.key_id, model), rules.POLICY_QPS)
-        data = self._storage.policy(call.key_id, model, self._url() + UPLOAD_PATH)
+        self._limiter.admit("policy", (call.key.key_id, model), rules.POLICY_QPS)
+        data = self._storage.policy(call.key, model, self._url() + UPLOAD_PATH)
         return json_response({"request_id": request_id(), "data": data})
+
+    # -- helpers ---------------------------------------------------------------------
 
     def _fetcher(self, call: Call, model: str) -> validate.Fetch:
         """How the service gets the bytes of the image items of *call* for *model*."""
@@ -187,13 +230,23 @@ class Service:
         def fetch(value: str) -> bytes:
             return validate.image_bytes(
                 value, fetch_url=lambda url: self._results.fetch_own_url(url, self._port()),
-                fetch_oss=lambda name: self._storage.fetch(name, call.key_id, model),
+                fetch_oss=lambda name: self._storage.fetch(name, call.key.account, model),
                 oss_enabled=oss)
 
         return fetch
+
+    def _oversize(self, call: Call) -> tuple[int, int] | None:
+        """The size an oversized fault imposes on this request's images, if one fires."""
+        fault = self._faults.take(call.record.path, ("oversized",), default=True)
+        return (fault.details["width"], fault.details["height"]) if fault else None
 
     def _note(self, record: RecordedRequest, job: validate.Job) -> None:
         record.notes.extend(job.notes)
         if job.notes:
             with self._shared.lock:
                 self._shared.stats.add("prompts_truncated")
+
+
+def _not_found(method: str, sub: str) -> ApiError:
+    return ApiError("NotFound", f"{method} {sub} is not an API of this service.")
+

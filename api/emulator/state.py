@@ -9,7 +9,8 @@ from typing import Any
 
 COUNTERS = ("requests", "tasks_created", "images_billed", "rate_limited", "task_queries",
             "uploads", "faults_fired", "prompts_truncated")
-PEAKS = ("max_concurrent_tasks", "max_outstanding_tasks", "max_requests_per_second")
+PEAKS = ("max_concurrent_tasks", "max_outstanding_tasks", "max_requests_per_second",
+         "max_concurrent_calls")
 
 Bucket = tuple[str, str]  # (key_id, model)
 
@@ -21,7 +22,8 @@ class Settings:
     latency: float  # seconds per generation and per task
     rate_limits: bool  # False: nothing is refused for rate (attempts are still counted)
     result_ttl: float  # seconds result URLs and finished tasks live
-    body_limit: int  # bytes of an API request body; 0: no limit
+    body_limit: int  # bytes of a request body but on the upload host; 0: no limit
+    upload_body_limit: int  # bytes of a request body on the upload host; 0: no limit
 
 
 class Stats:

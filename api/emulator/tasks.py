@@ -1,10 +1,13 @@
 """Asynchronous tasks: the scheduler with its queue per (key, model), and task documents.
 
-At most rules.CONCURRENT tasks per (key, model) run at once, always (it is queueing, not an
-error); later ones stay PENDING in submission order. A task runs ``latency`` seconds (the
-value when it starts), then SUCCEEDED or FAILED. Only a PENDING task can be canceled.
-A task is visible to the key that created it while it has not ended more than
-``result_ttl`` seconds ago; any other look-up finds nothing (the query answers UNKNOWN).
+At most the model's async_user_concurrency_limit (limits.py; default 2) tasks per (key,
+model) run at once, always (it is queueing, not an error); later ones stay PENDING in
+submission order; with an async_user_queue_limit, a creation that finds that many waiting
+gets 429 Throttling. A task runs ``latency`` seconds (the value when it starts), then
+SUCCEEDED or FAILED. Only a PENDING task can be canceled. A task is visible to every key of
+the account that created it, in the task's region (accounts.py), while it has not ended
+more than ``result_ttl`` seconds ago; any other look-up finds nothing (the query answers
+UNKNOWN).
 
 Task documents (``GET {base}/tasks/{id}``, the "output" object): task_id, task_status,
 submit_time, scheduled_time (once started), end_time (once ended), code/message (FAILED).
@@ -28,7 +31,9 @@ from datetime import datetime
 from typing import Any
 
 from . import answers, images, rules
+from .accounts import Key
 from .catalog import MODELS
+from .errors import ApiError
 from .state import Bucket, Shared
 from .validate import Job
 
@@ -42,17 +47,26 @@ SYNTHESIS, GENERATION = "image-synthesis", "image-generation"  # the two task AP
 class Task:
     id: str
     api: str  # SYNTHESIS or GENERATION
-    key_id: str
-    region: str
+    key: Key
     model: str
     job: Job
     request: dict[str, Any]
     submitted: float
+    request_id: str  # of the creating request, as the task list shows it
     failure: tuple[str, str] | None = None  # (code, message) from a task_failed fault
+    oversize: tuple[int, int] | None = None  # from an oversized fault: the images' real size
     status: str = "PENDING"
     scheduled: float | None = None
     ended: float | None = None
     urls: list[str] = field(default_factory=list)
+
+    @property
+    def key_id(self) -> str:
+        return self.key.key_id
+
+    @property
+    def region(self) -> str:
+        return self.key.region
 
 
 @dataclass
@@ -70,10 +84,18 @@ class Scheduler:
     """Queues tasks per (key, model) and runs them on threads; *publish* stores a result PNG
     and returns its URL (called with the lock held)."""
 
-    def __init__(self, shared: Shared, publish: Callable[[bytes], str]) -> None:
-        self._shared, self._publish = shared, publish
+    def __init__(self, shared: Shared, publish: Callable[[bytes], str],
+                 quotas: dict[str, dict[str, Any]]) -> None:
+        self._shared, self._publish, self._quotas = shared, publish, quotas
         self._tasks: dict[str, Task] = {}
         self._groups: dict[Bucket, _Group] = {}
+
+    def ensure_room(self, key_id: str, model: str) -> None:
+        """429 Throttling if the queue of (key_id, model) is full (call with the lock held)."""
+        limit = self._quotas[model]["async_user_queue_limit"]
+        group = self._groups.get((key_id, model))
+        if limit is not None and group is not None and group.pending() >= limit:
+            raise ApiError("Throttling", rules.QUEUE_FULL, headers={"Retry-After": "1"})
 
     def submit(self, task: Task) -> None:
         shared = self._shared
@@ -86,14 +108,20 @@ class Scheduler:
             shared.stats.peak("max_outstanding_tasks", bucket, group.running + group.pending())
             self._dispatch(bucket)
 
-    def visible(self, task_id: str, key_id: str) -> Task | None:
+    def visible(self, task_id: str, key: Key) -> Task | None:
         """The task if this key may see it and it is not forgotten (call with the lock held)."""
         task = self._tasks.get(task_id)
-        if task is None or task.key_id != key_id:  # a key lives in one region: covers regions
-            return None
-        if task.ended is not None and time.time() > task.ended + self._shared.settings.result_ttl:
-            return None  # the service keeps task data as long as result URLs live
-        return task
+        return task if task is not None and self._sees(key, task) else None
+
+    def visible_tasks(self, key: Key) -> list[Task]:
+        """Every task this key may see, oldest first (call with the lock held)."""
+        return [task for task in self._tasks.values() if self._sees(key, task)]
+
+    def _sees(self, key: Key, task: Task) -> bool:
+        if task.key.account != key.account or task.region != key.region:
+            return False
+        # The service keeps task data as long as result URLs live.
+        return task.ended is None or time.time() <= task.ended + self._shared.settings.result_ttl
 
     def cancel(self, task: Task) -> bool:
         """Cancel a PENDING task (call with the lock held); False for any other status."""
@@ -125,7 +153,8 @@ class Scheduler:
     def _dispatch(self, bucket: Bucket) -> None:
         """Start queued tasks of one (key, model) while it has free slots (lock held)."""
         group = self._groups[bucket]
-        while group.running < rules.CONCURRENT and group.queue:
+        limit = self._quotas[bucket[1]]["async_user_concurrency_limit"]  # None: no limit
+        while (limit is None or group.running < limit) and group.queue:
             task = group.queue.popleft()
             if task.status != "PENDING":  # canceled while queued
                 continue
@@ -140,6 +169,8 @@ class Scheduler:
         if failure is None:
             try:
                 pngs = images.render(task.job)
+                if task.oversize:
+                    pngs = [images.enlarge(png, task.oversize) for png in pngs]
             except Exception:
                 log.exception("rendering task %s failed", task.id)
                 failure = ("InternalError.Algo", rules.MESSAGES["InternalError.Algo"])

@@ -11,7 +11,7 @@ OSSAccessKeyId, Signature and policy, a key under upload_dir and a file stores i
 success_action_status 200/201 is answered as such, else 204; failures answer OSS XML (403
 InvalidAccessKeyId / SignatureDoesNotMatch / AccessDenied, 400 InvalidArgument /
 EntityTooLarge, 409 FileAlreadyExists). ``oss://{key}`` items resolve (with the header
-X-DashScope-OssResourceResolve: enable) only for the key and model of the upload.
+X-DashScope-OssResourceResolve: enable) only for the account and model of the upload.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from . import rules
+from .accounts import Key
 from .errors import ApiError
 from .http import Response, oss_error
 from .state import Shared
@@ -118,10 +119,11 @@ class Storage:
         self._policies: dict[str, dict[str, Any]] = {}
         self._uploads: dict[str, dict[str, Any]] = {}
 
-    def policy(self, key_id: str, model: str, upload_host: str) -> dict[str, Any]:
-        """The data of a getPolicy answer, valid POLICY_TTL seconds for *key_id* and *model*."""
+    def policy(self, key: Key, model: str, upload_host: str) -> dict[str, Any]:
+        """The data of a getPolicy answer, valid POLICY_TTL seconds for *key*'s account and
+        *model*."""
         now = time.time()
-        upload_dir = (f"dashscope-instant/{key_id}/{datetime.now(rules.UTC8):%Y-%m-%d}/"
+        upload_dir = (f"dashscope-instant/{key.key_id}/{datetime.now(rules.UTC8):%Y-%m-%d}/"
                       f"{uuid.uuid4().hex}")
         expiration = datetime.fromtimestamp(now + rules.POLICY_TTL, timezone.utc)
         document = {
@@ -132,8 +134,9 @@ class Storage:
         policy = base64.b64encode(json.dumps(document).encode()).decode()
         signature = self._signer.sign(policy)
         with self._shared.lock:
-            self._policies[policy] = {"key_id": key_id, "model": model, "upload_dir": upload_dir,
-                                      "signature": signature, "expires": now + rules.POLICY_TTL}
+            self._policies[policy] = {"account": key.account, "model": model,
+                                      "upload_dir": upload_dir, "signature": signature,
+                                      "expires": now + rules.POLICY_TTL}
         return {
             "policy": policy, "signature": signature, "upload_dir": upload_dir,
             "upload_host": upload_host, "expire_in_seconds": rules.UPLOAD_TTL,
@@ -173,18 +176,19 @@ class Storage:
             if forbid and key in self._uploads:
                 return oss_error(409, "FileAlreadyExists",
                                  "The object you specified already exists.")
-            self._uploads[key] = {"data": fields["file"], "key_id": policy["key_id"],
+            self._uploads[key] = {"data": fields["file"], "account": policy["account"],
                                   "model": policy["model"],
                                   "expires": time.time() + rules.UPLOAD_TTL}
             self._shared.stats.add("uploads")
         status = text.get("success_action_status", "204")
         return Response(int(status) if status in ("200", "201") else 204, b"", "text/plain")
 
-    def fetch(self, name: str, key_id: str, model: str) -> bytes:
-        """An uploaded file, if this key uploaded it for this model and it has not expired."""
+    def fetch(self, name: str, account: str, model: str) -> bytes:
+        """An uploaded file, if this account uploaded it for this model and it has not
+        expired."""
         with self._shared.lock:
             upload = self._uploads.get(name[len("oss://"):])
-        if (upload is None or upload["key_id"] != key_id or upload["model"] != model
+        if (upload is None or upload["account"] != account or upload["model"] != model
                 or time.time() > upload["expires"]):
             raise ApiError("InvalidURL",
                            f"download failed: {name} is not a file of this account and model.")
