@@ -1,5 +1,5 @@
-"""The emulator's gateway-level faults (HTML pages, redirects, slow and oversized results)
-and the cap on request bodies on every route."""
+"""The emulator's injected faults (errors, drops, truncation, failed tasks, gateway pages,
+redirects, slow and oversized results) and the cap on request bodies on every route."""
 import http.client
 import io
 import json
@@ -11,14 +11,114 @@ from PIL import Image
 
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, Emulator
 from test_emulator import (BJ, GENERATION, SYNTHESIS, assert_error, auth, create_task, download,
-                           edit_body, generate, get_policy, image_urls, png, query, t2i_body,
-                           upload, wait_for)
+                           edit_body, generate, get_policy, image_urls, png, query,
+                           standard_emulator, t2i_body, upload, wait_for)
 
 
 @pytest.fixture
 def emu():
-    with Emulator(latency=0.05, rate_limits=False) as running:
+    with standard_emulator() as running:
         yield running
+
+
+# -- faults ------------------------------------------------------------------------------------
+
+
+def test_http_error_faults_fire_in_order_and_once(emu):
+    emu.inject("http_error", status=503, code="ModelUnavailable", message="busy", retry_after=2)
+    emu.inject("non_json")
+    first = generate(emu, t2i_body())
+    assert_error(first, 503, "ModelUnavailable", "busy")
+    assert first.headers["Retry-After"] == "2"
+    second = generate(emu, t2i_body())
+    assert second.status_code == 502
+    assert second.headers["Content-Type"] == "text/html"
+    assert second.text == "<html>Bad Gateway</html>"
+    assert generate(emu, t2i_body()).status_code == 200
+    assert emu.stats["images_billed"] == 1 and emu.stats["faults_fired"] == 2
+    assert emu.faults == []
+
+
+def test_faults_match_the_path_and_count(emu):
+    emu.inject("http_error", path="/tasks/", count=2)
+    assert emu.faults == [("http_error", 2, "/tasks/")]
+    assert generate(emu, t2i_body()).status_code == 200  # not a task path: untouched
+    assert_error(query(emu, "a"), 500, "InternalError")
+    last = query(emu, "b")
+    assert_error(last, 500, "InternalError")
+    assert "Retry-After" not in last.headers
+    assert query(emu, "c").status_code == 200
+    emu.inject("drop", count=3)
+    emu.clear_faults()
+    assert emu.faults == [] and query(emu, "d").status_code == 200
+
+
+def test_drop_closes_without_answer_and_processes_nothing(emu):
+    emu.inject("drop")
+    with pytest.raises(requests.ConnectionError):
+        create_task(emu)
+    assert emu.stats["tasks_created"] == 0 and emu.tasks == []
+    assert emu.requests[-1].status is None and emu.requests[-1].json["model"] == "qwen-image-plus"
+    assert create_task(emu).status_code == 200
+
+
+def test_drop_after_processes_in_full_then_closes(emu):
+    emu.inject("drop_after", path=SYNTHESIS)
+    with pytest.raises(requests.ConnectionError):
+        create_task(emu)
+    (task,) = emu.tasks
+    assert wait_for(emu, task["id"])["task_status"] == "SUCCEEDED"  # created and run
+    emu.inject("drop_after")
+    with pytest.raises(requests.ConnectionError):
+        generate(emu, t2i_body())
+    assert emu.stats["images_billed"] == 2  # both billed though never answered
+    assert emu.requests[-1].status is None
+
+
+def test_truncate_cuts_result_downloads_in_half(emu):
+    url = image_urls(generate(emu, t2i_body()))[0]
+    emu.inject("truncate")
+    assert generate(emu, t2i_body()).status_code == 200  # API requests are not its target
+    with pytest.raises((requests.exceptions.ChunkedEncodingError, requests.ConnectionError)):
+        requests.get(url)
+    raw = requests.get(url, stream=True)  # nothing queued now: complete
+    assert len(raw.content) == int(raw.headers["Content-Length"]) == len(emu.served_images[url])
+    # Seen from a raw socket: full Content-Length announced, half sent.
+    emu.inject("truncate")
+    conn = http.client.HTTPConnection("127.0.0.1", int(emu.url.rsplit(":", 1)[1]))
+    conn.request("GET", url[len(emu.url):])
+    response = conn.getresponse()
+    with pytest.raises(http.client.IncompleteRead) as info:
+        response.read()
+    assert len(info.value.partial) == len(emu.served_images[url]) // 2
+    conn.close()
+
+
+def test_task_failed_fault_ends_the_next_task_failed(emu):
+    emu.inject("task_failed", code="InternalError.Algo", message="inference crashed")
+    failed_id = create_task(emu).json()["output"]["task_id"]
+    ok_id = create_task(emu).json()["output"]["task_id"]
+    wait_for(emu, failed_id)
+    failed = query(emu, failed_id)
+    assert failed.status_code == 200 and "usage" not in failed.json()
+    output = failed.json()["output"]
+    assert (output["task_status"], output["code"], output["message"]) == (
+        "FAILED",
+        "InternalError.Algo",
+        "inference crashed",
+    )
+    assert "results" not in output and "end_time" in output
+    assert wait_for(emu, ok_id)["task_status"] == "SUCCEEDED"
+    assert emu.stats["images_billed"] == 1
+
+
+def test_inject_refuses_unknown_kinds_and_details(emu):
+    with pytest.raises(ValueError):
+        emu.inject("explode")
+    with pytest.raises(ValueError):
+        emu.inject("http_error", stauts=500)
+    with pytest.raises(ValueError):
+        emu.inject("drop", count=0)
 
 
 # -- gateway_html ------------------------------------------------------------------------------

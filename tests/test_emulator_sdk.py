@@ -25,7 +25,8 @@ def clean_sdk_environment(monkeypatch, tmp_path):
         monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setattr(dashscope, "api_key", None)
-    monkeypatch.setattr(dashscope, "base_http_api_url", "http://127.0.0.1:9/unset/api/v1")  # fails loudly
+    # A call that forgets to set it fails loudly.
+    monkeypatch.setattr(dashscope, "base_http_api_url", "http://127.0.0.1:9/unset/api/v1")
 
 
 @pytest.fixture
@@ -59,7 +60,10 @@ def test_image_synthesis_call_waits_for_the_task_and_the_url_downloads(emu):
     assert fetch_png(result.url).size == (1664, 928)
     sent = emu.requests[0]
     assert sent.headers["X-DashScope-Async"] == "enable"
-    assert sent.json["parameters"]["size"] == "1664*928" and sent.json["input"]["prompt"] == "a lighthouse"
+    assert (
+        sent.json["parameters"]["size"] == "1664*928"
+        and sent.json["input"]["prompt"] == "a lighthouse"
+    )
 
 
 def test_async_call_fetch_and_wait(emu):
@@ -81,8 +85,10 @@ def test_async_call_fetch_and_wait(emu):
 
 def test_cancel_a_pending_task(emu):
     emu.set_latency(0.5)
-    running = [ImageSynthesis.async_call(api_key=SINGAPORE_KEY, model="qwen-image-plus", prompt=f"p{i}")
-               for i in range(2)]
+    running = [
+        ImageSynthesis.async_call(api_key=SINGAPORE_KEY, model="qwen-image-plus", prompt=f"p{i}")
+        for i in range(2)
+    ]
     third = ImageSynthesis.async_call(api_key=SINGAPORE_KEY, model="qwen-image-plus", prompt="p3")
     assert ImageSynthesis.fetch(third, api_key=SINGAPORE_KEY).output.task_status == "PENDING"
     canceled = ImageSynthesis.cancel(third, api_key=SINGAPORE_KEY)
@@ -97,9 +103,17 @@ def test_cancel_a_pending_task(emu):
 
 def test_multimodal_text_to_image(emu):
     messages = [{"role": "user", "content": [{"text": "a poster that says hello"}]}]
-    rsp = MultiModalConversation.call(api_key=SINGAPORE_KEY, model="qwen-image-plus", messages=messages,
-                                      result_format="message", stream=False, watermark=False,
-                                      prompt_extend=True, negative_prompt="", size="928*1664")
+    rsp = MultiModalConversation.call(
+        api_key=SINGAPORE_KEY,
+        model="qwen-image-plus",
+        messages=messages,
+        result_format="message",
+        stream=False,
+        watermark=False,
+        prompt_extend=True,
+        negative_prompt="",
+        size="928*1664",
+    )
     assert rsp.status_code == 200 and rsp.code == ""
     assert rsp.output.task_metric == {"TOTAL": 1, "FAILED": 0, "SUCCEEDED": 1}
     assert (rsp.usage.width, rsp.usage.height, rsp.usage.image_count) == (928, 1664, 1)
@@ -110,8 +124,16 @@ def test_multimodal_text_to_image(emu):
 def test_multimodal_edit_with_a_data_uri_and_two_outputs(emu):
     image = png_data_uri((800, 600), (250, 200, 10))
     messages = [{"role": "user", "content": [{"image": image}, {"text": "make it night"}]}]
-    rsp = MultiModalConversation.call(api_key=SINGAPORE_KEY, model="qwen-image-edit-plus", messages=messages,
-                                      n=2, negative_prompt=" ", prompt_extend=True, watermark=False, seed=3)
+    rsp = MultiModalConversation.call(
+        api_key=SINGAPORE_KEY,
+        model="qwen-image-edit-plus",
+        messages=messages,
+        n=2,
+        negative_prompt=" ",
+        prompt_extend=True,
+        watermark=False,
+        seed=3,
+    )
     assert rsp.status_code == 200
     assert (rsp.usage.width, rsp.usage.height, rsp.usage.image_count) == (1184, 880, 2)
     urls = [item["image"] for item in rsp.output.choices[0].message.content]
@@ -127,25 +149,34 @@ def test_multimodal_edit_with_a_data_uri_and_two_outputs(emu):
 
 def test_error_answers_are_parsed_into_status_code_and_message(emu, monkeypatch):
     messages = [{"role": "user", "content": [{"text": "a cat"}]}]
-    wrong_region = MultiModalConversation.call(api_key=BEIJING_KEY, model="qwen-image-plus", messages=messages)
+    wrong_region = MultiModalConversation.call(
+        api_key=BEIJING_KEY, model="qwen-image-plus", messages=messages
+    )
     assert (wrong_region.status_code, wrong_region.code) == (401, "InvalidApiKey")
     assert wrong_region.message == "Invalid API-key provided." and wrong_region.request_id
-    two = MultiModalConversation.call(api_key=SINGAPORE_KEY, model="qwen-image-plus", messages=messages, n=2)
-    assert (two.status_code, two.code, two.message) == (400, "InvalidParameter", "num_images_per_prompt must be 1")
+    two = MultiModalConversation.call(
+        api_key=SINGAPORE_KEY, model="qwen-image-plus", messages=messages, n=2
+    )
+    assert (two.status_code, two.code, two.message) == (
+        400, "InvalidParameter", "num_images_per_prompt must be 1")
     assert two.output is None
     task = ImageSynthesis.async_call(api_key=BEIJING_KEY, model="qwen-image-plus", prompt="x")
     assert (task.status_code, task.code) == (401, "InvalidApiKey")
     # The Beijing key is good in Beijing.
     monkeypatch.setattr(dashscope, "base_http_api_url", emu.base_url(BJ))
-    ok = MultiModalConversation.call(api_key=BEIJING_KEY, model="qwen-image-plus", messages=messages)
+    ok = MultiModalConversation.call(
+        api_key=BEIJING_KEY, model="qwen-image-plus", messages=messages
+    )
     assert ok.status_code == 200
 
 
 def test_rate_limit_answers_reach_the_sdk_as_429(monkeypatch):
     with Emulator(latency=0.05) as emu:
         monkeypatch.setattr(dashscope, "base_http_api_url", emu.base_url(SG))
-        answers = [ImageSynthesis.async_call(api_key=SINGAPORE_KEY, model="qwen-image-plus", prompt="x")
-                   for _ in range(3)]
+        answers = [
+            ImageSynthesis.async_call(api_key=SINGAPORE_KEY, model="qwen-image-plus", prompt="x")
+            for _ in range(3)
+        ]
         assert [a.status_code for a in answers] == [200, 200, 429]
         assert answers[2].code == "Throttling.RateQuota"
         assert answers[2].message == "Requests rate limit exceeded, please try again later."
@@ -154,7 +185,9 @@ def test_rate_limit_answers_reach_the_sdk_as_429(monkeypatch):
 def test_a_dropped_connection_is_retried_once_by_the_sdk(emu):
     emu.inject("drop")
     messages = [{"role": "user", "content": [{"text": "a cat"}]}]
-    rsp = MultiModalConversation.call(api_key=SINGAPORE_KEY, model="qwen-image-plus", messages=messages)
+    rsp = MultiModalConversation.call(
+        api_key=SINGAPORE_KEY, model="qwen-image-plus", messages=messages
+    )
     assert rsp.status_code == 200
     assert [r.status for r in emu.requests if r.path.endswith("/generation")] == [None, 200]
 
@@ -164,14 +197,20 @@ def test_the_sdk_uploads_local_files_in_beijing(monkeypatch, tmp_path):
     Image.new("RGB", (512, 768), (0, 128, 255)).save(path)
     with Emulator(latency=0.05, rate_limits=False) as emu:
         monkeypatch.setattr(dashscope, "base_http_api_url", emu.base_url(BJ))
-        messages = [{"role": "user", "content": [{"image": f"file://{path}"}, {"text": "add a moon"}]}]
-        rsp = MultiModalConversation.call(api_key=BEIJING_KEY, model="qwen-image-edit-plus", messages=messages)
+        messages = [
+            {"role": "user", "content": [{"image": f"file://{path}"}, {"text": "add a moon"}]}
+        ]
+        rsp = MultiModalConversation.call(
+            api_key=BEIJING_KEY, model="qwen-image-edit-plus", messages=messages
+        )
         assert rsp.status_code == 200, rsp
         policy, upload, generation = emu.requests[:3]
         assert policy.path == "/cn-beijing/api/v1/uploads" and "action=getPolicy" in policy.query
         assert upload.path == "/oss-upload" and upload.status == 200 and upload.key_id is None
         image_item = generation.json["input"]["messages"][0]["content"][0]["image"]
-        assert image_item.startswith("oss://dashscope-instant/") and image_item.endswith("/input.png")
+        assert image_item.startswith("oss://dashscope-instant/") and image_item.endswith(
+            "/input.png"
+        )
         assert generation.headers["X-DashScope-OssResourceResolve"] == "enable"
         assert emu.input_images(generation) == [path.read_bytes()]
         assert fetch_png(rsp.output.choices[0].message.content[0]["image"]).size == (832, 1248)
@@ -179,7 +218,9 @@ def test_the_sdk_uploads_local_files_in_beijing(monkeypatch, tmp_path):
         # Singapore offers no temporary storage: the SDK gives up at the policy request.
         monkeypatch.setattr(dashscope, "base_http_api_url", emu.base_url(SG))
         with pytest.raises(UploadFileException):
-            MultiModalConversation.call(api_key=SINGAPORE_KEY, model="qwen-image-edit-plus", messages=messages)
+            MultiModalConversation.call(
+                api_key=SINGAPORE_KEY, model="qwen-image-edit-plus", messages=messages
+            )
 
 
 def test_multimodal_3_0_answer_with_rewrite_status_and_the_qima_usage(emu):

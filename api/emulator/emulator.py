@@ -23,8 +23,7 @@ from .errors import ApiError
 from .faults import Faults
 from .http import (Handler, RecordedRequest, Response, Server, content_length, oss_error,
                    parse_json, read_body, redacted_headers, require_loopback, send)
-from .limits import RateLimiter
-from .limits import quotas as quotas_table
+from .limits import RateLimiter, quota_table
 from .service import Service
 from .state import Settings, Shared
 from .tasks import Scheduler
@@ -58,8 +57,10 @@ class Emulator:
         require_loopback(host)
         if quotas_status not in (200, 403, 404):
             raise ValueError("quotas_status must be 200, 403 or 404")
+        if sync_concurrency is not None and sync_concurrency < 1:
+            raise ValueError("sync_concurrency must be at least 1 (None: unlimited)")
         self._keyring = Keyring(keys)
-        table = quotas_table(quotas)
+        table = quota_table(quotas)
         self._shared = Shared(Settings(
             latency=float(latency), rate_limits=bool(rate_limits), result_ttl=float(result_ttl),
             body_limit=rules.BODY_LIMIT if body_limit is None else int(body_limit),

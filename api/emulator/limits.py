@@ -41,7 +41,7 @@ _PER_MINUTE = {"request_limit": 2, "request_limit_period": 60}
 _DEFAULTS = {"qwen-image-max": _PER_MINUTE, "qwen-image-max-2025-12-30": _PER_MINUTE}
 
 
-def quotas(overrides: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+def quota_table(overrides: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
     """Every model's quota: the defaults with *overrides* laid over them."""
     overrides = overrides or {}
     unknown = set(overrides) - set(MODELS)
