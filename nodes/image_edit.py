@@ -1,10 +1,11 @@
-"""DashScopeQwenImageEdit: Qwen-Image edit (1-3 input images) on Alibaba Cloud DashScope."""
+"""DashScopeQwenImageEdit: Qwen-Image edit (input images and an instruction) on DashScope."""
 from __future__ import annotations
+
+from dataclasses import replace
 
 from ..api.errors import ValidationError
 from ..api.models import (
     DEFAULT_MODEL,
-    EDIT_CUSTOM_SIZE_RANGE,
     IMAGE_EDIT,
     INPUT_TRANSPORTS,
     REQUEST_BODY_TARGET,
@@ -18,27 +19,45 @@ from .comfy_bridge import Comfy
 NODE_ID = "DashScopeQwenImageEdit"
 DISPLAY_NAME = "Qwen-Image Edit (DashScope)"
 MODELS = models_of(IMAGE_EDIT)
-AUTO, CUSTOM = "auto", "custom"
-N_MAX = max(spec_for(m, IMAGE_EDIT).max_images for m in MODELS)
-SIZE_MIN, SIZE_MAX = EDIT_CUSTOM_SIZE_RANGE
+N_MAX = max(spec_for(m, IMAGE_EDIT).n_max or 1 for m in MODELS)
+# One socket per input image the most generous model of the table takes.
+IMAGES_MAX = max(spec_for(m, IMAGE_EDIT).inputs.count[1] or 1 for m in MODELS)
+IMAGE_INPUTS = ("image", *(f"image{k}" for k in range(2, IMAGES_MAX + 1)))
 # Stands in for the images at queue time, when only widget values are known; a URL is
 # passed by validation without being fetched.
 _PLACEHOLDER_IMAGE = "https://example.invalid/queued.png"
-_IMAGE_INPUTS = ("image", "image2", "image3")
+FIRST_RELEASE_LAST = "input_transport"  # the inputs after it were added later
+_IMAGE_NOTE = (" Inputs are sent as lossless PNG; sides outside 384-3072 px are resized "
+               "(aspect kept), transparency is composited over white.")
 
 
-def _size(size, width, height):
-    return f"{width}*{height}" if size == CUSTOM else None
+def _request(prompt, negative_prompt, model, images, size, width, height, n, seed,
+             prompt_extend, watermark, prompt_extend_mode, enable_thinking):
+    """The request the widget values stand for (one edit), and notes on ignored inputs."""
+    spec = spec_for(model, IMAGE_EDIT)
+    n, prompt_extend_mode, notes = widgets.left_out(spec, IMAGE_EDIT, n, prompt_extend_mode)
+    return ImageEditRequest(
+        prompt=prompt, images=images, model=model, negative_prompt=negative_prompt,
+        size=widgets.size_value(size, width, height, {}), n=n, prompt_extend=prompt_extend,
+        watermark=watermark, seed=seed, prompt_extend_mode=prompt_extend_mode,
+        enable_thinking=enable_thinking), notes
 
 
-def _prompt_extend(model: str, prompt_extend: bool) -> bool:
-    # For a model the table says does not take it, False: never sent, and validation adds
-    # the note that says so to 'info'.
-    return prompt_extend if spec_for(model, IMAGE_EDIT).prompt_extend else False
+def _connected(images: dict) -> dict:
+    """The connected image inputs, which must be the first ones: the service numbers the
+    inputs by position, so a gap would renumber every image after it."""
+    given = {name: tensor for name, tensor in images.items() if tensor is not None}
+    for expected, name in zip(IMAGE_INPUTS, given):
+        if name != expected:
+            raise ValidationError(name, f"is connected but {expected} is not",
+                                  hint=f"Connect {expected} first: the service numbers the "
+                                       f"inputs by position, so this image would be its "
+                                       f"image {IMAGE_INPUTS.index(expected) + 1}.")
+    return given
 
 
 def _pair_batches(batches: dict[str, int]) -> int:
-    """The number of edits: image's batch size; image2/image3 have 1 (shared) or the same."""
+    """The number of edits: image's batch size; the others have 1 (shared) or the same."""
     count = batches["image"]
     for name, size in batches.items():
         if size not in (1, count):
@@ -50,71 +69,66 @@ def _pair_batches(batches: dict[str, int]) -> int:
     return count
 
 
+def _image_input(number: int) -> tuple:
+    if number == 1:
+        tooltip = "Image 1 (圖1 in a Chinese prompt). A batch of B images gives B separate edits."
+    else:
+        tooltip = (f"Image {number} (圖{number}), optional; needs the inputs before it. Batch "
+                   "of 1 (used for every edit) or the same batch size as 'image'.")
+        if number > 3:
+            tooltip += " For the models that take more than 3 images (help page)."
+    return ("IMAGE", {"tooltip": tooltip + _IMAGE_NOTE})
+
+
 class DashScopeQwenImageEdit:
     DESCRIPTION = (
-        "Edits 1-3 images with Alibaba Cloud's Qwen-Image edit models (DashScope / Model "
-        "Studio): change text in the picture, add, remove or move objects, change poses, "
-        "transfer styles, combine subjects. Refer to the inputs as image 1-3 (圖1-圖3) in the "
-        "prompt. A batch of B images gives B edits, each with n outputs. Billed per output "
-        "image (about $0.03 for qwen-image-edit-plus in Singapore); the API key comes from "
-        "the environment (DASHSCOPE_API_KEY), never from a widget.")
+        f"Edits images with Alibaba Cloud's Qwen-Image edit and unified models (DashScope / "
+        f"Model Studio): change text in the picture, add, remove or move objects, change "
+        f"poses, transfer styles, combine subjects. Takes 1-3 input images, up to "
+        f"{IMAGES_MAX} on some models; refer to them as image 1, image 2, ... (圖1, 圖2, ...) "
+        f"in the prompt. A batch of B images gives B edits, each with n outputs. Billed per "
+        f"output image (about $0.03 for qwen-image-edit-plus in Singapore; every model's "
+        f"price is on the help page); the API key comes from the environment "
+        f"(DASHSCOPE_API_KEY), never from a widget.")
     CATEGORY = widgets.CATEGORY
     FUNCTION = "edit"
     RETURN_TYPES = ("IMAGE", "STRING", "STRING")
     RETURN_NAMES = ("images", "prompt_used", "info")
     OUTPUT_TOOLTIPS = ("The edited images, RGB, exactly the pixels the service returned: the n "
-                       "outputs of edit 1, then those of edit 2, ...",
+                       "outputs of edit 1, then those of edit 2, ... Images of different sizes "
+                       "share the batch padded to the largest ('info' says how).",
                        widgets.OUTPUT_TOOLTIPS_PROMPT, widgets.OUTPUT_TOOLTIPS_INFO)
 
     @classmethod
     def INPUT_TYPES(cls):
-        image_note = (" Inputs are sent as lossless PNG; sides outside 384-3072 px are resized "
-                      "(aspect kept), transparency is composited over white.")
-        return {
+        # New inputs go last: saved workflows hold widget values by position.
+        types = {
             "required": {
-                "image": ("IMAGE", {"tooltip": "Image 1 (圖1 in a Chinese prompt). A batch of B "
-                                               "images gives B separate edits." + image_note}),
-                "prompt": ("STRING", {"multiline": True, "default": "",
-                                      "tooltip": "The edit instruction (up to 800 characters). "
-                                                 "With several inputs, name them image 1, "
-                                                 "image 2, image 3 (圖1, 圖2, 圖3)."}),
+                "image": _image_input(1),
+                "prompt": widgets.prompt_input("The edit instruction. With several inputs, name "
+                                               "them image 1, image 2, image 3 (圖1, 圖2, 圖3)."),
                 "negative_prompt": ("STRING", {"multiline": True, "default": "",
                                                "tooltip": widgets.TOOLTIPS["negative_prompt"]}),
                 "model": (MODELS, {"default": DEFAULT_MODEL[IMAGE_EDIT],
-                                   "tooltip": "qwen-image-edit-plus (and its 2025-10-30 "
-                                              "snapshot): 1-6 outputs, custom size, prompt "
-                                              "rewriting. qwen-image-edit: 1 output, no size, "
-                                              "no prompt rewriting."}),
-                "n": ("INT", {"default": 1, "min": 1, "max": N_MAX,
-                              "tooltip": "Outputs per edit: 1-6 for the edit-plus models, 1 "
-                                         "for qwen-image-edit. Each output is billed."}),
-                "size": ([AUTO, CUSTOM], {"default": AUTO,
-                                          "tooltip": "auto: the last input image's aspect ratio "
-                                                     "at about 1024*1024. custom: width*height "
-                                                     "below (edit-plus models, n = 1 only)."}),
-                "width": ("INT", {"default": 1024, "min": SIZE_MIN, "max": SIZE_MAX, "step": 16,
-                                  "tooltip": f"Output width with size = custom "
-                                             f"({SIZE_MIN}-{SIZE_MAX})."}),
-                "height": ("INT", {"default": 1024, "min": SIZE_MIN, "max": SIZE_MAX, "step": 16,
-                                   "tooltip": f"Output height with size = custom "
-                                              f"({SIZE_MIN}-{SIZE_MAX})."}),
+                                   "tooltip": widgets.TOOLTIPS["model"]}),
+                "n": widgets.n_input(N_MAX, "Outputs per edit,"),
+                "size": ([widgets.AUTO, widgets.CUSTOM], {
+                    "default": widgets.AUTO,
+                    "tooltip": "auto: the model's default (most keep the last input image's "
+                               "aspect ratio; some pick a size). custom: width*height below, "
+                               "within the model's range (edit-plus models: n = 1 only)."}),
+                "width": widgets.side_input("width"),
+                "height": widgets.side_input("height"),
                 "seed": widgets.seed_input(" With a batch of B images, edit i uses seed + i."),
-                "prompt_extend": ("BOOLEAN", {
-                    "default": True,
-                    "tooltip": widgets.TOOLTIPS["prompt_extend"] + " Not sent for "
-                               "qwen-image-edit, which does not take it ('info' says so)."}),
+                "prompt_extend": ("BOOLEAN", {"default": True,
+                                              "tooltip": widgets.TOOLTIPS["prompt_extend"]}),
                 "watermark": ("BOOLEAN", {"default": False,
                                           "tooltip": widgets.TOOLTIPS["watermark"]}),
                 **widgets.shared_tail_inputs(),
             },
             "optional": {
-                "image2": ("IMAGE", {"tooltip": "Image 2 (圖2), optional. Batch of 1 (used for "
-                                                "every edit) or the same batch size as 'image'."
-                                                + image_note}),
-                "image3": ("IMAGE", {"tooltip": "Image 3 (圖3), optional; needs image2. Batch of 1 "
-                                                "or the same as 'image'. With size = auto the "
-                                                "output keeps the aspect ratio of the last input."
-                                                + image_note}),
+                "image2": _image_input(2),
+                "image3": _image_input(3),
                 **widgets.shared_optional_inputs(),
                 "input_transport": (list(INPUT_TRANSPORTS), {
                     "default": INPUT_TRANSPORTS[0],
@@ -122,57 +136,59 @@ class DashScopeQwenImageEdit:
                                f"stays under {REQUEST_BODY_TARGET / 2**20:g} MiB; larger "
                                "requests upload the images to "
                                "DashScope's temporary storage in Beijing (free, kept 48 h, each "
-                               "image uploaded once), and in Singapore, which has no such "
+                               "image uploaded once), and elsewhere, where there is no such "
                                "storage, re-encode them to fit (lossless first, then "
                                "downscaled; 'info' says what was done). data_uri: never "
                                "upload. upload: always upload (Beijing only)."}),
+                # A combo first: see widgets.rewriting_mode.
+                **widgets.rewriting_inputs(),
+                **{name: _image_input(k) for k, name in enumerate(IMAGE_INPUTS, 1) if k > 3},
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
+        return widgets.with_frontend_options(types, IMAGE_EDIT, MODELS, FIRST_RELEASE_LAST)
 
     @classmethod
     def VALIDATE_INPUTS(cls, prompt=None, negative_prompt=None, model=None, n=None, size=None,
-                        width=None, height=None, seed=None, custom_model=None):
+                        width=None, height=None, seed=None, prompt_extend=None, watermark=None,
+                        custom_model=None, region=None, prompt_extend_mode=None,
+                        enable_thinking=None):
         # ComfyUI skips its own list and range checks for the inputs named here; these
         # rules (api.validation's) cover them. Linked inputs arrive as None.
-        if size is not None and size not in (AUTO, CUSTOM):
-            return f"size: {size!r} is not in the list. Allowed: {AUTO}, {CUSTOM}."
-        chosen = widgets.model_id(model or DEFAULT_MODEL[IMAGE_EDIT], custom_model)
-        custom = size == CUSTOM and width is not None and height is not None
-        return widgets.queue_time_check(MODELS, model, custom_model, lambda: ImageEditRequest(
-            prompt="x" if prompt is None else prompt,
-            images=(_PLACEHOLDER_IMAGE,),
-            negative_prompt=negative_prompt or "",
-            model=chosen,
-            size=_size(size, width, height) if custom else None,
-            n=1 if n is None else n,
-            prompt_extend=_prompt_extend(chosen, True),
-            seed=seed))
+        if size is not None and size not in (widgets.AUTO, widgets.CUSTOM):
+            return f"size: {size!r} is not in the list. Allowed: {widgets.AUTO}, {widgets.CUSTOM}."
+        if width is None or height is None:
+            size = widgets.AUTO  # a custom size is judged when the linked side is known
+        return widgets.queue_time_check(MODELS, model, custom_model, region, lambda: _request(
+            "x" if prompt is None else prompt, negative_prompt,
+            widgets.model_id(model or DEFAULT_MODEL[IMAGE_EDIT], custom_model),
+            (_PLACEHOLDER_IMAGE,), size, width, height, 1 if n is None else n, seed,
+            prompt_extend, watermark, prompt_extend_mode, enable_thinking)[0])
 
     async def edit(self, image, prompt, negative_prompt, model, n, size, width, height, seed,
                    prompt_extend, watermark, reuse_stored, on_partial_failure, image2=None,
                    image3=None, custom_model="", region=widgets.REGION_DEFAULT,
-                   input_transport=INPUT_TRANSPORTS[0], unique_id=None):
+                   input_transport=INPUT_TRANSPORTS[0], prompt_extend_mode=None,
+                   enable_thinking=None, unique_id=None, **more_images):
+        # more_images: image4, image5, ... (IMAGE_INPUTS), as ComfyUI passes them by name.
         comfy = Comfy()
         model = widgets.model_id(model, custom_model)
         region = widgets.region_id(region)
-        if image3 is not None and image2 is None:
-            raise ValidationError("image3", "is connected but image2 is not",
-                                  hint="Connect image2 first: the service numbers the inputs by "
-                                       "position, so this image would be its image 2.")
-        given = {name: tensor for name, tensor in zip(_IMAGE_INPUTS, (image, image2, image3))
-                 if tensor is not None}
+        given = _connected({"image": image, "image2": image2, "image3": image3,
+                            **{name: more_images.get(name) for name in IMAGE_INPUTS[3:]}})
         count = _pair_batches({name: _batch_size(tensor) for name, tensor in given.items()})
         encoded, notes = await runner.in_thread(comfy, _encode_inputs, given)
-        jobs = [runner.Job(ImageEditRequest(
-                    prompt=prompt,
-                    images=tuple(batch[i if len(batch) > 1 else 0] for batch in encoded.values()),
-                    model=model, negative_prompt=negative_prompt, size=_size(size, width, height),
-                    n=n, prompt_extend=_prompt_extend(model, prompt_extend), watermark=watermark,
-                    seed=runner.seed_for(seed, i)), first=i * n, n=n)
+        request, ignored = _request(prompt, negative_prompt, model, (), size, width, height, n,
+                                    seed, prompt_extend, watermark, prompt_extend_mode,
+                                    enable_thinking)
+        notes.extend(ignored)
+        # Edits differ only in seed and in input images the node encoded to fit: the client
+        # validates each before sending it, so an invalid request is refused before any is sent.
+        jobs = [runner.Job(replace(
+                    request, seed=runner.seed_for(seed, i),
+                    images=tuple(batch[i if len(batch) > 1 else 0] for batch in encoded.values())),
+                    first=i * request.n, n=request.n)
                 for i in range(count)]
-        # The client validates each request before sending it (the edits differ only in
-        # seed and in input images the node encoded to fit: one invalid is invalid for all).
         client = runner.make_client(region, comfy)
 
         def call(job, on_progress, cancel_event):

@@ -7,6 +7,7 @@ import os
 from ..api.config import budget_settings
 from ..api.errors import QwenImageError
 from ..api.models import spec_for
+from ..api.pricing import usd_price
 from .runner import Job
 
 
@@ -57,8 +58,18 @@ def assemble(node_id: str, model: str, family: str, jobs: list[Job], outcomes: l
             **({"actual_prompt": result.actual_prompt}
                if result.actual_prompt and result.actual_prompt != job.request.prompt else {}),
         })
-    images, decode_notes = decode_images(datas)
-    notes.extend(decode_notes)
+    images, padded = decode_images(datas)
+    height, width = images.shape[1:3]
+    if padded:
+        notes.append(
+            f"The results differ in size, so they share the batch at {width}*{height}, each "
+            "smaller one centred on black with its pixels unchanged: "
+            + "; ".join(f"image {p.index + 1} ({p.width}*{p.height}) at x={p.x}, y={p.y}"
+                        for p in padded)
+            + ". The result store keeps every exact file.")
+    spec = spec_for(model, family)
+    region = succeeded[0][1].region
+    price = usd_price(spec, region)
     costs = [r["cost_usd"] for r in requests_info]
     failures = [{"outputs": job.label(total), "seed": job.request.seed,
                  "error": type(result).__name__, "message": str(result)}
@@ -66,10 +77,16 @@ def assemble(node_id: str, model: str, family: str, jobs: list[Job], outcomes: l
     info = {
         "node": node_id,
         "model": model,
-        "model_known": spec_for(model, family).known,
-        "region": succeeded[0][1].region,
+        "model_known": spec.known,
+        "region": region,
         "images": len(datas),
+        "batch": {"size": f"{width}*{height}",
+                  "padded": [{"image": p.index + 1, "size": f"{p.width}*{p.height}",
+                              "x": p.x, "y": p.y} for p in padded]},
         "estimated_cost_usd": None if None in costs else round(sum(costs), 6),
+        # The model's price list in this region (None: none published), per image.
+        "price_usd": None if price is None else {
+            "output": price.output, "output_above_2k": price.output_2k, "input": price.input},
         "requests": requests_info,
         "failures": failures,
         "budget": _budget(),  # None: no daily limit is set

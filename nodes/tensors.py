@@ -16,7 +16,7 @@ Decisions (each is visible to the user as a note in the node's info output and t
   For every v in 0..255, ``np.clip(255. * x, 0, 255).astype(np.uint8)`` (ComfyUI's SaveImage)
   gives v back, so saving an output stores the very pixels the service returned
   (tests/test_tensors.py checks all 256 values). Results of one output that differ in size
-  are resized to the first one's (a note says so; the store keeps the exact files).
+  share the batch padded to the largest (``decode_images``; the store keeps the files).
 
 Speed and memory (tests/benchmarks.py measures them):
 
@@ -31,10 +31,10 @@ from __future__ import annotations
 import logging
 import math
 import mmap
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..api.errors import ValidationError
 from ..api.images import decode_rgb, inspect_image
@@ -117,34 +117,43 @@ def _plain_to_uint8(images: torch.Tensor) -> np.ndarray:
     return out
 
 
-def decode_images(datas: list[bytes]) -> tuple[torch.Tensor, list[str]]:
+@dataclass
+class Placement:
+    """Where a result smaller than the batch sits: its size and top-left corner."""
+
+    index: int  # 0-based, in the output batch
+    width: int
+    height: int
+    x: int
+    y: int
+
+
+def decode_images(datas: list[bytes]) -> tuple[torch.Tensor, list[Placement]]:
     """Encoded images of one output -> IMAGE [B, H, W, 3] float32, v/255 exactly.
 
-    One output shares H and W (a ComfyUI rule). Results normally do; when one differs it is
-    resized (Lanczos) to the first image's size and a note says so: the images are paid
-    for, and the originals stay in the result store.
+    One IMAGE shares H and W (a ComfyUI rule). Results normally do. When they differ, the
+    batch takes the largest width and the largest height, and each smaller image keeps its
+    exact pixels, centred on black: resizing would change every pixel, and the store keeps
+    the original files. The second value lists those smaller images (empty when none).
     """
-    _, width, height = inspect_image(datas[0])  # from the header; nothing decoded yet
+    sizes = [inspect_image(data)[1:] for data in datas]  # headers only; nothing decoded yet
+    width, height = max(w for w, _ in sizes), max(h for _, h in sizes)
     out = _new_output((len(datas), height, width, 3))
-
-    def decode_into(index: int) -> str | None:
-        array = decode_rgb(datas[index])
-        note = None
-        if array.shape[:2] != (height, width):
-            note = (f"result image {index + 1} is {array.shape[1]}x{array.shape[0]} px; resized "
-                    f"to {width}x{height} px to share a batch with image 1 (the original is in "
-                    "the result store).")
-            array = np.asarray(Image.fromarray(array).resize((width, height), Image.LANCZOS))
-        # float32 division: exactly the v/255 that survives SaveImage's 255*x truncation.
-        np.divide(array, np.float32(255), out=out[index], dtype=np.float32)
-        return note
-
+    placed = [Placement(i, w, h, (width - w) // 2, (height - h) // 2)
+              for i, (w, h) in enumerate(sizes) if (w, h) != (width, height)]
+    corners = {p.index: (p.x, p.y) for p in placed}
     # One after the other: Pillow decodes in 64 KiB steps, each taking the GIL back, so
     # threads here wait on each other more than they gain (measured: 3x slower on 2 CPUs).
-    notes = [note for note in map(decode_into, range(len(datas))) if note]
-    for note in notes:
-        log.warning(note)
-    return torch.from_numpy(out), notes
+    for index, data in enumerate(datas):
+        array = decode_rgb(data)
+        target = out[index]
+        if index in corners:
+            target[:] = 0
+            x, y = corners[index]
+            target = target[y:y + array.shape[0], x:x + array.shape[1]]
+        # float32 division: exactly the v/255 that survives SaveImage's 255*x truncation.
+        np.divide(array, np.float32(255), out=target, dtype=np.float32)
+    return torch.from_numpy(out), placed
 
 
 _POPULATE_BYTES = 16 << 20  # smaller outputs (under one 1328x1328 image) as usual

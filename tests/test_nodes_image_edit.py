@@ -197,14 +197,18 @@ def test_custom_size_is_sent_for_n_1(service, comfy):
     assert tuple(images.shape) == (1, 720, 1280, 3)
 
 
-def test_qwen_image_edit_gets_no_prompt_extend_and_info_says_so(service, comfy):
-    _, _, info = run_node(Edit, image=image(), prompt="remove the tree", model="qwen-image-edit",
-                          prompt_extend=True)
+def test_inputs_qwen_image_edit_does_not_take_are_not_sent_and_info_says_so(service, comfy):
+    images, _, info = run_node(Edit, image=image(), prompt="remove the tree",
+                               model="qwen-image-edit", prompt_extend=False, size="custom", n=3)
     (post,) = edit_posts(service)
     assert post.json["model"] == "qwen-image-edit"
-    assert "prompt_extend" not in post.json["parameters"]
+    assert not {"prompt_extend", "size"} & set(post.json["parameters"])
+    assert post.json["parameters"].get("n", 1) == 1 and images.shape[0] == 1
     record = json.loads(info)
-    assert any("prompt_extend is not sent" in n and "qwen-image-edit" in n for n in record["notes"])
+    for said in ("prompt_extend is not sent: qwen-image-edit does not take it",
+                 "size is not sent: qwen-image-edit does not take it",
+                 "n = 3 was ignored: qwen-image-edit makes 1 image per call"):
+        assert said in record["notes"]
     assert record["estimated_cost_usd"] == pytest.approx(0.045)
 
 
@@ -256,13 +260,9 @@ def test_cancel_while_inputs_are_encoded_sends_nothing(service, comfy):
 
 @pytest.mark.parametrize("inputs, expected", [
     ({"n": 2, "size": "custom"}, "size: can be set only when n is 1"),
-    ({"n": 2, "model": "qwen-image-edit"},
-     "n: 2 images asked for; qwen-image-edit makes 1 per call"),
     ({"n": 7}, "n: 7 images asked for"),
     ({"size": "custom", "width": 4000}, "size: 4000*1024 has a side outside 512-2048 pixels"),
     ({"size": "custom", "height": 256}, "size: 1024*256 has a side outside 512-2048 pixels"),
-    ({"size": "custom", "model": "qwen-image-edit"},
-     "size: qwen-image-edit does not take an output size"),
     ({"size": "1024*1024"}, "size: '1024*1024' is not in the list"),
     ({"prompt": "字" * 801}, "prompt: is 801 characters long, over the limit of 800"),
     ({"negative_prompt": "n" * 501},
@@ -287,6 +287,9 @@ def test_validate_inputs_accepts_what_it_cannot_judge_yet():
                                 width=4000, height=1024, seed=0) is True
     assert Edit.VALIDATE_INPUTS(prompt="edit", model="qwen-image-edit-plus", n=3, size="auto",
                                 seed=0, custom_model="qwen-image-edit-next") is True
+    # What qwen-image-edit does not take is hidden in the frontend, so ignored, not refused.
+    assert Edit.VALIDATE_INPUTS(prompt="edit", model="qwen-image-edit", n=2, size="custom",
+                                width=1024, height=1024, prompt_extend=True, seed=0) is True
 
 
 def test_run_time_refusal_sends_nothing(service, comfy):

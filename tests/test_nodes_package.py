@@ -13,6 +13,7 @@ from qwen_image_dashscope.nodes.comfy_bridge import Comfy
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
+FROZEN = REPO / "tests" / "fixtures" / "workflows"
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 # ComfyUI's built-in Qwen node ids (a pack node with the same id would be dropped silently).
 BUILTIN_QWEN_IDS = {"TextEncodeQwenImageEdit", "TextEncodeQwenImageEditPlus", "ModelMergeQwenImage",
@@ -137,10 +138,12 @@ def pack_node_shape(cls):
     return widgets, sockets, list(cls.RETURN_TYPES)
 
 
-def test_there_are_five_example_workflows():
+def test_there_are_seven_example_workflows():
     assert [p.name for p in WORKFLOWS] == [
-        "qwen-image-edit-multi-round.json", "qwen-image-edit-three-image-fusion.json",
-        "qwen-image-edit.json", "qwen-image-refine-locally.json", "qwen-image-text-to-image.json"]
+        "qwen-image-3-edit-three-references.json", "qwen-image-3-text-to-image.json",
+        "qwen-image-edit-multi-round.json",
+        "qwen-image-edit-three-image-fusion.json", "qwen-image-edit.json",
+        "qwen-image-refine-locally.json", "qwen-image-text-to-image.json"]
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -165,7 +168,9 @@ def test_example_workflow_is_valid_ui_format(path):
         else:
             widgets, sockets, outputs = BUILTIN[node["type"]]
         assert len(node["widgets_values"]) == len(widgets), node["type"]
-        assert [i["type"] for i in node["inputs"]] == sockets, node["type"]
+        # The frontend adds the sockets a saved node lacks (input images the model it had
+        # did not take).
+        assert [i["type"] for i in node["inputs"]] == sockets[:len(node["inputs"])], node["type"]
         assert [o["type"] for o in node["outputs"]] == outputs, node["type"]
         if "control_after_generate" in widgets:
             assert node["widgets_values"][widgets.index("control_after_generate")] in CONTROL_VALUES
@@ -185,7 +190,6 @@ def test_example_workflow_is_valid_ui_format(path):
 
 def check_pack_widgets(cls, widgets, values):
     """Every value is one the widget allows, and the node's queue-time check accepts them."""
-    assert len(values) == len(widgets)
     types = cls.INPUT_TYPES()
     inputs = {**types["required"], **types.get("optional", {})}
     named = {}
@@ -223,7 +227,56 @@ def test_example_workflows_cover_the_five_graphs():
     assert types == ["DashScopeQwenImageEdit"] * 2 + ["LoadImage", "SaveImage"]
     edits = [n["id"] for n in chain["nodes"] if n["type"] == "DashScopeQwenImageEdit"]
     assert any(link[1] == edits[0] and link[3] == edits[1] for link in chain["links"])
+    # A unified model: text to image with n = 4 at a custom size, an edit of three images.
+    types, unified = graph("qwen-image-3-text-to-image.json")
+    assert types == ["DashScopeQwenImageTextToImage", "SaveImage"]
+    named = widget_values(unified["nodes"][0])
+    assert (named["model"], named["n"], named["size"], named["width"], named["height"]) == (
+        "qwen-image-3.0", 4, "custom", 1280, 720)
+    types, unified = graph("qwen-image-3-edit-three-references.json")
+    assert types == ["DashScopeQwenImageEdit"] + ["LoadImage"] * 3 + ["SaveImage"]
+    edit = next(n for n in unified["nodes"] if n["type"] == "DashScopeQwenImageEdit")
+    assert widget_values(edit)["model"] == "qwen-image-3.0"
+    assert [socket["link"] is not None for socket in edit["inputs"]] == [True] * 3
     types, _ = graph("qwen-image-refine-locally.json")
     assert types == ["CLIPTextEncode", "CLIPTextEncode", "CheckpointLoaderSimple",
                      "DashScopeQwenImageTextToImage", "KSampler", "SaveImage", "VAEDecode",
                      "VAEEncode"]
+
+
+def widget_values(node: dict) -> dict:
+    """{widget name: value} of a pack node of a workflow, by position as the frontend reads."""
+    widgets, _, _ = pack_node_shape(pack.NODE_CLASS_MAPPINGS[node["type"]])
+    return dict(zip(widgets, node["widgets_values"]))
+
+
+# -- last month's workflows (frozen) --------------------------------------------------------------
+
+FROZEN_WORKFLOWS = sorted(FROZEN.glob("*.json")) + sorted(FROZEN.glob("saved-after-run/*.json"))
+
+
+@pytest.mark.parametrize("path", FROZEN_WORKFLOWS, ids=lambda p: p.relative_to(FROZEN).as_posix())
+def test_frozen_workflows_keep_their_widgets_in_place_and_pass_the_queue_time_check(path):
+    names = json.loads((FROZEN / "expected" / "widget_names.json").read_text(encoding="utf-8"))
+    first_release = names[path.stem]
+    workflow = json.loads(path.read_text(encoding="utf-8"))
+    for node in workflow["nodes"]:
+        if node["type"] not in pack.NODE_CLASS_MAPPINGS:
+            continue
+        cls = pack.NODE_CLASS_MAPPINGS[node["type"]]
+        widgets, sockets, _ = pack_node_shape(cls)
+        old = first_release[str(node["id"])]["widgets"]
+        assert widgets[:len(old)] == old  # new inputs were appended, never inserted
+        sockets_saved = [i["type"] for i in node["inputs"] if "widget" not in i]
+        assert sockets[:len(sockets_saved)] == sockets_saved
+        # Saved after a run, the values end with the status text ("done"): the frontend hands
+        # it to the first newer widget, a combo that takes any text (widgets.left_out).
+        values = node["widgets_values"]
+        extra = values[len(old):]
+        assert extra in ([], ["done"])
+        if extra:
+            assert widgets[len(old)] == "prompt_extend_mode"
+        named = {name: value for name, value in zip(widgets, values)
+                 if name != "control_after_generate"}
+        accepted = inspect.getfullargspec(cls.VALIDATE_INPUTS).args[1:]
+        assert cls.VALIDATE_INPUTS(**{k: v for k, v in named.items() if k in accepted}) is True

@@ -243,6 +243,6 @@ def test_seeds_wrap_past_the_largest(service, comfy):
 
 
 def test_every_size_label_names_a_size_and_its_aspect():
-    assert list(SIZES) == ["1664*928 (16:9)", "1472*1140 (4:3)", "1328*1328 (1:1)",
-                           "1140*1472 (3:4)", "928*1664 (9:16)"]
+    assert SIZES == ["1664*928 (16:9)", "1472*1140 (4:3)", "1328*1328 (1:1)",
+                     "1140*1472 (3:4)", "928*1664 (9:16)", "auto", "custom"]
     assert T2I.INPUT_TYPES()["required"]["size"][1]["default"] == SQUARE

@@ -65,13 +65,26 @@ def test_result_modes_become_rgb():
     assert np.array_equal(out[2, 1:], rgb[1:])
 
 
-def test_results_of_different_sizes_are_resized_to_the_first_with_a_note():
-    first = np.zeros((40, 60, 3), np.uint8)
-    other = np.full((30, 30, 3), 200, np.uint8)
-    images, notes = tensors.decode_images([png(first), png(other)])
-    assert tuple(images.shape) == (2, 40, 60, 3)
-    assert len(notes) == 1 and "result image 2 is 30x30" in notes[0] and "60x40" in notes[0]
-    assert np.all(saved_pixels(images)[1] == 200)
+def test_results_of_different_sizes_share_the_batch_padded_with_exact_pixels():
+    first = np.full((40, 60, 3), 10, np.uint8)
+    other = all_values_image()[:30, :31]  # 31x30: odd margins
+    tall = np.full((50, 20, 3), 200, np.uint8)
+    images, placed = tensors.decode_images([png(first), png(other), png(tall)])
+    assert tuple(images.shape) == (3, 50, 60, 3)  # the largest width and the largest height
+    out = saved_pixels(images)
+    assert [(p.index, p.width, p.height, p.x, p.y) for p in placed] == [
+        (0, 60, 40, 0, 5), (1, 31, 30, 14, 10), (2, 20, 50, 20, 0)]
+    for p, pixels in zip(placed, (first, other, tall)):
+        frame = out[p.index]
+        assert np.array_equal(frame[p.y:p.y + p.height, p.x:p.x + p.width], pixels)
+        outside = np.ones(frame.shape[:2], bool)
+        outside[p.y:p.y + p.height, p.x:p.x + p.width] = False
+        assert not frame[outside].any()  # black around it
+
+
+def test_results_of_one_size_are_not_padded():
+    images, placed = tensors.decode_images([png(all_values_image())] * 2)
+    assert placed == [] and tuple(images.shape) == (2, 64, 64, 3)
 
 
 # -- in: IMAGE -> PNG -----------------------------------------------------------------------
