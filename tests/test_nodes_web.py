@@ -1,0 +1,215 @@
+"""web/model_inputs.js, the frontend extension, run by Node.js against stand-in nodes.
+
+The stand-ins do what ComfyUI's frontend (1.35.9) does with an extension's node type: call
+``onNodeCreated`` on a new node, give a loaded workflow's ``widgets_values`` to the widgets
+by position before ``onConfigure``, and build ``widgets_values`` before ``onSerialize``. The
+node definitions are the nodes' own ``INPUT_TYPES``, as /object_info serves them. The real
+frontend is exercised by tests/test_nodes_comfyui.py. Skipped without ``node``.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import qwen_image_dashscope as pack
+
+REPO = Path(__file__).resolve().parents[1]
+NODE = shutil.which("node")
+FIXTURES = REPO / "tests" / "fixtures" / "workflows"
+T2I, EDIT = "DashScopeQwenImageTextToImage", "DashScopeQwenImageEdit"
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+
+pytestmark = pytest.mark.skipif(NODE is None, reason="Node.js is not installed")
+
+# Stand-ins for the frontend: app.registerExtension, and nodes with widgets.
+APP = "export const app = { registerExtension(e) { globalThis.extension = e; } };\n"
+DRIVER = r"""
+import "./extensions/pack/model_inputs.js";
+const [definition, steps] = JSON.parse(process.argv[2]);
+
+function widgetsOf(def) {
+  const widgets = [];
+  for (const [name, spec] of Object.entries({...def.input.required, ...def.input.optional})) {
+    const [kind, options = {}] = spec;
+    if (!Array.isArray(kind) && !["INT", "FLOAT", "STRING", "BOOLEAN"].includes(kind)) continue;
+    const value = options.default ?? (Array.isArray(kind) ? kind[0] : "");
+    const widget = {name, value, options: {...options}, callback: null};
+    widgets.push(widget);
+    if (options.control_after_generate) {
+      const control = {name: "control_after_generate", value: "fixed", options: {}};
+      widget.linkedWidgets = [control];
+      widgets.push(control);
+    }
+  }
+  return widgets;
+}
+
+class NodeType {
+  constructor() {
+    this.widgets = widgetsOf(definition);
+    this.inputs = Object.entries({...definition.input.required, ...definition.input.optional})
+      .filter(([, [kind]]) => kind === "IMAGE").map(([name]) => ({name, type: "IMAGE", link: null}));
+    this.properties = {};
+    this.size = [400, 600];
+    this.onNodeCreated?.();
+  }
+  isWidgetVisible(w) { return !w.hidden; }
+  computeSize() { return [400, 100 + 20 * this.widgets.filter((w) => !w.hidden).length]; }
+  setSize(size) { this.size = size; }
+  setDirtyCanvas() {}
+  addInput(name, type, extra) { this.inputs.push({name, type, link: null, ...extra}); }
+  removeInput(index) { this.inputs.splice(index, 1); }
+  configure(info) {  // LGraphNode.configure: values by position, then onConfigure
+    Object.assign(this.properties, info.properties ?? {});
+    let n = 0;
+    for (const w of this.widgets) {
+      if (w.serialize === false) continue;
+      if (n >= info.widgets_values.length) break;
+      w.value = info.widgets_values[n++];
+    }
+    this.onConfigure?.(info);
+  }
+  serialize() {
+    const o = {properties: {...this.properties}, widgets_values: []};
+    this.widgets.forEach((w, i) => { if (w.serialize !== false) o.widgets_values[i] = w.value; });
+    this.onSerialize?.(o);
+    return o;
+  }
+}
+
+globalThis.extension.beforeRegisterNodeDef(NodeType, definition, {});
+const node = new NodeType();
+const report = [];
+const state = () => ({
+  hidden: node.widgets.filter((w) => w.hidden).map((w) => w.name),
+  sockets: node.inputs.filter((slot) => !slot.widget).map((slot) => slot.name),
+  values: Object.fromEntries(node.widgets.map((w) => [w.name, w.value])),
+  height: node.size[1],
+});
+for (const [action, argument] of steps) {
+  if (action === "set") {
+    const [name, value] = argument;
+    const widget = node.widgets.find((w) => w.name === name);
+    widget.value = value;
+    widget.callback?.(value);
+  } else if (action === "link_model") {
+    node.inputs.push({name: "model", widget: {name: "model"}, link: 7});
+    node.onConnectionsChange?.();
+    await null;  // the extension reacts after the frontend's own bookkeeping
+  } else if (action === "link") {
+    node.inputs.find((slot) => slot.name === argument).link = 9;
+    node.onConnectionsChange?.();
+    await null;
+  } else if (action === "configure") {
+    node.configure(argument);
+  } else if (action === "status") {  // the frontend adds it when progress text arrives
+    node.widgets.push({name: "$$node-text-preview", value: argument, options: {serialize: false}});
+  } else if (action === "serialize") {
+    report.push(node.serialize());
+    continue;
+  }
+  report.push(state());
+}
+console.log(JSON.stringify(report));
+"""
+
+
+def definition(node_id: str) -> dict:
+    cls = pack.NODE_CLASS_MAPPINGS[node_id]
+    return {"name": node_id, "input": json.loads(json.dumps(cls.INPUT_TYPES()))}
+
+
+def run(tmp_path: Path, node_id: str, steps: list) -> list:
+    (tmp_path / "extensions" / "pack").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "scripts").mkdir(exist_ok=True)
+    shutil.copy(REPO / "web" / "model_inputs.js", tmp_path / "extensions" / "pack")
+    (tmp_path / "scripts" / "app.js").write_text(APP)
+    (tmp_path / "driver.mjs").write_text(DRIVER)
+    done = subprocess.run([NODE, "driver.mjs", json.dumps([definition(node_id), steps])],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def frozen_pack_node(name: str, node_id: str, saved_after_run: bool = False) -> dict:
+    folder = FIXTURES / "saved-after-run" if saved_after_run else FIXTURES
+    workflow = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+    return next(node for node in workflow["nodes"] if node["type"] == node_id)
+
+
+def test_the_extension_imports_the_frontend_app_from_where_comfyui_serves_it():
+    # Served at /extensions/<pack>/model_inputs.js: two levels up is the site root.
+    source = (REPO / "web" / "model_inputs.js").read_text(encoding="utf-8")
+    assert 'from "../../scripts/app.js"' in source
+    assert pack.WEB_DIRECTORY == "./web"
+
+
+def test_text_to_image_hides_what_the_chosen_model_does_not_take(tmp_path):
+    plus, v3, v2, custom, linked = run(tmp_path, T2I, [
+        ["set", ["model", "qwen-image-plus"]],
+        ["set", ["model", "qwen-image-3.0"]],
+        ["set", ["model", "qwen-image-2.0"]],
+        ["set", ["custom_model", "qwen-image-next"]],
+        ["link_model", None],
+    ])
+    assert plus["hidden"] == ["prompt_extend_mode", "enable_thinking", "n", "width", "height"]
+    assert v3["hidden"] == []
+    assert v2["hidden"] == ["interface", "prompt_extend_mode", "enable_thinking"]
+    assert custom["hidden"] == [] and linked["hidden"] == []  # unknown here: all shown
+    assert plus["height"] < v3["height"]  # the node shrinks to what is shown
+
+
+def test_edit_hides_what_the_chosen_model_does_not_take(tmp_path):
+    plus, legacy, more, linked, unified = run(tmp_path, EDIT, [
+        ["set", ["model", "qwen-image-edit-plus"]],
+        ["set", ["model", "qwen-image-edit"]],
+        ["set", ["model", "qwen-image-2.1-pro"]],
+        ["link", "image4"],
+        ["set", ["model", "qwen-image-3.0"]],
+    ])
+    assert legacy["hidden"] == ["n", "size", "width", "height", "prompt_extend",
+                                "prompt_extend_mode", "enable_thinking"]
+    assert unified["hidden"] == []
+    three = ["image", "image2", "image3"]
+    assert plus["sockets"] == legacy["sockets"] == three  # the others are taken away ...
+    assert more["sockets"] == three + [f"image{k}" for k in range(4, 11)]  # ... and back
+    assert linked["sockets"] == more["sockets"]
+    assert unified["sockets"] == three + ["image4"]  # a connected one stays
+
+
+@pytest.mark.parametrize("node_id, name", [
+    (T2I, "qwen-image-text-to-image"), (EDIT, "qwen-image-edit"),
+    (EDIT, "qwen-image-edit-multi-round")])
+@pytest.mark.parametrize("saved_after_run", [False, True], ids=["shipped", "saved-after-run"])
+def test_a_frozen_workflow_keeps_its_values_and_the_new_widgets_their_defaults(
+        tmp_path, node_id, name, saved_after_run):
+    frozen = frozen_pack_node(name, node_id, saved_after_run)
+    fresh, loaded = run(tmp_path, node_id, [["set", ["model", "qwen-image-plus" if node_id == T2I
+                                                      else "qwen-image-edit-plus"]],
+                                            ["configure", frozen]])
+    names = list(fresh["values"])  # widget order (dict order is insertion order)
+    first_release = json.loads((FIXTURES / "expected" / "widget_names.json").read_text())
+    old_names = next(entry["widgets"] for entry in first_release[name].values()
+                     if entry["type"] == node_id)
+    assert names[:len(old_names)] == old_names  # every old widget at its old position
+    for index, old in enumerate(old_names):
+        assert loaded["values"][old] == frozen["widgets_values"][index], old
+    for added in names[len(old_names):]:
+        assert loaded["values"][added] == fresh["values"][added], added  # not "done"
+
+
+def test_a_save_leaves_out_the_status_text_and_records_its_length(tmp_path):
+    *_, saved = run(tmp_path, T2I, [["set", ["n", 3]], ["status", "done"], ["serialize", None]])
+    widgets = [name for name, (kind, _) in {
+        **definition(T2I)["input"]["required"], **definition(T2I)["input"]["optional"]}.items()
+        if isinstance(kind, list) or kind in WIDGET_TYPES]
+    assert len(saved["widgets_values"]) == len(widgets) + 1  # + control_after_generate
+    assert "done" not in saved["widgets_values"]
+    assert saved["properties"]["qwen_image_saved_values"] == len(saved["widgets_values"])
+    # Loaded again, n keeps its 3: a save of this version is taken at its word.
+    *_, loaded = run(tmp_path, T2I, [["configure", saved]])
+    assert loaded["values"]["n"] == 3
