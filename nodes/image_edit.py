@@ -6,6 +6,8 @@ from dataclasses import replace
 from ..api.errors import ValidationError
 from ..api.models import (
     DEFAULT_MODEL,
+    EDIT_INPUT_SIDE_MAX,
+    EDIT_INPUT_SIDE_MIN,
     IMAGE_EDIT,
     INPUT_TRANSPORTS,
     REQUEST_BODY_TARGET,
@@ -27,8 +29,9 @@ IMAGE_INPUTS = ("image", *(f"image{k}" for k in range(2, IMAGES_MAX + 1)))
 # passed by validation without being fetched.
 _PLACEHOLDER_IMAGE = "https://example.invalid/queued.png"
 FIRST_RELEASE_LAST = "input_transport"  # the inputs after it were added later
-_IMAGE_NOTE = (" Inputs are sent as lossless PNG; sides outside 384-3072 px are resized "
-               "(aspect kept), transparency is composited over white.")
+_IMAGE_NOTE = (f" Inputs are sent as lossless PNG; sides outside {EDIT_INPUT_SIDE_MIN}-"
+               f"{EDIT_INPUT_SIDE_MAX} px are resized (aspect kept), transparency is "
+               "composited over white.")
 
 
 def _request(prompt, negative_prompt, model, images, size, width, height, n, seed,
@@ -87,7 +90,7 @@ class DashScopeQwenImageEdit:
         f"poses, transfer styles, combine subjects. Takes 1-3 input images, up to "
         f"{IMAGES_MAX} on some models; refer to them as image 1, image 2, ... (圖1, 圖2, ...) "
         f"in the prompt. A batch of B images gives B edits, each with n outputs. Billed per "
-        f"output image (about $0.03 for qwen-image-edit-plus in Singapore; every model's "
+        f"output image ({widgets.price_text(DEFAULT_MODEL[IMAGE_EDIT], IMAGE_EDIT)}; every model's "
         f"price is on the help page); the API key comes from the environment "
         f"(DASHSCOPE_API_KEY), never from a widget.")
     CATEGORY = widgets.CATEGORY

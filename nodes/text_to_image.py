@@ -42,10 +42,10 @@ class DashScopeQwenImageTextToImage:
     DESCRIPTION = (
         "Makes images from a prompt with Alibaba Cloud's Qwen-Image models (DashScope / "
         "Model Studio), strong at rendering text in Chinese and English. Billed per image "
-        "(about $0.03 for qwen-image-plus in Singapore; every model's price is on the help "
-        "page); the API key comes from the environment (DASHSCOPE_API_KEY), never from a "
-        "widget. Every image is saved to ComfyUI's output/qwen-image folder the moment it "
-        "arrives.")
+        f"({widgets.price_text(DEFAULT_MODEL[TEXT_TO_IMAGE], TEXT_TO_IMAGE)}; every model's "
+        "price is on the help page); the API key comes from the environment "
+        "(DASHSCOPE_API_KEY), never from a widget. Every image is saved to ComfyUI's "
+        "output/qwen-image folder the moment it arrives.")
     CATEGORY = widgets.CATEGORY
     FUNCTION = "generate"
     RETURN_TYPES = ("IMAGE", "STRING", "STRING")

@@ -10,8 +10,16 @@ from __future__ import annotations
 import re
 
 from ..api.errors import ValidationError
-from ..api.models import PARAMETER_DEFAULTS, PROMPT_EXTEND_MODES, SEED_MAX, ModelSpec, spec_for
-from ..api.regions import REGIONS
+from ..api.models import (
+    NEGATIVE_PROMPT_MAX_CHARS,
+    PARAMETER_DEFAULTS,
+    PROMPT_EXTEND_MODES,
+    PROMPT_MAX_CHARS,
+    SEED_MAX,
+    ModelSpec,
+    spec_for,
+)
+from ..api.regions import REGIONS, SINGAPORE
 from ..api.validation import validate
 from .comfy_bridge import STORE_DIR_ENV
 
@@ -29,10 +37,11 @@ RETURN_SUCCESSFUL = "return successful"
 
 TOOLTIPS = {
     "prompt": "What to make. Chinese and English work best.",
-    "prompt_limits": " Models with a limit of 800 characters refuse a longer prompt (the "
-                     "service would silently cut it and still bill); the newer models count "
-                     "tokens (help page).",
-    "negative_prompt": "What to keep out of the picture (up to 500 characters). May be empty.",
+    "prompt_limits": f" Models with a limit of {PROMPT_MAX_CHARS} characters refuse a longer "
+                     "prompt (the service would silently cut it and still bill); the newer "
+                     "models count tokens (help page).",
+    "negative_prompt": f"What to keep out of the picture (up to {NEGATIVE_PROMPT_MAX_CHARS} "
+                       "characters). May be empty.",
     "model": "The model. Unified models make images from text and edit them. Inputs the "
              "model does not take are hidden and not sent; the help page lists each model's "
              "sizes, number of images and price.",
@@ -76,6 +85,11 @@ OUTPUT_TOOLTIPS_PROMPT = ("The prompt each image was made from, one line per ima
 OUTPUT_TOOLTIPS_INFO = ("JSON about the run: request and task ids, seeds, sizes, usage, "
                         "estimated cost in USD, region, which images came from the result "
                         "store, notes and failures.")
+
+
+def price_text(model: str, family: str) -> str:
+    """"about $0.03 for <model> in Singapore", from the table, for a node's description."""
+    return f"about ${spec_for(model, family).price(SINGAPORE):g} for {model} in Singapore"
 
 
 def seed_input(extra_tooltip: str = "") -> tuple:

@@ -52,7 +52,8 @@ class NodeType {
   constructor() {
     this.widgets = widgetsOf(definition);
     this.inputs = Object.entries({...definition.input.required, ...definition.input.optional})
-      .filter(([, [kind]]) => kind === "IMAGE").map(([name]) => ({name, type: "IMAGE", link: null}));
+      .filter(([, [kind]]) => kind === "IMAGE")
+      .map(([name]) => ({name, type: "IMAGE", link: null}));
     this.properties = {};
     this.size = [400, 600];
     this.onNodeCreated?.();

@@ -205,7 +205,8 @@ def test_over_the_limit_tries_stronger_png_then_lossless_webp():
     encoded = api_images.encode_image(pixels, "image", max_uri_bytes=limit)
     assert encoded.format == "WEBP" and uri_length(encoded) <= limit
     assert np.array_equal(png_pixels(encoded.data), pixels)
-    assert "re-encoded as lossless WebP" in encoded.notes[0] and "pixels unchanged" in encoded.notes[0]
+    assert "re-encoded as lossless WebP" in encoded.notes[0]
+    assert "pixels unchanged" in encoded.notes[0]
 
 
 def test_over_10_mb_even_lossless_is_downscaled_to_fit():
