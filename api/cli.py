@@ -4,6 +4,7 @@
     qwen-image generate "a poster" --model qwen-image-3.0 --size 1536x1024 --n 4
     qwen-image edit "make the cat blue" cat.png --n 2
     qwen-image doctor          # configuration, which key serves which region, the budget
+    qwen-image recover         # save the images of requests a crash or Ctrl-C left behind
     qwen-image emulator        # the bundled DashScope stand-in on 127.0.0.1
     qwen-image demo            # generate + edit; on the emulator when no key is set
 """
@@ -18,7 +19,7 @@ import threading
 from pathlib import Path
 
 from .config import BUDGET_IMAGES_ENV, BUDGET_USD_ENV, Config
-from .errors import ConfigurationError, QwenImageError
+from .errors import CancelledError, ConfigurationError, QwenImageError, ValidationError
 from .models import (
     DEFAULT_MODEL,
     IMAGE_EDIT,
@@ -36,38 +37,74 @@ DEFAULT_OUT = Path("qwen-image-output")
 log = logging.getLogger("qwen_image")
 
 
-def _status_printer():
-    """One self-overwriting status line while a call waits (queued / running, seconds)."""
-    def show(progress):
-        stream = sys.stderr
-        line = f"\r{progress.stage:<11} {progress.elapsed:5.1f} s"
-        if progress.task_id:
-            line += f"  task {progress.task_id}"
-        stream.write(line.ljust(70))
-        stream.flush()
-        if progress.stage == "done":
-            stream.write("\n")
-    return show
+class _Console:
+    """What the command line shows while a call runs, and what Ctrl-C does to it.
 
+    On a terminal the status redraws one line; piped, it writes a plain line when the
+    stage changes. The first Ctrl-C cancels (a queued task is cancelled remotely); the
+    second leaves at once (``KeyboardInterrupt``, reported by ``main`` with the task id).
+    """
 
-@contextlib.contextmanager
-def _cancel_on_ctrl_c():
-    """Ctrl-C sets the client's cancel event, so a queued task is cancelled remotely."""
-    event = threading.Event()
-    previous = signal.getsignal(signal.SIGINT)
+    def __init__(self):
+        self.cancel = threading.Event()
+        self.task_id: str | None = None
+        self.tty = sys.stderr.isatty()
+        self._open = False  # a status line is drawn without its line end
+        self._shown = None
 
-    def handler(signum, frame):
-        if event.is_set():  # a second Ctrl-C leaves at once
+    def progress(self, progress) -> None:
+        self.task_id = progress.task_id or self.task_id
+        task = f"  task {progress.task_id}" if progress.task_id else ""
+        if self.tty:
+            sys.stderr.write(f"\r{progress.stage:<11} {progress.elapsed:5.1f} s{task}".ljust(70))
+            self._open = progress.stage != "done"
+            sys.stderr.write("" if self._open else "\n")
+        elif (progress.stage, progress.task_id) != self._shown:
+            sys.stderr.write(f"{progress.stage} {progress.elapsed:.1f} s{task}\n")
+        self._shown = (progress.stage, progress.task_id)
+        sys.stderr.flush()
+
+    def say(self, text: str) -> None:
+        """A message on a line of its own."""
+        sys.stderr.write(("\n" if self._open else "") + text + "\n")
+        sys.stderr.flush()
+        self._open = False
+
+    @contextlib.contextmanager
+    def ctrl_c(self):
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):
+            if self.cancel.is_set():  # the second Ctrl-C leaves at once
+                signal.signal(signal.SIGINT, previous)
+                raise KeyboardInterrupt
+            self.say("cancelling… (Ctrl-C again to leave at once)")
+            self.cancel.set()
+
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield self.cancel
+        finally:
             signal.signal(signal.SIGINT, previous)
-            raise KeyboardInterrupt
-        sys.stderr.write("\ncancelling… (Ctrl-C again to quit at once)\n")
-        event.set()
 
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield event
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    def run(self, call, out: Path):
+        """``call(on_progress, cancel_event)``; on Ctrl-C after the work has started, keep
+        the promise: wait for its images to be saved (a second Ctrl-C leaves them to
+        ``qwen-image recover``)."""
+        with self.ctrl_c() as cancel:
+            try:
+                return call(self.progress, cancel)
+            except CancelledError as stopped:
+                self.task_id = stopped.task_id or self.task_id
+                if stopped.background is None:
+                    raise
+                self.say(f"{stopped.detail} Waiting to save its images to {out} (Ctrl-C "
+                         "again to leave; `qwen-image recover` then saves them).")
+                while not stopped.background.wait(0.2):
+                    pass
+                result = stopped.background.result()
+                result.notes.append("cancelled after it had started: the images were saved")
+                return result
 
 
 def _client(args, config: Config | None = None):
@@ -75,7 +112,9 @@ def _client(args, config: Config | None = None):
     from .store import ResultStore
 
     config = config or Config.resolve(region=getattr(args, "region", None))
-    return QwenImageClient(config, store=ResultStore(Path(args.out)))
+    store = ResultStore(Path(args.out))
+    store.ensure_writable()  # before anything is paid for
+    return QwenImageClient(config, store=store)
 
 
 def _report(result) -> None:
@@ -105,9 +144,9 @@ def _generate(client, args) -> int:
     from .schema import TextToImageRequest
 
     request = TextToImageRequest(**_options(args))
-    with _cancel_on_ctrl_c() as cancel:
-        result = client.text_to_image(request, interface=args.interface,
-                                      on_progress=_status_printer(), cancel_event=cancel)
+    result = args.console.run(lambda progress, cancel: client.text_to_image(
+        request, interface=args.interface, on_progress=progress, cancel_event=cancel),
+        client.store.directory)
     _report(result)
     return 0
 
@@ -116,13 +155,21 @@ def _edit(client, args) -> int:
     from .schema import ImageEditRequest
 
     images = tuple(path if path.startswith(("http://", "https://", "oss://"))
-                   else Path(path).read_bytes() for path in args.images)
+                   else _read_input(path) for path in args.images)
     request = ImageEditRequest(images=images, **_options(args))
-    with _cancel_on_ctrl_c() as cancel:
-        result = client.edit_image(request, input_transport=args.input_transport,
-                                   on_progress=_status_printer(), cancel_event=cancel)
+    result = args.console.run(lambda progress, cancel: client.edit_image(
+        request, input_transport=args.input_transport, on_progress=progress,
+        cancel_event=cancel), client.store.directory)
     _report(result)
     return 0
+
+
+def _read_input(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ValidationError("images", f"cannot read {path!r} ({exc.strerror or exc})",
+                              hint="Nothing was sent.") from None
 
 
 def cmd_generate(args) -> int:
@@ -184,6 +231,20 @@ def cmd_doctor(args) -> int:
     return 0 if accepted.get(default.region) else 1
 
 
+def cmd_recover(args) -> int:
+    """Finish what the journal left open in the last 24 hours: poll, find and download
+    every image that succeeded into the store its entry names (or --out)."""
+    from .journal import Journal
+    from .store import ResultStore
+    from .unfinished import recover_all
+
+    out = ResultStore(Path(args.out)) if args.out else None
+    if out is not None:
+        out.ensure_writable()
+    journal = Journal.in_folder(Config.resolve(region=args.region).journal_dir)
+    return 0 if recover_all(journal, out, sys.stdout) else 1
+
+
 def cmd_emulator(args) -> int:
     from .emulator import BEIJING_KEY, SINGAPORE_KEY, serve
 
@@ -218,17 +279,16 @@ def cmd_demo(args) -> int:
         client = _client(args, config)
         from .schema import ImageEditRequest, TextToImageRequest
 
-        with _cancel_on_ctrl_c() as cancel:
-            generated = client.text_to_image(
-                TextToImageRequest(prompt="A red fox reading a newspaper in a snowy forest, "
-                                          "watercolour", seed=42),
-                on_progress=_status_printer(), cancel_event=cancel)
-            _report(generated)
-            edited = client.edit_image(
-                ImageEditRequest(prompt="Make it a summer meadow at sunset",
-                                 images=(generated.images[0].data,), seed=42),
-                on_progress=_status_printer(), cancel_event=cancel)
-            _report(edited)
+        generated = args.console.run(lambda progress, cancel: client.text_to_image(
+            TextToImageRequest(prompt="A red fox reading a newspaper in a snowy forest, "
+                                      "watercolour", seed=42),
+            on_progress=progress, cancel_event=cancel), client.store.directory)
+        _report(generated)
+        edited = args.console.run(lambda progress, cancel: client.edit_image(
+            ImageEditRequest(prompt="Make it a summer meadow at sunset",
+                             images=(generated.images[0].data,), seed=42),
+            on_progress=progress, cancel_event=cancel), client.store.directory)
+        _report(edited)
     sys.stdout.write(f"Images and JSON sidecars are in {Path(args.out).resolve()}\n")
     return 0
 
@@ -304,6 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--region", default=None)
     doctor.set_defaults(func=cmd_doctor)
 
+    recover = sub.add_parser("recover", help="save the images of requests the journal "
+                                             "left unfinished (crash, Ctrl-C, lost answer)")
+    recover.add_argument("--out", default=None,
+                         help="folder for the images (default: the one each request named)")
+    recover.add_argument("--region", default=None)
+    recover.set_defaults(func=cmd_recover)
+
     emu = sub.add_parser("emulator", help="serve the DashScope emulator on 127.0.0.1")
     emu.add_argument("--host", default="127.0.0.1")
     emu.add_argument("--port", type=int, default=8765)
@@ -321,10 +388,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.console = console = _Console()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
+    except CancelledError as error:  # cancelled before it started: nothing to wait for
+        console.say(f"{error}")
+        return 130
+    except KeyboardInterrupt:
+        task = console.task_id
+        console.say(f"Left. Task {task} goes on at DashScope; `qwen-image recover` saves its "
+                     "images (within 24 hours)." if task else
+                     "Left. If the request had been sent, `qwen-image recover` saves what it "
+                     "made (within 24 hours).")
+        return 130
     except QwenImageError as error:
-        sys.stderr.write(f"\nerror: {error}\n")
+        console.say(f"error: {error}")
         return 2

@@ -23,6 +23,7 @@ from .config import Config
 from .download import Downloader
 from .errors import ApiError, AuthenticationError, CancelledError, TransportError, ValidationError
 from .generation import Generator, task_body
+from .journal import HANDED, Journal
 from .inputs import AUTO, check_transport
 from .keycheck import explained, key_accepted
 from .models import ASYNC, SYNC, TEXT_TO_IMAGE, spec_for
@@ -32,6 +33,7 @@ from .schema import GenerationResult, ImageEditRequest, TextToImageRequest
 from .state import PROCESS_STATE, ProcessState
 from .store import ResultStore, image_from_stored, request_fingerprint
 from .transport import Transport
+from .unfinished import recover_in_background
 from .validation import Checked, validate
 from .wire import resolved
 from .waiting import Abandoned, Job, Progress, Worker, guarded, notify, wait_for
@@ -51,21 +53,30 @@ class QwenImageClient:
     DashScope API (connection reuse, proxies). ``retry``: the backoff policy. ``budget``:
     the spend guard; by default the one the configuration describes (``Config.budget``,
     none unless a daily limit is set). ``state``: what clients of the process share.
+    ``journal``: the journal of billed requests (default: in ``Config.journal_dir``).
+    ``background_recovery``: the first call of the process also finishes, in the
+    background, what an earlier process left in the journal (``unfinished``); ComfyUI's
+    nodes turn it on.
     """
 
     def __init__(self, config: Config | None = None, *, store: ResultStore | None = None,
                  session: requests.Session | None = None, retry: RetryPolicy | None = None,
-                 budget: SpendGuard | None = None, state: ProcessState | None = None):
+                 budget: SpendGuard | None = None, state: ProcessState | None = None,
+                 journal: Journal | None = None, background_recovery: bool = False):
         self.config = config or Config.resolve()
         self.store = store
         self.state = state or PROCESS_STATE
         self.budget = budget if budget is not None else SpendGuard.from_settings(
             self.config.budget, state=self.state)
+        if journal is None and self.config.journal_dir is not None:
+            journal = Journal.in_folder(self.config.journal_dir, state=self.state)
+        self.journal = journal
+        self.background_recovery = background_recovery
         self.transport = Transport(self.config, session=session, retry=retry)
         self.downloader = Downloader(retry=retry)
         self.charges = Charges(self.budget, self.config.region)
         self.generator = Generator(self.config, self.transport, self.downloader, store,
-                                   self.state, self.charges)
+                                   self.state, self.charges, journal)
 
     def __repr__(self) -> str:
         key = self.config.key_source.masked if self.config.key_source else None
@@ -140,8 +151,9 @@ class QwenImageClient:
         reservation = self.charges.reserve(spec, request.n, request.size, 0, checked.notes)
         slot = limiter.acquire()
         try:
-            task_id, _ = self.generator.create(spec, task_body(request, spec),
-                                               before_attempt=limiter.before_post)
+            task_id, _, entry = self.generator.create(spec, task_body(request, spec),
+                                                      request=request,
+                                                      before_attempt=limiter.before_post)
         except BaseException as exc:
             slot.release()
             self.charges.release_unless_billed(reservation, exc)
@@ -150,6 +162,8 @@ class QwenImageClient:
             raise
         self.state.limits.attach_task(task_id, slot)
         self.charges.hold_for_task(task_id, reservation)
+        if entry is not None:
+            self.journal.update(entry.id, status=HANDED, outcome="returned to the caller")
         return task_id
 
     def get_task(self, task_id: str) -> dict:
@@ -212,7 +226,9 @@ class QwenImageClient:
         stored = self._from_store(request, notes, reuse, on_progress)
         if stored is not None:
             return stored
-        self.config.api_key()  # a missing key fails here, before any work starts
+        self.config.api_key()  # a missing or malformed key fails here, before any work
+        if self.background_recovery:
+            recover_in_background(self)
         inputs = len(getattr(request, "images", ()))
         reservation = self.charges.reserve(spec, request.n, request.size, inputs, notes)
         expected = self.state.durations.expected(
@@ -224,7 +240,7 @@ class QwenImageClient:
         try:
             result = wait_for(worker, job, on_progress, cancel_event)
         except Abandoned:
-            raise self._cancelled(job) from None
+            raise self._cancelled(job, worker) from None
         except AuthenticationError as exc:
             raise self._explained(exc) from None
         notify(on_progress, Progress("done", time.monotonic() - job.started, job.task_id, 1.0,
@@ -263,29 +279,36 @@ class QwenImageClient:
                            "was sent or billed"],
             from_store=True)
 
-    def _cancelled(self, job: Job) -> CancelledError:
-        """Stop a job the caller gave up on; the message says what happens to the money."""
+    def _cancelled(self, job: Job, worker: Worker) -> CancelledError:
+        """Stop a job the caller gave up on; the message says what happens to the money.
+
+        Where work goes on that cannot be stopped and its images will be stored, the error
+        carries the worker as ``background`` (a command line keeps its promise to save the
+        images by waiting for it).
+        """
         with job.lock:
             sent, task_id, status = job.sent, job.task_id, job.status
         if not sent:
             return CancelledError("Cancelled before the request was sent; nothing was billed.")
         later = self._where_images_go()
+        going_on = dict(task_id=task_id,
+                        background=worker if self.store is not None else None)
         if job.interface == SYNC:
             return CancelledError(
                 "Cancelled. The synchronous request was already sent and cannot be stopped; "
-                "DashScope bills its images.", hint=later)
+                "DashScope bills its images.", hint=later, **going_on)
         if task_id is None:
             return CancelledError(
                 "Cancelled while the task was being created. It is cancelled as soon as "
                 "DashScope answers; nothing is billed for a task cancelled while queued.",
-                hint=f"If it had already started by then, {later}")
+                hint=f"If it had already started by then, {later}", **going_on)
         if status in (None, "PENDING", "SUSPENDED"):
             cancel = Worker(lambda: self.cancel_task(task_id), f"qwen-image-cancel-{task_id[:8]}")
             if not cancel.wait(CANCEL_WAIT):
                 return CancelledError(
                     f"Cancelled. A cancel request for task {task_id} was sent but DashScope "
                     "has not answered yet; nothing is billed if the task was still queued "
-                    "when it arrived.", hint=f"If it had already started, {later}")
+                    "when it arrived.", hint=f"If it had already started, {later}", **going_on)
             try:
                 cancel.result()
             except (ApiError, TransportError) as exc:
@@ -294,14 +317,15 @@ class QwenImageClient:
             else:
                 return CancelledError(
                     f"Cancelled. Task {task_id} was still queued and has been cancelled at "
-                    "DashScope; nothing was billed.")
+                    "DashScope; nothing was billed.", task_id=task_id)
         return CancelledError(
             f"Cancelled. Task {task_id} had already started and cannot be stopped; "
-            "DashScope bills its images when it succeeds.", hint=later)
+            "DashScope bills its images when it succeeds.", hint=later, **going_on)
 
     def _where_images_go(self) -> str:
         if self.store is not None:
             return (f"Its images will be downloaded in the background and saved to "
-                    f"{self.store.directory} (the log says when).")
+                    f"{self.store.directory} (the log says when); if this process ends "
+                    "first, `qwen-image recover` saves them from the journal.")
         return ("No result store is configured, so its images are not saved; their URLs "
                 "(valid 24 hours) will be in the log. Configure a ResultStore to keep them.")

@@ -5,6 +5,13 @@
 the result store (``collect``). It also carries the task primitives the client's low-level
 API uses (``create``, ``query``, ``cancel``). Concurrency and rate come from the process
 state's limiters; the spend guard's booking is settled here from the service's usage.
+
+Every billed request is written to the journal before it is sent and updated as it goes
+(``journal``); a task creation whose answer is lost is looked for in the task list
+(``recovery.TaskFinder``): adopted when exactly one task is this call's, its candidates'
+images stored and reported when several could be, and sent once more when the list shows
+none after the grace period. A spend-guard ledger that fails after the answer came is
+reported, never allowed to cost the images.
 """
 from __future__ import annotations
 
@@ -12,25 +19,32 @@ import logging
 import time
 
 from .charges import Charges
-from .config import Config
-from .download import Downloader
+from .config import Config, key_fingerprint
+from .download import Downloader, over_pixel_cap
 from .errors import (
+    AmbiguousRequestError,
     ApiError,
     DownloadError,
+    QwenImageError,
+    ServerError,
     TaskCanceledError,
+    TaskError,
     TaskFailedError,
     TransportError,
+    ValidationError,
 )
 from .inputs import InputPlanner
+from .journal import CREATED, FAILED, STORED, SUCCEEDED, UNFETCHED, Entry, Journal
 from .limiter import ModelLimiter
 from .models import ASYNC, IMAGE_EDIT, SYNC, ModelSpec
 from .polling import PollSchedule, service_duration
 from .pricing import cost_usd
 from .schema import GeneratedImage, GenerationResult
 from .service_errors import task_error
+from .recovery import TaskFinder, resolve_lost
 from .state import ProcessState
 from .store import ResultStore, request_fingerprint
-from .transport import Transport
+from .transport import Transport, task_path
 from .waiting import Abandoned, Job
 from .wire import (
     SYNC_PATH,
@@ -60,14 +74,22 @@ def task_body(request, spec: ModelSpec, images: list[str] = ()) -> dict:
 
 class Generator:
     def __init__(self, config: Config, transport: Transport, downloader: Downloader,
-                 store: ResultStore | None, state: ProcessState, charges: Charges):
+                 store: ResultStore | None, state: ProcessState, charges: Charges,
+                 journal: Journal | None = None):
         self.config = config
         self.transport = transport
         self.downloader = downloader
         self.store = store
         self.state = state
         self.charges = charges
+        self.journal = journal
         self.inputs = InputPlanner(transport, config.region_info, state.uploads)
+
+    def finder(self) -> TaskFinder:
+        gate = self.state.limits.query_gate(self.config.api_key())
+        return TaskFinder(self.transport, self.journal, self.query, gate.wait,
+                          key=key_fingerprint(self.config.api_key()),
+                          grace=self.config.recovery_grace)
 
     def limiter(self, spec: ModelSpec) -> ModelLimiter:
         return self.state.limits.for_model(self.config.api_key(), spec)
@@ -77,18 +99,59 @@ class Generator:
 
     # -- task primitives ----------------------------------------------------------------
 
-    def create(self, spec: ModelSpec, body: dict, *, oss: bool = False, cancel_event=None,
-               before_attempt=None) -> tuple[str, dict]:
-        """Create a task; its id and the creation answer."""
-        answer = self.transport.post_billed(spec.async_path, encode_body(body),
-                                            asynchronous=True, oss_resolve=oss,
-                                            cancel_event=cancel_event,
-                                            before_attempt=before_attempt)
-        return read_created(answer), answer
+    def create(self, spec: ModelSpec, body: dict, *, request=None, job: Job | None = None,
+               oss: bool = False, cancel_event=None,
+               before_attempt=None) -> tuple[str, dict, Entry | None]:
+        """Create a task: its id, the creation answer and its journal entry.
+
+        With ``request`` and a journal, the request is journaled first, and a lost answer
+        is looked for in the task list (module docstring); ``job``: the call whose result
+        store receives the candidates' images when several tasks could be it.
+        """
+        payload = _encoded(body)
+        for resend in (False, True):
+            entry = self._begin(request, spec.id, ASYNC, spec.async_path)
+            sent = []
+
+            def before() -> None:
+                if before_attempt is not None:
+                    before_attempt()
+                sent.append(True)
+
+            try:
+                try:
+                    answer = self.transport.post_billed(
+                        spec.async_path, payload, asynchronous=True, oss_resolve=oss,
+                        cancel_event=cancel_event, before_attempt=before)
+                    task_id = read_created(answer)
+                except ServerError as exc:  # a 200 without a task id: one may exist
+                    if not sent or exc.code != "InvalidResponse":
+                        raise
+                    raise AmbiguousRequestError(exc.detail, hint=exc.hint) from None
+            except AmbiguousRequestError as lost:
+                if entry is None:
+                    raise
+                found = resolve_lost(self, spec, entry, lost, job)
+                if found is not None:
+                    return found.task_id, {"request_id": found.request_id,
+                                           "output": {"task_id": found.task_id}}, entry
+                if resend:
+                    raise TransportError(
+                        "The task creation was sent twice without an answer, and the task "
+                        "list shows no task for either: nothing was created or billed.",
+                        hint="Check the network or proxy between here and DashScope.") from None
+                continue  # not created: sending it again cannot pay twice
+            except BaseException as exc:
+                if entry is not None:
+                    self.journal.unanswered(entry.id, sent=bool(sent), error=exc)
+                raise
+            self._journal(entry, status=CREATED, task_id=task_id, sync=True)
+            return task_id, answer, entry
+        raise AssertionError("unreachable: the loop returns or raises")
 
     def query(self, task_id: str) -> TaskState:
         gate = self.state.limits.query_gate(self.config.api_key())
-        state = read_task(self.transport.get(f"/tasks/{task_id}", before_attempt=gate.wait),
+        state = read_task(self.transport.get(task_path(task_id), before_attempt=gate.wait),
                           task_id)
         if state.terminal:
             self.state.limits.task_finished(task_id)
@@ -154,6 +217,19 @@ class Generator:
         raise task_error(task_id, state.status, state.code, state.message, state.request_id,
                          self.config.region)
 
+    # -- the journal ----------------------------------------------------------------------
+
+    def _begin(self, request, model: str, interface: str, path: str) -> Entry | None:
+        """Journal a request before it is sent (None without a journal or a request)."""
+        if self.journal is None or request is None:
+            return None
+        return self.journal.begin_request(request, model=model, interface=interface,
+                                          path=path, config=self.config, store=self.store)
+
+    def _journal(self, entry: Entry | None, **changes) -> None:
+        if entry is not None:
+            self.journal.update(entry.id, **changes)
+
     # -- whole calls --------------------------------------------------------------------
 
     def _before_post(self, job: Job, limiter: ModelLimiter) -> None:
@@ -172,49 +248,70 @@ class Generator:
             return []
         overhead = len(encode_body(messages_body(request, job.spec,
                                                  [""] * len(request.images))))
-        return self.inputs.values(job, overhead)
+        try:
+            return self.inputs.values(job, overhead)
+        except OSError as exc:  # Pillow on a truncated or damaged input, re-encoding it
+            raise ValidationError("images", f"an input image cannot be decoded ({exc})",
+                                  hint="It may be truncated or damaged; nothing was sent.") \
+                from None
+
+    def _release(self, job: Job, error: BaseException) -> None:
+        """Give the booking back when nothing can have been billed: any failure before the
+        request was sent (a local one included), or an error that proves it."""
+        if not job.sent and job.reservation is not None:
+            self.charges.guard.release(job.reservation)
+        else:
+            self.charges.release_unless_billed(job.reservation, error)
 
     def run_sync(self, job: Job) -> GenerationResult:
         request, spec = job.request, job.spec
         limiter = self.limiter(spec)
+        entry, sent = None, []  # sent: when each attempt left
+
+        def before() -> None:
+            self._before_post(job, limiter)
+            job.emit("running", "generating")
+            sent.append(time.monotonic())
+
         try:
             images = self._image_values(job)
-            body = encode_body(messages_body(request, spec, images))
+            body = _encoded(messages_body(request, spec, images))
             slot = self._acquire(job, limiter)
             try:
-                job.emit("running", "generating")
-                sent_at = time.monotonic()
+                entry = self._begin(request, spec.id, SYNC, SYNC_PATH)
                 answer = self.transport.post_billed(
                     SYNC_PATH, body, oss_resolve=needs_oss_resolve(images),
-                    cancel_event=job.abandon_event,
-                    before_attempt=lambda: self._before_post(job, limiter))
+                    cancel_event=job.abandon_event, before_attempt=before)
             finally:
                 slot.release()
         except BaseException as exc:
-            self.charges.release_unless_billed(job.reservation, exc)
+            if entry is not None:
+                self.journal.unanswered(entry.id, sent=bool(sent), error=exc)
+            self._release(job, exc)
             raise
-        self.state.durations.record(self.duration_key(spec, SYNC), time.monotonic() - sent_at)
+        self.state.durations.record(self.duration_key(spec, SYNC), time.monotonic() - sent[-1])
         generated = read_generated(answer)
+        self._journal(entry, status=SUCCEEDED, urls=generated.urls, sync=True)
         cost = cost_usd(spec, self.config.region, generated.usage, len(generated.urls),
                         len(images))
-        self.charges.settle(job.reservation, billed_count(generated.usage, len(generated.urls)), cost)
+        self._settle(job, billed_count(generated.usage, len(generated.urls)), cost)
         result = GenerationResult(
             images=[], model=spec.id, region=self.config.region, interface=SYNC,
             request_id=generated.request_id, orig_prompt=request.prompt,
             usage=generated.raw_usage, seed=request.seed, cost_usd=cost, notes=job.notes)
-        return self.collect(job, result, generated.urls)
+        return self.collect(job, result, generated.urls, entry=entry)
 
     def run_async(self, job: Job) -> GenerationResult:
         request, spec = job.request, job.spec
         limiter = self.limiter(spec)
-        created = None
+        created = entry = None
         try:
             images = self._image_values(job)
             slot = self._acquire(job, limiter)
             try:
-                task_id, created = self.create(
-                    spec, task_body(request, spec, images), oss=needs_oss_resolve(images),
-                    cancel_event=job.abandon_event,
+                task_id, created, entry = self.create(
+                    spec, task_body(request, spec, images), request=request, job=job,
+                    oss=needs_oss_resolve(images), cancel_event=job.abandon_event,
                     before_attempt=lambda: self._before_post(job, limiter))
                 created_at = time.monotonic()
                 with job.lock:
@@ -227,48 +324,112 @@ class Generator:
                 final = self.poll_until_done(job, task_id, created_at)
             finally:
                 slot.release()
-            if not final.urls:
-                raise TaskFailedError(
-                    f"Task {task_id} ended without any image "
-                    f"({'; '.join(final.failed) or 'no results'}).",
-                    task_id=task_id, status="SUCCEEDED", request_id=final.request_id,
-                    hint="Failed images are not billed; run again.")
         except BaseException as exc:
-            # Until the task exists every error proves nothing was billed; after that only
-            # an end without images does (a lost task may still succeed).
+            # Until the task exists every error proves nothing was billed (but a lost
+            # answer); after that only an end without images does (a lost task may still
+            # succeed, and recovery can fetch it).
             if created is None or isinstance(exc, (TaskFailedError, TaskCanceledError)):
-                self.charges.release_unless_billed(job.reservation, exc)
+                self._release(job, exc)
+            if created is not None and isinstance(exc, TaskError):
+                self._journal(entry, status=FAILED, outcome=str(exc))
             raise
-        cost = cost_usd(spec, self.config.region, final.usage, len(final.urls), len(images))
-        self.charges.settle(job.reservation, billed_count(final.usage, len(final.urls)), cost)
+        return self.finish_task(job, entry, task_id, final, created.get("request_id"),
+                                inputs=len(images), settle=True)
+
+    def task_result(self, job: Job, task_id: str, final: TaskState, request_id: str | None,
+                    inputs: int = 0) -> GenerationResult:
+        """The result of a SUCCEEDED task, before its images are downloaded."""
+        spec, request = job.spec, job.request
+        if not final.urls:
+            raise TaskFailedError(
+                f"Task {task_id} ended without any image "
+                f"({'; '.join(final.failed) or 'no results'}).",
+                task_id=task_id, status="SUCCEEDED", request_id=final.request_id,
+                hint="Failed images are not billed; run again.")
+        cost = cost_usd(spec, self.config.region, final.usage, len(final.urls), inputs)
         job.notes.extend(f"{item} of task {task_id} failed (not billed)" for item in final.failed)
         output = final.output
-        result = GenerationResult(
+        return GenerationResult(
             images=[], model=spec.id, region=self.config.region, interface=ASYNC,
-            request_id=created.get("request_id"), task_id=task_id,
+            request_id=request_id, task_id=task_id,
             orig_prompt=final.orig_prompt or request.prompt, actual_prompt=final.actual_prompt,
             usage=final.raw_usage, submit_time=output.get("submit_time"),
             scheduled_time=output.get("scheduled_time"), end_time=output.get("end_time"),
             seed=request.seed, cost_usd=cost, notes=job.notes)
-        return self.collect(job, result, final.urls)
 
-    def collect(self, job: Job, result: GenerationResult, urls: list[str]) -> GenerationResult:
-        """Download every URL, store the images, and note the ones that failed."""
+    def finish_task(self, job: Job, entry: Entry | None, task_id: str, final: TaskState,
+                    request_id: str | None, *, store: ResultStore | None = None,
+                    inputs: int = 0, settle: bool = False,
+                    index: bool = True) -> GenerationResult:
+        """Account for a SUCCEEDED task (``settle``: this call's booking), then download
+        and store its images (in ``store``, else the generator's; ``index``: for reuse)."""
+        try:
+            result = self.task_result(job, task_id, final, request_id, inputs)
+        except TaskFailedError as exc:
+            if settle:
+                self.charges.release_unless_billed(job.reservation, exc)
+            self._journal(entry, status=FAILED, outcome=str(exc))
+            raise
+        self._journal(entry, status=SUCCEEDED, urls=final.urls)
+        if settle:
+            self._settle(job, billed_count(final.usage, len(final.urls)), result.cost_usd)
+        return self.collect(job, result, final.urls, store=store, entry=entry, index=index)
+
+    def _settle(self, job: Job, images: int, usd: float | None) -> None:
+        """Settle the booking; a ledger that fails now is reported, never allowed to cost
+        the images the service has already made."""
+        try:
+            self.charges.settle(job.reservation, images, usd)
+        except QwenImageError as exc:
+            log.error("The spend guard could not record a billed call: %s", exc)
+            job.notes.append(f"the spend guard's ledger could not record this call ({exc}); "
+                             "its images were kept")
+
+    def collect(self, job: Job, result: GenerationResult, urls: list[str], *,
+                store: ResultStore | None = None, entry: Entry | None = None,
+                index: bool = True) -> GenerationResult:
+        """Download every URL, store the images (``index``: for reuse), journal where they
+        went, and note the ones that failed or are too large to decode."""
+        store = store or self.store
         job.emit("downloading", f"downloading {len(urls)} image(s)")
         outcomes = self.downloader.fetch_all(urls)
         result.images = [o for o in outcomes if isinstance(o, GeneratedImage)]
         failures = [o for o in outcomes if isinstance(o, DownloadError)]
-        if self.store is not None and result.images:
-            fingerprint = request_fingerprint(job.request, self.config.region)
+        saved = True
+        if store is not None and result.images:
+            fingerprint = entry.fingerprint if entry is not None else (
+                request_fingerprint(job.request, self.config.region) if index else None)
             try:
-                self.store.save(result, job.request, fingerprint=fingerprint)
+                store.save(result, job.request, fingerprint=fingerprint)
             except OSError as exc:  # a full disk must not cost the images in hand
+                saved = False
                 log.error("Could not save %d image(s) to %s (%s); URLs (valid 24 hours): %s",
-                          len(result.images), self.store.directory, exc,
+                          len(result.images), store.directory, exc,
                           " ".join(image.url for image in result.images))
                 result.notes.append(f"the images could not be saved to the result store: {exc}")
+        missing = [url for url, outcome in zip(urls, outcomes)
+                   if isinstance(outcome, DownloadError) or not saved]
+        self._journal(entry, status=UNFETCHED if missing else STORED, urls=missing,
+                      saved=[i.saved_path for i in result.images if i.saved_path])
+        oversized = [image for image in result.images if over_pixel_cap(image)]
+        for image in oversized:
+            result.images.remove(image)
+            result.notes.append(f"an image of {image.width}x{image.height} is too large to "
+                                f"decode: kept as sent ({image.saved_path or image.url})")
+        if oversized and not result.images:
+            raise DownloadError(f"The result is {'; '.join(result.notes[-len(oversized):])}.",
+                                hint="Open the stored file with an image viewer.")
         if failures and not result.images:
             raise failures[0]
         result.notes.extend(f"an image could not be downloaded: {f}" for f in failures)
         return result
 
+
+def _encoded(body: dict) -> bytes:
+    """The body as sent; a prompt that cannot be encoded (a lone surrogate) is refused
+    before anything is sent."""
+    try:
+        return encode_body(body)
+    except UnicodeEncodeError as exc:
+        raise ValidationError("prompt", f"holds text that cannot be sent as UTF-8 "
+                                        f"({exc.reason} at position {exc.start})") from None

@@ -67,6 +67,7 @@ def pending(journal: Journal, *, before: float | None = None) -> list[Entry]:
     for old in journal.unfinished(within=float("inf"), before=time.time() - TASK_DATA_TTL):
         journal.update(old.id, status=EXPIRED,
                        outcome="older than the 24 hours the service keeps tasks")
+    journal.prune()  # done entries older than 48 hours go
     return journal.unfinished(within=TASK_DATA_TTL, before=before)
 
 

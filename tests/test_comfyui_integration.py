@@ -471,6 +471,40 @@ def test_interrupt_cancels_the_queued_tasks_and_reports_interrupted(comfy):
             time.sleep(0.1)
 
 
+# -- 6b. a lost answer ------------------------------------------------------------------------
+
+
+def test_a_lost_creation_answer_still_returns_the_image_billed_once(comfy):
+    """The emulator creates the task and drops the answer: the node finds the task in the
+    task list (journal, api/recovery.py) and returns its image; nothing is sent twice."""
+    emu, text = comfy.emu, f"a lighthouse, lost answer {uuid.uuid4()}"
+
+    def prompt(words):
+        return {"1": qwen_node(comfy, T2I, prompt=words, interface="async", reuse_stored=False),
+                "2": {"class_type": "SaveImage",
+                      "inputs": {"images": ["1", 0], "filename_prefix": "lost-answer"}}}
+
+    # A task of the key that the journal knows (earlier tests made some; this one runs
+    # alone too): the key's id in the task list is learned from it.
+    assert comfy.run(prompt(f"{text}, warm up"))["status"]["status_str"] == "success"
+    created, billed = emu.stats["tasks_created"], emu.stats["images_billed"]
+    served_before = len(emu.served_images)
+    emu.inject("drop_after", path="/image-synthesis")
+
+    entry = comfy.run(prompt(text))
+
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    [saved] = harness.saved_images(entry, comfy.output)
+    assert pixels(saved) in [pixels(png) for png in
+                             list(emu.served_images.values())[served_before:]]
+    ours = [t for t in emu.tasks if t["request"]["input"]["prompt"] == text]
+    assert len(ours) == 1 and ours[0]["status"] == "SUCCEEDED"
+    creations = [r for r in emu.requests if r.method == "POST" and "image-synthesis" in r.path
+                 and r.json["input"]["prompt"] == text]
+    assert [r.status for r in creations] == [None]  # one POST, its answer dropped
+    assert (emu.stats["tasks_created"] - created, emu.stats["images_billed"] - billed) == (1, 1)
+
+
 # -- 7. the key stays secret --------------------------------------------------------------------
 
 

@@ -1,0 +1,357 @@
+"""A paid image is never lost: lost creation answers found in the task list, other keys'
+tasks never adopted, `qwen-image recover` after a crash, Ctrl-C keeping its promise.
+
+Everything runs against the emulator over loopback; command-line runs are real processes.
+"""
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from qwen_image_dashscope.api import (
+    AmbiguousRequestError,
+    Config,
+    QwenImageClient,
+    ResultStore,
+    TextToImageRequest,
+)
+from qwen_image_dashscope.api import cli, unfinished
+from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
+from qwen_image_dashscope.api.errors import AmbiguousTaskError
+from qwen_image_dashscope.api.journal import (
+    AMBIGUOUS,
+    LOST_SYNC,
+    NOT_CREATED,
+    STORED,
+    Journal,
+)
+from qwen_image_dashscope.api.models import IMAGE_GENERATION_PATH
+from test_client_support import ASYNC_PATH, FAST_RETRY, SG, SYNC_PATH, api_requests, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+OTHER_KEY = "sk-emulator-second-key-of-the-account-0002"
+MODEL_30 = "qwen-image-3.0"
+
+
+def client_for(emu, home, *, key=SINGAPORE_KEY, grace=2.0):
+    """A client configured as a user's environment would be: journal under home."""
+    config = Config.resolve(SG, api_key=key, base_url=emu.base_url(SG),
+                            environ={"HOME": str(home), "QWEN_IMAGE_RECOVERY_GRACE": str(grace)})
+    return QwenImageClient(config, store=ResultStore(home / "results"), retry=FAST_RETRY)
+
+
+def journal_of(home):
+    return Journal.in_folder(home / ".dashscope")
+
+
+def create_directly(emu, prompt, *, key=SINGAPORE_KEY, model="qwen-image-plus"):
+    """A task created by another program (another machine, another key)."""
+    if model == MODEL_30:
+        path, body = IMAGE_GENERATION_PATH, {"model": model, "input": {"messages": [
+            {"role": "user", "content": [{"text": prompt}]}]}, "parameters": {}}
+    else:
+        path, body = ASYNC_PATH, {"model": model, "input": {"prompt": prompt}}
+    answer = requests.post(emu.base_url(SG) + path, json=body, timeout=5, headers={
+        "Authorization": f"Bearer {key}", "X-DashScope-Async": "enable"})
+    answer.raise_for_status()
+    return answer.json()["output"]["task_id"]
+
+
+def creates(emu, path=ASYNC_PATH):
+    return api_requests(emu, path, "POST")
+
+
+@pytest.fixture
+def shared_account():
+    """Two keys of one account in Singapore: each sees the other's tasks in the list."""
+    keys = {SINGAPORE_KEY: (SG, "acme"), OTHER_KEY: (SG, "acme")}
+    with Emulator(latency=0.3, keys=keys, rate_limits=False) as emu:
+        yield emu
+
+
+# -- a lost creation answer ---------------------------------------------------------------
+
+
+def test_a_dropped_answer_is_found_in_the_task_list_and_adopted(emu, tmp_path):
+    with client_for(emu, tmp_path) as client:
+        client.text_to_image(TextToImageRequest("a first boat"))  # the key's id is learned
+        emu.inject("drop_after", path=ASYNC_PATH)
+        result = client.text_to_image(TextToImageRequest("a paper boat", seed=5))
+
+    [image] = result.images
+    assert open(image.saved_path, "rb").read() in emu.served_images.values()
+    assert any("was found in the task list" in note for note in result.notes)
+    assert len(creates(emu)) == 2 and emu.stats["tasks_created"] == 2  # never sent twice
+    assert emu.stats["images_billed"] == 2
+    entry = next(e for e in journal_of(tmp_path).entries().values()
+                 if e.task_id == result.task_id)
+    assert entry.status == STORED and entry.saved == [image.saved_path]
+
+
+def test_a_gateway_page_after_processing_is_recovered_too(emu, tmp_path):
+    with client_for(emu, tmp_path) as client:
+        client.text_to_image(TextToImageRequest("warm up"))
+        emu.inject("gateway_html", path=ASYNC_PATH, status=504, after=True)
+        result = client.text_to_image(TextToImageRequest("a kite"))
+    assert result.images and emu.stats["tasks_created"] == 2
+
+
+def test_the_first_loss_of_an_unknown_key_stores_the_candidate_but_adopts_nothing(emu,
+                                                                                  tmp_path):
+    emu.inject("drop_after", path=ASYNC_PATH)
+    with client_for(emu, tmp_path) as client, pytest.raises(AmbiguousTaskError) as caught:
+        client.text_to_image(TextToImageRequest("a heron"))
+
+    error = caught.value
+    assert "not known yet" in str(error) and len(error.candidates) == 1
+    [saved] = error.saved
+    assert open(saved, "rb").read() in emu.served_images.values()  # the paid image is kept
+    assert emu.stats["tasks_created"] == 1 and len(creates(emu)) == 1
+    [entry] = journal_of(tmp_path).entries().values()
+    assert entry.status == AMBIGUOUS and entry.candidates == error.candidates
+
+
+def test_a_request_the_service_never_got_is_sent_again_after_the_grace_period(emu, tmp_path):
+    with client_for(emu, tmp_path, grace=1.0) as client:
+        client.text_to_image(TextToImageRequest("warm up"))
+        emu.inject("drop", path=ASYNC_PATH)  # read, closed, never processed
+        started = time.monotonic()
+        result = client.text_to_image(TextToImageRequest("a swan"))
+
+    assert result.images and time.monotonic() - started >= 1.0
+    assert len(creates(emu)) == 3 and emu.stats["tasks_created"] == 2
+    statuses = sorted(e.status for e in journal_of(tmp_path).entries().values())
+    assert statuses == [NOT_CREATED, STORED, STORED]
+
+
+def test_tasks_claimed_by_the_journal_are_never_candidates(emu, tmp_path):
+    with client_for(emu, tmp_path) as client:
+        earlier = client.text_to_image(TextToImageRequest("the same prompt"))
+        emu.inject("drop_after", path=ASYNC_PATH)
+        later = client.text_to_image(TextToImageRequest("the same prompt"))
+    assert later.task_id != earlier.task_id and later.images
+
+
+def test_another_keys_task_of_the_same_model_and_window_is_never_adopted(shared_account,
+                                                                       tmp_path):
+    emu = shared_account
+    with client_for(emu, tmp_path, grace=1.0) as client:
+        client.text_to_image(TextToImageRequest("warm up"))
+        foreign = create_directly(emu, "a red fox", key=OTHER_KEY)  # same prompt, other key
+        emu.inject("drop", path=ASYNC_PATH)  # ours never reaches the service
+        result = client.text_to_image(TextToImageRequest("a red fox"))
+
+    assert result.task_id != foreign
+    mine = [t for t in emu.tasks if t["key_id"] != next(
+        t2["key_id"] for t2 in emu.tasks if t2["id"] == foreign)]
+    assert result.task_id in {t["id"] for t in mine}
+    assert len(creates(emu)) == 4  # warm up, foreign, lost, sent again
+
+
+def test_with_another_keys_task_beside_it_our_own_lost_task_is_adopted(shared_account,
+                                                                      tmp_path):
+    emu = shared_account
+    with client_for(emu, tmp_path) as client:
+        client.text_to_image(TextToImageRequest("warm up"))
+        foreign = create_directly(emu, "a red fox", key=OTHER_KEY)
+        emu.inject("drop_after", path=ASYNC_PATH)
+        result = client.text_to_image(TextToImageRequest("a red fox"))
+    assert result.task_id != foreign and result.images
+    assert emu.stats["tasks_created"] == 3
+
+
+@pytest.mark.parametrize("emulator", [{"rate_limits": False}], indirect=True)
+def test_several_candidates_without_a_prompt_are_all_stored_and_reported(emulator, tmp_path):
+    emu = emulator
+    with client_for(emu, tmp_path, grace=1.5) as client:
+        client.text_to_image(TextToImageRequest("warm up", model=MODEL_30))
+        twin = create_directly(emu, "a lantern", model=MODEL_30)  # same key, not journaled
+        emu.inject("drop_after", path=IMAGE_GENERATION_PATH)
+        with pytest.raises(AmbiguousTaskError) as caught:
+            client.text_to_image(TextToImageRequest("a lantern", model=MODEL_30))
+
+    error = caught.value
+    assert twin in error.candidates and len(error.candidates) == 2
+    assert len(error.saved) == 2
+    assert {open(p, "rb").read() for p in error.saved} <= set(emu.served_images.values())
+    assert "several could be it" in str(error)
+    assert emu.stats["tasks_created"] == 3  # nothing sent twice
+
+
+def test_a_lost_synchronous_answer_is_not_recoverable_and_says_so(emu, tmp_path):
+    emu.inject("drop_after", path=SYNC_PATH)
+    with client_for(emu, tmp_path) as client, pytest.raises(AmbiguousRequestError) as caught:
+        client.text_to_image(TextToImageRequest("a cat"), interface="sync")
+    assert "usage statistics" in str(caught.value)
+    [entry] = journal_of(tmp_path).entries().values()
+    assert entry.status == LOST_SYNC and entry.interface == "sync"
+
+
+def test_the_entry_is_on_disk_before_the_request_leaves(emu, tmp_path):
+    emu.inject("drop_after", path=SYNC_PATH)
+    with client_for(emu, tmp_path) as client, pytest.raises(AmbiguousRequestError):
+        client.text_to_image(TextToImageRequest("a cat"), interface="sync")
+    [entry] = journal_of(tmp_path).entries().values()
+    [post] = creates(emu, SYNC_PATH)
+    assert entry.time <= post.time and entry.request["prompt"] == "a cat"
+    assert SINGAPORE_KEY not in journal_of(tmp_path).path.read_text()
+
+
+# -- recovery after a crash, Ctrl-C --------------------------------------------------------
+
+
+def cli_environment(emu, home):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DASHSCOPE_", "QWEN_IMAGE_")) and k != "PYTHONPATH"}
+    env.update(HOME=str(home), DASHSCOPE_API_KEY=SINGAPORE_KEY,
+               DASHSCOPE_HTTP_BASE_URL=emu.base_url(SG))
+    return env
+
+
+def run_cli(args, env, **options):
+    script = ("import importlib.util, sys\n"
+              f"spec = importlib.util.spec_from_file_location('qwen_image_dashscope', "
+              f"{str(REPO / '__init__.py')!r}, submodule_search_locations=[{str(REPO)!r}])\n"
+              "module = importlib.util.module_from_spec(spec)\n"
+              "sys.modules['qwen_image_dashscope'] = module\n"
+              "spec.loader.exec_module(module)\n"
+              "from qwen_image_dashscope.api.cli import main\n"
+              "sys.exit(main(sys.argv[1:]))\n")
+    return subprocess.Popen([sys.executable, "-c", script, *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options)
+
+
+def started_task(emu):
+    return wait_until(lambda: any(t["status"] == "RUNNING" for t in emu.tasks), timeout=20)
+
+
+@pytest.mark.parametrize("emulator", [{"latency": 3.0}], indirect=True)
+def test_a_killed_cli_run_is_recovered_without_paying_twice(emulator, tmp_path, monkeypatch,
+                                                            capsys):
+    emu, out = emulator, tmp_path / "out"
+    env = cli_environment(emu, tmp_path)
+    run = run_cli(["generate", "a lighthouse at dusk", "--out", str(out)], env)
+    assert started_task(emu)
+    assert wait_until(lambda: any(e.task_id for e in journal_of(tmp_path).entries().values()),
+                      timeout=10)  # the task has started and the run knows it
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=10)
+    assert not list(out.rglob("*.png"))
+
+    for name, value in env.items():
+        if name.startswith(("DASHSCOPE_", "HOME")):
+            monkeypatch.setenv(name, value)
+    assert cli.main(["recover"]) == 0
+
+    printed = capsys.readouterr().out
+    [png] = out.rglob("*.png")
+    assert png.read_bytes() in emu.served_images.values() and str(png) in printed
+    assert emu.stats["tasks_created"] == 1 and emu.stats["images_billed"] == 1
+    assert cli.main(["recover"]) == 0  # nothing left: the entry is done
+    assert "No unfinished request" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("emulator", [{"latency": 2.0}], indirect=True)
+def test_ctrl_c_after_the_task_started_keeps_the_promise(emulator, tmp_path):
+    out = tmp_path / "out"
+    run = run_cli(["generate", "a windmill", "--out", str(out)], cli_environment(emulator,
+                                                                                 tmp_path))
+    assert started_task(emulator)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=30)
+
+    assert run.returncode == 0 and "Traceback" not in err  # the image it promised is there
+    assert "Waiting to save its images to" in err
+    [png] = out.rglob("*.png")
+    assert png.read_bytes() in emulator.served_images.values()
+
+
+@pytest.mark.parametrize("emulator", [{"latency": 3.0}], indirect=True)
+def test_a_second_ctrl_c_leaves_cleanly_and_recover_saves_the_image(emulator, tmp_path,
+                                                                    monkeypatch):
+    out, env = tmp_path / "out", cli_environment(emulator, tmp_path)
+    run = run_cli(["generate", "a windmill", "--out", str(out)], env)
+    assert started_task(emulator)
+    run.send_signal(signal.SIGINT)
+    time.sleep(0.5)  # the first one is handled: the run now waits for the images
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=30)
+    [task] = emulator.tasks
+
+    assert run.returncode == 130 and "Traceback" not in err
+    assert f"Task {task['id']} goes on at DashScope" in err and "qwen-image recover" in err
+    assert not list(out.rglob("*.png"))
+    for name in ("HOME", "DASHSCOPE_API_KEY", "DASHSCOPE_HTTP_BASE_URL"):
+        monkeypatch.setenv(name, env[name])
+    assert cli.main(["recover"]) == 0
+    assert len(list(out.rglob("*.png"))) == 1 and emulator.stats["images_billed"] == 1
+
+
+def test_the_first_call_after_a_restart_recovers_in_the_background(emu, tmp_path, caplog,
+                                                                   monkeypatch):
+    with client_for(emu, tmp_path) as client:
+        client.text_to_image(TextToImageRequest("warm up"))
+    task = create_directly(emu, "left behind")
+    journal = journal_of(tmp_path)
+    entry = journal.begin(model="qwen-image-plus", region=SG, base_url=emu.base_url(SG),
+                          interface="async", key=next(iter(journal.entries().values())).key,
+                          fingerprint="f", request={"prompt": "left behind", "n": 1},
+                          store=str(tmp_path / "results"))
+    journal.update(entry.id, task_id=task, status="created", owner="elsewhere:1")
+    monkeypatch.setattr(unfinished, "PROCESS_STARTED", time.time())
+    caplog.set_level(logging.WARNING)
+
+    with client_for(emu, tmp_path) as client:
+        client.background_recovery = True
+        client.text_to_image(TextToImageRequest("after the restart"))
+        thread = unfinished.recover_in_background(client)  # already started: not twice
+    assert thread is None
+    assert wait_until(lambda: journal.entries()[entry.id].status == STORED, timeout=20)
+    assert f"Recovered qwen-image-plus {task}" in caplog.text
+
+
+# -- the command line's other promises ----------------------------------------------------
+
+
+def test_an_out_folder_that_cannot_be_written_is_refused_before_paying(emu, tmp_path,
+                                                                      monkeypatch, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("DASHSCOPE_API_KEY", SINGAPORE_KEY)
+    monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", emu.base_url(SG))
+
+    assert cli.main(["generate", "a cat", "--out", str(blocker / "out")]) == 2
+
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot be written" in err and "nothing was sent" in err
+    assert emu.requests == []
+
+
+def test_a_missing_input_file_is_a_one_line_error(emu, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("DASHSCOPE_API_KEY", SINGAPORE_KEY)
+    monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", emu.base_url(SG))
+
+    code = cli.main(["edit", "blue", str(tmp_path / "missing.png"), "--out", str(tmp_path)])
+
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "missing.png" in err
+    assert "No such file" in err and "Traceback" not in err and emu.requests == []
+
+
+def test_progress_piped_to_a_file_writes_plain_lines(emu, tmp_path):
+    run = run_cli(["generate", "a cat", "--out", str(tmp_path / "out")],
+                  cli_environment(emu, tmp_path))
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 0 and "\r" not in err
+    lines = [line for line in err.splitlines()
+             if line.split()[0] in ("queued", "running", "downloading", "done")]
+    assert [line.split()[0] for line in lines][-2:] == ["downloading", "done"]
+    assert len(lines) == len(set(lines))  # a line per change, not per tick
