@@ -157,3 +157,19 @@ def test_processes_share_the_journal_without_losing_a_line(journal):
     assert len(entries) == 100
     assert {e.task_id for e in entries.values()} == {f"{n}-{i}" for n in range(4)
                                                       for i in range(25)}
+
+
+def test_the_journal_lives_beside_the_ledger_unless_its_folder_is_configured(tmp_path):
+    from qwen_image_dashscope.api import Config, QwenImageClient
+
+    def journal_path(environ):
+        config = Config.resolve("ap-southeast-1", api_key="sk-journal-test-1234",
+                                environ={"HOME": str(tmp_path / "home"), **environ})
+        with QwenImageClient(config) as client:
+            return client.journal.path
+
+    assert journal_path({}) == tmp_path / "home" / ".dashscope" / JOURNAL_NAME
+    assert journal_path({"QWEN_IMAGE_BUDGET_FILE": str(tmp_path / "b" / "l.json")}) == (
+        tmp_path / "b" / JOURNAL_NAME)
+    assert journal_path({"QWEN_IMAGE_JOURNAL_DIR": str(tmp_path / "j")}) == (
+        tmp_path / "j" / JOURNAL_NAME)

@@ -355,3 +355,22 @@ def test_progress_piped_to_a_file_writes_plain_lines(emu, tmp_path):
              if line.split()[0] in ("queued", "running", "downloading", "done")]
     assert [line.split()[0] for line in lines][-2:] == ["downloading", "done"]
     assert len(lines) == len(set(lines))  # a line per change, not per tick
+
+
+def test_progress_on_a_terminal_redraws_one_line(monkeypatch):
+    import io
+
+    from qwen_image_dashscope.api.waiting import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    console = cli._Console()
+    for stage, elapsed in (("queued", 0.1), ("running", 0.6), ("running", 1.1), ("done", 1.5)):
+        console.progress(Progress(stage, elapsed, "task-1", 0.5, stage))
+
+    text = screen.getvalue()
+    assert text.count("\r") == 4 and text.count("\n") == 1 and text.endswith("\n")
