@@ -285,3 +285,13 @@ def test_a_chunked_body_over_the_limit_is_not_kept(emu):
                              headers=auth())
     assert_error(response, 413, "BadRequest.TooLarge")
     assert emu.requests[-1].body == b"" and emu.requests[-1].json is None
+
+
+def test_faults_without_a_path_leave_the_quotas_api_alone(emu):
+    emu.inject("http_error")
+    quotas = requests.get(f"{emu.base_url('ap-southeast-1')}/quotas", headers=auth())
+    assert quotas.status_code == 200  # a client reading its limits first does not eat the fault
+    assert_error(generate(emu, t2i_body()), 500, "InternalError")
+    emu.inject("http_error", status=503, code="ServiceUnavailable", path="/quotas")
+    refused = requests.get(f"{emu.base_url('ap-southeast-1')}/quotas", headers=auth())
+    assert refused.status_code == 503

@@ -218,7 +218,10 @@ class Emulator:
         if not self._read_body(h, record):
             return
 
-        fault = self._faults.take(split.path, faults.ANSWER_KINDS, default=region is not None)
+        # A fault without a path is meant for the next call of the API, not the quotas read
+        # a client makes first: that one is hit only when named.
+        fault = self._faults.take(split.path, faults.ANSWER_KINDS,
+                                  default=region is not None and sub.rstrip("/") != "/quotas")
         if fault and fault.kind == "drop":
             h.close_connection = True  # nothing processed, nothing answered
             return

@@ -1,7 +1,8 @@
 """Injected faults: a first-in, first-out queue consumed by the requests they match.
 
 ``emu.inject(kind, count=1, path=None, **details)``: ``path`` is a substring of the request
-path; without it a fault matches any API request (not downloads or uploads), except as noted.
+path; without it a fault matches any API request (not the quotas API, downloads or uploads),
+except as noted; ``path="/quotas"`` aims one at the quotas API.
 
     http_error   answer status (500), code ("InternalError"), message, retry_after (None:
                  no Retry-After header) instead of processing

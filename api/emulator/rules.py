@@ -45,7 +45,7 @@ UPLOAD_MAX_MB, UPLOAD_CAPACITY_MB = 100, 999999999
 UPLOAD_ACCESS_KEY = "LTAI5tEmulatorUploadKey"  # fake OSS ids: shape only, no secret
 RESULT_ACCESS_KEY = "LTAI5tEmulatorResultKey"
 
-STATUS = {  # HTTP status of each error code (protocol notes §9)
+STATUS = {  # HTTP status of each error code (the service's status-code page)
     "InvalidParameter": 400,
     "DataInspectionFailed": 400,
     "BadRequest.EmptyInput": 400,

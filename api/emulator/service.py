@@ -3,8 +3,8 @@
     POST {base}/services/aigc/multimodal-generation/generation   synchronous generation
     POST {base}/services/aigc/text2image/image-synthesis         create a task: qwen-image,
                                                                  qwen-image-plus
-    POST {base}/services/aigc/image-generation/generation        create a task: 3.0 (body
-                                                                 as the synchronous one)
+    POST {base}/services/aigc/image-generation/generation        create a task: 3.0, 2.1-pro
+                                                                 (the synchronous body)
     GET  {base}/tasks/{task_id}                                  query a task
     POST {base}/tasks/{task_id}/cancel                           cancel a PENDING task
     GET  {base}/tasks?start_time=&end_time=&...                  the task list (tasklist.py)
