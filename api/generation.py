@@ -22,11 +22,9 @@ from .charges import Charges
 from .config import Config, key_fingerprint
 from .download import Downloader, over_pixel_cap
 from .errors import (
-    AmbiguousRequestError,
     ApiError,
     DownloadError,
     QwenImageError,
-    ServerError,
     TaskCanceledError,
     TaskError,
     TaskFailedError,
@@ -34,14 +32,14 @@ from .errors import (
     ValidationError,
 )
 from .inputs import InputPlanner
-from .journal import CREATED, FAILED, STORED, SUCCEEDED, UNFETCHED, Entry, Journal
+from .journal import FAILED, STORED, SUCCEEDED, UNFETCHED, Entry, Journal
 from .limiter import ModelLimiter
 from .models import ASYNC, IMAGE_EDIT, SYNC, ModelSpec
 from .polling import PollSchedule, service_duration
 from .pricing import cost_usd
 from .schema import GeneratedImage, GenerationResult
 from .service_errors import task_error
-from .recovery import TaskFinder, resolve_lost
+from .recovery import TaskFinder, create_or_find
 from .state import ProcessState
 from .store import ResultStore, request_fingerprint
 from .transport import Transport, task_path
@@ -53,7 +51,6 @@ from .wire import (
     encode_body,
     messages_body,
     needs_oss_resolve,
-    read_created,
     read_generated,
     read_task,
     text2image_body,
@@ -105,49 +102,18 @@ class Generator:
         """Create a task: its id, the creation answer and its journal entry.
 
         With ``request`` and a journal, the request is journaled first, and a lost answer
-        is looked for in the task list (module docstring); ``job``: the call whose result
-        store receives the candidates' images when several tasks could be it.
+        is looked for in the task list (``recovery.create_or_find``); ``job``: the call
+        whose result store receives the candidates' images when several tasks could be it.
         """
         payload = _encoded(body)
-        for resend in (False, True):
-            entry = self._begin(request, spec.id, ASYNC, spec.async_path)
-            sent = []
 
-            def before() -> None:
-                if before_attempt is not None:
-                    before_attempt()
-                sent.append(True)
+        def send(before) -> dict:
+            return self.transport.post_billed(spec.async_path, payload, asynchronous=True,
+                                              oss_resolve=oss, cancel_event=cancel_event,
+                                              before_attempt=before)
 
-            try:
-                try:
-                    answer = self.transport.post_billed(
-                        spec.async_path, payload, asynchronous=True, oss_resolve=oss,
-                        cancel_event=cancel_event, before_attempt=before)
-                    task_id = read_created(answer)
-                except ServerError as exc:  # a 200 without a task id: one may exist
-                    if not sent or exc.code != "InvalidResponse":
-                        raise
-                    raise AmbiguousRequestError(exc.detail, hint=exc.hint) from None
-            except AmbiguousRequestError as lost:
-                if entry is None:
-                    raise
-                found = resolve_lost(self, spec, entry, lost, job)
-                if found is not None:
-                    return found.task_id, {"request_id": found.request_id,
-                                           "output": {"task_id": found.task_id}}, entry
-                if resend:
-                    raise TransportError(
-                        "The task creation was sent twice without an answer, and the task "
-                        "list shows no task for either: nothing was created or billed.",
-                        hint="Check the network or proxy between here and DashScope.") from None
-                continue  # not created: sending it again cannot pay twice
-            except BaseException as exc:
-                if entry is not None:
-                    self.journal.unanswered(entry.id, sent=bool(sent), error=exc)
-                raise
-            self._journal(entry, status=CREATED, task_id=task_id, sync=True)
-            return task_id, answer, entry
-        raise AssertionError("unreachable: the loop returns or raises")
+        return create_or_find(self, spec, send, request=request, job=job,
+                              before_attempt=before_attempt)
 
     def query(self, task_id: str) -> TaskState:
         gate = self.state.limits.query_gate(self.config.api_key())
@@ -219,7 +185,7 @@ class Generator:
 
     # -- the journal ----------------------------------------------------------------------
 
-    def _begin(self, request, model: str, interface: str, path: str) -> Entry | None:
+    def begin(self, request, model: str, interface: str, path: str) -> Entry | None:
         """Journal a request before it is sent (None without a journal or a request)."""
         if self.journal is None or request is None:
             return None
@@ -278,7 +244,7 @@ class Generator:
             body = _encoded(messages_body(request, spec, images))
             slot = self._acquire(job, limiter)
             try:
-                entry = self._begin(request, spec.id, SYNC, SYNC_PATH)
+                entry = self.begin(request, spec.id, SYNC, SYNC_PATH)
                 answer = self.transport.post_billed(
                     SYNC_PATH, body, oss_resolve=needs_oss_resolve(images),
                     cancel_event=job.abandon_event, before_attempt=before)

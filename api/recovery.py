@@ -24,13 +24,15 @@ It decides once a candidate's prompt matched, or once the grace period is over, 
 candidate whose prompt could still be read is unfinished: exactly one left (with this
 key's id known) is adopted (claimed in the journal, then polled and downloaded as usual);
 several are reported (``Finding.several``: the caller downloads every one's images, which
-costs nothing, and fails with the list); none means the task was not created.
+costs nothing, and fails with the list); none means the task was not created, and
+``create_or_find`` sends it once more.
 
 Grace period (an assumption)
     How soon a new task appears in the list is not documented. ``Config.recovery_grace``
     (``QWEN_IMAGE_RECOVERY_GRACE``, default ``config.DEFAULT_RECOVERY_GRACE`` = 120 s after
-    the failure was noticed) assumes the list shows a task within two minutes of its creation: a task
-    query sees a task at once, and the list is the same task store read another way. Only
+    the failure was noticed) assumes the list shows a task within two minutes of its
+    creation: a task query sees a task at once, and the list is the same task store read
+    another way. Only
     a complete listing (every page read) can conclude "none"; a listing that fails or is
     cut short leaves the request ambiguous.
 
@@ -50,14 +52,15 @@ from .errors import (
     AmbiguousTaskError,
     ApiError,
     QwenImageError,
+    ServerError,
     TransportError,
 )
-from .journal import AMBIGUOUS, LOST, NOT_CREATED, Entry, Journal
-from .models import TEXT2IMAGE_PATH, ModelSpec
+from .journal import AMBIGUOUS, CREATED, LOST, NOT_CREATED, Entry, Journal
+from .models import ASYNC, TEXT2IMAGE_PATH, ModelSpec
 from .store import ResultStore
 from .transport import Transport
 from .waiting import Job
-from .wire import TaskState
+from .wire import TaskState, read_created
 
 if TYPE_CHECKING:
     from .generation import Generator
@@ -260,7 +263,54 @@ class TaskFinder:
         return None
 
 
-# -- a lost creation in a live call ------------------------------------------------------
+# -- task creation with a lost answer in a live call -------------------------------------
+
+
+def create_or_find(generator: "Generator", spec: ModelSpec, send: Callable[..., dict], *,
+                   request=None, job: Job | None = None,
+                   before_attempt: Callable[[], None] | None = None
+                   ) -> tuple[str, dict, Entry | None]:
+    """Journal a task creation, ``send(before_attempt)`` it, and return the task id, the
+    answer and the entry; a lost answer goes to ``resolve_lost``, and a creation the list
+    shows no task for is sent once more (it cannot pay twice)."""
+    for resend in (False, True):
+        entry = generator.begin(request, spec.id, ASYNC, spec.async_path)
+        sent = []
+
+        def before() -> None:
+            if before_attempt is not None:
+                before_attempt()
+            sent.append(True)
+
+        try:
+            try:
+                answer = send(before)
+                task_id = read_created(answer)
+            except ServerError as exc:  # a 200 without a task id: one may exist
+                if not sent or exc.code != "InvalidResponse":
+                    raise
+                raise AmbiguousRequestError(exc.detail, hint=exc.hint) from None
+        except AmbiguousRequestError as lost:
+            if entry is None:
+                raise
+            found = resolve_lost(generator, spec, entry, lost, job)
+            if found is not None:
+                return found.task_id, {"request_id": found.request_id,
+                                       "output": {"task_id": found.task_id}}, entry
+            if resend:
+                raise TransportError(
+                    "The task creation was sent twice without an answer, and the task list "
+                    "shows no task for either: nothing was created or billed.",
+                    hint="Check the network or proxy between here and DashScope.") from None
+            continue
+        except BaseException as exc:
+            if entry is not None:
+                generator.journal.unanswered(entry.id, sent=bool(sent), error=exc)
+            raise
+        if entry is not None:
+            generator.journal.update(entry.id, status=CREATED, task_id=task_id, sync=True)
+        return task_id, answer, entry
+    raise AssertionError("unreachable: the loop returns or raises")
 
 
 def resolve_lost(generator: "Generator", spec: ModelSpec, entry: Entry,
