@@ -168,32 +168,52 @@ def test_a_long_custom_model_name_never_stops_the_image_from_being_stored(tmp_pa
 # -- 2. nothing leaked ---------------------------------------------------------------------------
 
 
-class RecordingProxy:
-    """A TCP listener standing in for an HTTP proxy: it records every connection."""
+class OneAnswerServer:
+    """A loopback HTTP server answering every GET with ``status``, ``headers`` and
+    ``body``; ``drip`` sends the body one byte at a time this many seconds apart."""
 
-    def __init__(self):
-        self.server = socket.socket()
-        self.server.bind(("127.0.0.1", 0))
-        self.server.listen()
-        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+    def __init__(self, status=200, body=b"", headers=(), drip=0.0):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/r.png"
+        self.answer = (status, body, headers, drip)
         self.connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=self._serve, daemon=True).start()
 
-    def _accept(self):
+    def _serve(self):
         while True:
             try:
-                connection, _ = self.server.accept()
+                connection, _ = self.sock.accept()
             except OSError:
                 return
             self.connections += 1
-            connection.close()
+            threading.Thread(target=self._one, args=(connection,), daemon=True).start()
+
+    def _one(self, connection):
+        import time
+
+        status, body, headers, drip = self.answer
+        with connection:
+            connection.recv(65536)
+            head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n"
+            head += "".join(f"{k}: {v}\r\n" for k, v in headers) + "Connection: close\r\n\r\n"
+            try:
+                connection.sendall(head.encode())
+                if not drip:
+                    connection.sendall(body)
+                for byte in (body if drip else b""):
+                    connection.sendall(bytes([byte]))
+                    time.sleep(drip)
+            except OSError:
+                return
 
 
 def test_a_plain_http_loopback_base_url_bypasses_the_environment_proxy(emu, monkeypatch,
                                                                        tmp_path):
-    proxy = RecordingProxy()
+    proxy = OneAnswerServer()  # a stand-in proxy: it counts connections
     for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.setenv(name, proxy.url)
+        monkeypatch.setenv(name, proxy.url.rsplit("/", 1)[0])
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
 
@@ -262,45 +282,6 @@ def test_result_urls_must_be_https_or_loopback(url):
         check_result_url(url)
     check_result_url("https://dashscope-result.oss.example/r.png?Expires=1")
     check_result_url("http://127.0.0.1:8080/results/r.png")
-
-
-class OneAnswerServer:
-    """A loopback HTTP server answering every GET with ``status``, ``headers`` and
-    ``body``; ``drip`` sends the body one byte at a time this many seconds apart."""
-
-    def __init__(self, status=200, body=b"", headers=(), drip=0.0):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/r.png"
-        self.answer = (status, body, headers, drip)
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                connection, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(connection,), daemon=True).start()
-
-    def _one(self, connection):
-        import time
-
-        status, body, headers, drip = self.answer
-        with connection:
-            connection.recv(65536)
-            head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n"
-            head += "".join(f"{k}: {v}\r\n" for k, v in headers) + "Connection: close\r\n\r\n"
-            try:
-                connection.sendall(head.encode())
-                if not drip:
-                    connection.sendall(body)
-                for byte in (body if drip else b""):
-                    connection.sendall(bytes([byte]))
-                    time.sleep(drip)
-            except OSError:
-                return
 
 
 def test_a_failed_download_quotes_only_a_short_sanitised_excerpt():
