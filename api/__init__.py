@@ -22,8 +22,8 @@ _GROUPS = {
     "schema": ("TextToImageRequest", "ImageEditRequest", "GenerationResult", "GeneratedImage",
                "Usage"),
     "models": ("MODELS", "ModelSpec", "spec_for"),
-    "validation": ("validate", "Checked"),
-    "pricing": ("estimate_usd",),
+    "validation": ("validate", "Checked", "normalize_size"),
+    "pricing": ("estimate_usd", "cost_usd"),
     "store": ("ResultStore", "StoredImage", "request_fingerprint"),
     "retry": ("RetryPolicy",),
     "budget": ("SpendGuard", "BudgetStatus"),
@@ -34,7 +34,7 @@ _GROUPS = {
                "InvalidParameterError", "ContentModerationError", "RateLimitError",
                "QuotaExhaustedError", "ModelNotFoundError", "ServerError", "TaskError",
                "TaskFailedError", "TaskCanceledError", "TaskUnknownError",
-               "AmbiguousRequestError", "TransportError", "DownloadError", "CancelledError",
+               "AmbiguousRequestError", "AmbiguousTaskError", "TransportError", "DownloadError", "CancelledError",
                "BudgetExceededError"),
 }
 _EXPORTS = {name: module for module, names in _GROUPS.items() for name in names}
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from .errors import (
         AccessDeniedError,
         AmbiguousRequestError,
+        AmbiguousTaskError,
         ApiError,
         AuthenticationError,
         BudgetExceededError,
@@ -70,7 +71,7 @@ if TYPE_CHECKING:
     )
     from .images import fit_encoding, inspect_image, to_data_uri
     from .models import MODELS, ModelSpec, spec_for
-    from .pricing import estimate_usd
+    from .pricing import cost_usd, estimate_usd
     from .regions import BEIJING, REGIONS, SINGAPORE, Region, normalize_region
     from .retry import RetryPolicy
     from .schema import (
@@ -82,7 +83,7 @@ if TYPE_CHECKING:
     )
     from .state import PROCESS_STATE, ProcessState
     from .store import ResultStore, StoredImage, request_fingerprint
-    from .validation import Checked, validate
+    from .validation import Checked, normalize_size, validate
     from .waiting import Progress
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -170,5 +170,7 @@ def make_client(region: str | None, comfy: Comfy):
     from ..api.client import QwenImageClient
     from ..api.store import ResultStore
 
+    # background_recovery: the first call after a restart also finishes, in the background,
+    # the journal's tasks that a previous ComfyUI process created and never fetched.
     return QwenImageClient(Config.resolve(region=region),
-                           store=ResultStore(comfy.store_directory()))
+                           store=ResultStore(comfy.store_directory()), background_recovery=True)

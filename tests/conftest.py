@@ -42,6 +42,15 @@ def emulator(request):
 
 # --- client tests -------------------------------------------------------------------------
 @pytest.fixture(autouse=True)
+def private_home(tmp_path_factory, monkeypatch):
+    """Each test has a HOME of its own: the journal, the budget ledger and key files of the
+    machine are never read or written."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+@pytest.fixture(autouse=True)
 def fresh_process_state():
     """Each test starts as a fresh process does: no limiter, upload, probe or duration."""
     from qwen_image_dashscope.api.state import PROCESS_STATE

@@ -98,19 +98,26 @@ def test_non_json_503_is_retried(emu, client):
     assert [r.status for r in api_requests(emu, SYNC_PATH)] == [503, 200]
 
 
-@pytest.mark.parametrize("interface, path, where", [
-    ("async", ASYNC_PATH, "task list of the Model Studio console"),
-    ("sync", SYNC_PATH, "usage statistics"),
-])
-def test_non_json_502_on_a_billed_post_is_ambiguous(emu, client, interface, path, where):
+def test_non_json_502_on_a_sync_post_is_ambiguous(emu, client):
     emu.inject("non_json", status=502, body="<html>Bad Gateway</html>")
     with pytest.raises(AmbiguousRequestError) as caught:
-        client.text_to_image(T2I, interface=interface)
+        client.text_to_image(T2I, interface="sync")
     message = str(caught.value)
     assert "HTTP 502 from something other than DashScope: <html>Bad Gateway</html>" in message
     assert "may have been processed and billed, so it was not sent again" in message
-    assert where in message and "possibly paying twice" in message
-    assert len(api_requests(emu, path)) == 1
+    assert "usage statistics" in message and "possibly paying twice" in message
+    assert len(api_requests(emu, SYNC_PATH)) == 1
+
+
+def test_non_json_502_on_a_task_creation_is_sent_again_once_the_list_shows_no_task(emu, client):
+    # The gateway answered instead of the service: the task list shows no such task after
+    # the grace period, so the creation is sent once more, and billed once.
+    emu.inject("non_json", status=502, body="<html>Bad Gateway</html>", path=ASYNC_PATH)
+    result = client.text_to_image(T2I)
+    assert len(result.images) == 1
+    assert len(api_requests(emu, ASYNC_PATH, "POST")) == 2
+    assert api_requests(emu, "/tasks", "GET")  # the list was read before sending again
+    assert emu.stats["tasks_created"] == 1 and emu.stats["images_billed"] == 1
 
 
 def test_connection_lost_after_processing_is_not_resent(emu, client):
@@ -130,14 +137,17 @@ def test_sync_connection_lost_after_processing_is_not_resent(emu, client):
     assert emu.stats["images_billed"] == 1
 
 
-def test_connection_lost_before_processing_is_not_resent_either(emu, client):
+def test_connection_lost_before_processing_is_resent_only_after_the_task_list(emu, client):
     # From the client's side a drop before and after processing look the same: the request
-    # left, no answer came. Resending could pay twice, so it is ambiguous too.
+    # left, no answer came. Only the task list, showing no such task after the grace
+    # period, makes a second send safe.
     emu.inject("drop", path=ASYNC_PATH)
-    with pytest.raises(AmbiguousRequestError):
-        client.text_to_image(T2I)
-    assert len(api_requests(emu, ASYNC_PATH)) == 1
-    assert emu.stats["tasks_created"] == 0
+    result = client.text_to_image(T2I)
+    assert len(result.images) == 1
+    creates = api_requests(emu, ASYNC_PATH, "POST")
+    lists = [r for r in api_requests(emu, "/tasks", "GET") if r.path.endswith("/tasks")]
+    assert len(creates) == 2 and lists and lists[0].time < creates[1].time
+    assert emu.stats["tasks_created"] == 1
 
 
 def test_read_timeout_on_a_billed_post_is_ambiguous(emu):

@@ -3,6 +3,7 @@
 Everything runs over real loopback HTTP against the emulator; nothing is mocked.
 """
 import io
+import os
 import time
 
 from PIL import Image
@@ -21,8 +22,12 @@ ASYNC_PATH = "/services/aigc/text2image/image-synthesis"
 
 def make_client(emulator, region=SG, *, key=None, store=None, timeout=300.0,
                 retry=FAST_RETRY, key_region=None):
+    # The test's own HOME (conftest) holds the journal; a lost task creation is looked for
+    # in the task list for a second, not the real service's two minutes.
+    environ = {"HOME": os.environ["HOME"], "QWEN_IMAGE_RECOVERY_GRACE": "1"}
     config = Config.resolve(region, api_key=key or KEYS[key_region or region],
-                            base_url=emulator.base_url(region), environ={}, timeout=timeout)
+                            base_url=emulator.base_url(region), environ=environ,
+                            timeout=timeout)
     return QwenImageClient(config, store=store, retry=retry)
 
 
