@@ -1,9 +1,10 @@
-"""The nodes' help pages (web/docs/<node id>.md) against the code and the model table.
+"""The nodes' help pages (web/docs/<node id>.md) and README.md against the model table.
 
 Each page documents every input of its node, and its "Models" section, between two marker
 lines, is the table rendered here from api/model_table.py (n, sizes, input images,
-interfaces, price per image by region). When the table changes, run this file to rewrite
-the sections:  python tests/test_nodes_help.py
+interfaces, price per image by region); README.md holds both tables, text to image first.
+When the table changes, run this file to rewrite the sections:
+python tests/test_nodes_help.py
 """
 from __future__ import annotations
 
@@ -105,16 +106,23 @@ def page(node_id: str) -> Path:
     return REPO / "web" / "docs" / f"{node_id}.md"
 
 
-def _section(text: str) -> str:
-    match = re.search(re.escape(BEGIN) + r".*?" + re.escape(END), text, re.DOTALL)
-    assert match, f"no section between {BEGIN!r} and {END!r}"
-    return match.group(0)
+def _sections(text: str) -> list[str]:
+    found = re.findall(re.escape(BEGIN) + r".*?" + re.escape(END), text, re.DOTALL)
+    assert found, f"no section between {BEGIN!r} and {END!r}"
+    return found
 
 
-def test_the_models_section_is_the_table_as_it_is():
-    for node_id in FAMILIES:
-        assert _section(page(node_id).read_text(encoding="utf-8")) == render(node_id), \
-            f"{page(node_id).name}: run python tests/test_nodes_help.py"
+def _documents() -> list[tuple[Path, list[str]]]:
+    """Each file with the node ids of its sections, in order."""
+    return [(page(node_id), [node_id]) for node_id in FAMILIES] + [
+        (REPO / "README.md", list(FAMILIES))]
+
+
+def test_the_models_sections_are_the_table_as_it_is():
+    for path, node_ids in _documents():
+        found = _sections(path.read_text(encoding="utf-8"))
+        assert found == [render(node_id) for node_id in node_ids], \
+            f"{path.name}: run python tests/test_nodes_help.py"
 
 
 def test_every_model_and_every_input_is_on_the_help_page():
@@ -130,8 +138,11 @@ def test_every_model_and_every_input_is_on_the_help_page():
 
 
 if __name__ == "__main__":
-    for node_id in FAMILIES:
-        path = page(node_id)
+    for path, node_ids in _documents():
         text = path.read_text(encoding="utf-8")
-        path.write_text(text.replace(_section(text), render(node_id)), encoding="utf-8")
-        print(f"rewrote the models section of {path.relative_to(REPO)}")
+        assert len(_sections(text)) == len(node_ids), path
+        rendered = iter(render(node_id) for node_id in node_ids)
+        text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: next(rendered),
+                      text, flags=re.DOTALL)
+        path.write_text(text, encoding="utf-8")
+        print(f"rewrote the models sections of {path.relative_to(REPO)}")
