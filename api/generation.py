@@ -16,6 +16,7 @@ reported, never allowed to cost the images.
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 from .charges import Charges
@@ -33,10 +34,11 @@ from .errors import (
 )
 from .inputs import InputPlanner
 from .journal import FAILED, STORED, SUCCEEDED, UNFETCHED, Entry, Journal
-from .limiter import ModelLimiter
+from .limiter import ModelLimiter, Slot
 from .models import ASYNC, IMAGE_EDIT, SYNC, ModelSpec
 from .polling import PollSchedule, service_duration
 from .pricing import cost_usd
+from .quotas import model_limits
 from .schema import GeneratedImage, GenerationResult
 from .service_errors import task_error
 from .recovery import TaskFinder, create_or_find
@@ -88,8 +90,10 @@ class Generator:
                           key=key_fingerprint(self.config.api_key()),
                           grace=self.config.recovery_grace)
 
-    def limiter(self, spec: ModelSpec) -> ModelLimiter:
-        return self.state.limits.for_model(self.config.api_key(), spec)
+    def limiter(self, spec: ModelSpec, cancel_event=None) -> ModelLimiter:
+        """``spec``'s shared limiter, held to the account's limits (``quotas``)."""
+        limits = model_limits(self.state.quotas, self.transport, spec, cancel_event)
+        return self.state.limits.for_model(self.config.api_key(), spec, limits)
 
     def duration_key(self, spec: ModelSpec, interface: str) -> tuple:
         return (self.config.base_url, spec.id, interface)
@@ -198,13 +202,19 @@ class Generator:
 
     # -- whole calls --------------------------------------------------------------------
 
-    def _before_post(self, job: Job, limiter: ModelLimiter) -> None:
-        limiter.before_post(job.abandon_event)
+    def _before_post(self, job: Job, slot: Slot) -> None:
+        slot.before_attempt(
+            job.abandon_event,
+            on_rate_wait=lambda left: job.emit(
+                "queued", f"waiting for the model's rate limit: next call in {math.ceil(left)} s"),
+            on_window_wait=lambda: job.emit(
+                "queued", f"waiting for a {job.spec.id} call in progress to end (DashScope "
+                          "accepts fewer at once than documented)"))
         job.mark_sent()
 
-    def _acquire(self, job: Job, limiter: ModelLimiter):
+    def _acquire(self, job: Job, limiter: ModelLimiter) -> Slot:
         return limiter.acquire(
-            job.abandon_event,
+            job.abandon_event, sync=job.interface == SYNC,
             on_wait=lambda: job.emit("queued", f"waiting for one of the {limiter.concurrent} "
                                                f"{job.spec.id} requests in progress to end"))
 
@@ -231,11 +241,11 @@ class Generator:
 
     def run_sync(self, job: Job) -> GenerationResult:
         request, spec = job.request, job.spec
-        limiter = self.limiter(spec)
+        limiter = self.limiter(spec, job.abandon_event)
         entry, sent = None, []  # sent: when each attempt left
 
         def before() -> None:
-            self._before_post(job, limiter)
+            self._before_post(job, slot)
             job.emit("running", "generating")
             sent.append(time.monotonic())
 
@@ -247,7 +257,9 @@ class Generator:
                 entry = self.begin(request, spec.id, SYNC, SYNC_PATH)
                 answer = self.transport.post_billed(
                     SYNC_PATH, body, oss_resolve=needs_oss_resolve(images),
-                    cancel_event=job.abandon_event, before_attempt=before)
+                    cancel_event=job.abandon_event, before_attempt=before,
+                    on_refused=slot.refused)
+                slot.succeeded()
             finally:
                 slot.release()
         except BaseException as exc:
@@ -269,7 +281,7 @@ class Generator:
 
     def run_async(self, job: Job) -> GenerationResult:
         request, spec = job.request, job.spec
-        limiter = self.limiter(spec)
+        limiter = self.limiter(spec, job.abandon_event)
         created = entry = None
         try:
             images = self._image_values(job)
@@ -278,7 +290,7 @@ class Generator:
                 task_id, created, entry = self.create(
                     spec, task_body(request, spec, images), request=request, job=job,
                     oss=needs_oss_resolve(images), cancel_event=job.abandon_event,
-                    before_attempt=lambda: self._before_post(job, limiter))
+                    before_attempt=lambda: self._before_post(job, slot))
                 created_at = time.monotonic()
                 with job.lock:
                     job.task_id = task_id

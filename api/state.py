@@ -2,7 +2,8 @@
 
 DashScope's limits are per account and model, its temporary files per account and model,
 and a key's region does not change: so two nodes, two clients or two threads using the
-same key must share limiters, the upload cache, key probes and learned task durations.
+same key must share limiters, the limits the quotas API told, the upload cache, key
+probes and learned task durations.
 Like ``requests.Session`` holding its connection pool, ``ProcessState`` holds all of it;
 every client uses ``PROCESS_STATE`` unless given its own (``QwenImageClient(state=...)``),
 and ``reset()`` empties it (tests call it between cases). Keys are never stored: entries
@@ -18,6 +19,7 @@ from typing import Iterator
 
 from .limiter import Limits
 from .polling import DurationEstimator
+from .quotas import QuotaBook
 
 
 class UploadCache:
@@ -86,8 +88,8 @@ class LedgerLocks:
 
 
 class ProcessState:
-    """Limiters, query gates, task slots, upload names, key probes, learned durations and
-    ledger locks of every client that uses this object."""
+    """Limiters, quotas read, query gates, task slots, upload names, key probes, learned
+    durations and ledger locks of every client that uses this object."""
 
     def __init__(self):
         self.reset()
@@ -95,6 +97,7 @@ class ProcessState:
     def reset(self) -> None:
         """Forget everything (work still running keeps the objects it already holds)."""
         self.limits = Limits()
+        self.quotas = QuotaBook()
         self.uploads = UploadCache()
         self.key_probes = KeyProbes()
         self.durations = DurationEstimator()

@@ -1,10 +1,12 @@
-"""The pack never exceeds DashScope's per-model limits, whatever the number of callers."""
+"""The pack never exceeds DashScope's per-model limits, whatever the number of callers;
+the quotas API and the service's refusals are in test_quotas.py and test_adaptive_limits.py."""
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from qwen_image_dashscope.api import ImageEditRequest, TextToImageRequest
 from qwen_image_dashscope.api.config import key_fingerprint
-from qwen_image_dashscope.api.limiter import RateGate
+from qwen_image_dashscope.api.limiter import ModelLimits, RateGate
 from qwen_image_dashscope.api.state import PROCESS_STATE
 from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
 from qwen_image_dashscope.api.models import MODELS
@@ -66,5 +68,32 @@ def test_rate_gate_slides():
         t.start()
     for t in threads:
         t.join()
-    # 5 events at 2 per 0.25 s (window plus margin): the fifth waits two windows.
-    assert 0.45 <= time.monotonic() - started < 1.0
+    # 5 events at 2 per 0.3 s (window plus margin): the fifth waits two windows.
+    assert 0.55 <= time.monotonic() - started < 1.0
+
+
+def test_new_limits_reach_a_limiter_in_use():
+    # The quotas API told more slots (e.g. a refresh a day later): a waiting call goes on.
+    spec = MODELS["qwen-image-plus"]
+    limiter = PROCESS_STATE.limits.for_model(SINGAPORE_KEY, spec)
+    held = [limiter.acquire(), limiter.acquire()]
+    third = []
+    waiter = threading.Thread(target=lambda: third.append(limiter.acquire()))
+    waiter.start()
+    waiter.join(0.2)
+    assert not third  # two tasks at once: the third waits
+    granted = replace(ModelLimits.from_spec(spec), concurrent=3, source="quotas API")
+    assert PROCESS_STATE.limits.for_model(SINGAPORE_KEY, spec, granted) is limiter
+    waiter.join(1.0)
+    assert len(third) == 1 and limiter.concurrent == 3
+    for slot in held + third:
+        slot.release()
+    assert PROCESS_STATE.limits.for_model(SINGAPORE_KEY, spec).limits == granted  # kept
+
+
+def test_sync_calls_take_a_slot_only_where_the_reference_counts_them():
+    edit = PROCESS_STATE.limits.for_model(SINGAPORE_KEY, MODELS["qwen-image-edit-plus"])
+    plus = PROCESS_STATE.limits.for_model(SINGAPORE_KEY, MODELS["qwen-image-plus"])
+    edits = [edit.acquire(sync=True) for _ in range(5)]  # never waits
+    assert not any(slot.holds_slot for slot in edits)
+    assert plus.acquire(sync=True).holds_slot  # text to image: 2 at once, sync or async
