@@ -34,9 +34,10 @@ from .errors import (
 )
 from .inputs import InputPlanner
 from .journal import FAILED, STORED, SUCCEEDED, UNFETCHED, Entry, Journal
+from .durations_store import learned_durations
 from .limiter import ModelLimiter, Slot
 from .models import ASYNC, IMAGE_EDIT, SYNC, ModelSpec
-from .polling import PollSchedule, service_duration
+from .polling import service_duration
 from .pricing import cost_usd
 from .quotas import model_limits
 from .schema import GeneratedImage, GenerationResult
@@ -80,6 +81,7 @@ class Generator:
         self.downloader = downloader
         self.store = store
         self.state = state
+        self.durations = learned_durations(config, state)  # learning kept on disk
         self.charges = charges
         self.journal = journal
         self.inputs = InputPlanner(transport, config.region_info, state.uploads)
@@ -146,9 +148,8 @@ class Generator:
                         stop_when_abandoned: bool = False) -> TaskState:
         """The task's SUCCEEDED state, or its error; ``stop_when_abandoned`` when nobody
         needs its images."""
-        durations = self.state.durations
         key = self.duration_key(job.spec, ASYNC)
-        schedule = PollSchedule(*durations.expected(key))
+        schedule = self.state.durations.schedule(key)
         next_at = created_at + schedule.next_delay(0.0)
         failing_since = None
         while True:
@@ -182,7 +183,7 @@ class Generator:
             next_at = polled_at + schedule.next_delay(polled_at - created_at)
         if state.status == "SUCCEEDED":
             seconds = service_duration(state.output) or (time.monotonic() - created_at)
-            durations.record(key, seconds)
+            self.durations.record(key, seconds)
             return state
         raise task_error(task_id, state.status, state.code, state.message, state.request_id,
                          self.config.region)
@@ -267,7 +268,7 @@ class Generator:
                 self.journal.unanswered(entry.id, sent=bool(sent), error=exc)
             self._release(job, exc)
             raise
-        self.state.durations.record(self.duration_key(spec, SYNC), time.monotonic() - sent[-1])
+        self.durations.record(self.duration_key(spec, SYNC), time.monotonic() - sent[-1])
         generated = read_generated(answer)
         self._journal(entry, status=SUCCEEDED, urls=generated.urls, sync=True)
         cost = cost_usd(spec, self.config.region, generated.usage, len(generated.urls),

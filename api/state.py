@@ -3,7 +3,7 @@
 DashScope's limits are per account and model, its temporary files per account and model,
 and a key's region does not change: so two nodes, two clients or two threads using the
 same key must share limiters, the limits the quotas API told, the upload cache, key
-probes and learned task durations.
+probes and learned task durations (seeded once from the durations file, ``durations_store``).
 Like ``requests.Session`` holding its connection pool, ``ProcessState`` holds all of it;
 every client uses ``PROCESS_STATE`` unless given its own (``QwenImageClient(state=...)``),
 and ``reset()`` empties it (tests call it between cases). Keys are never stored: entries
@@ -101,6 +101,7 @@ class ProcessState:
         self.uploads = UploadCache()
         self.key_probes = KeyProbes()
         self.durations = DurationEstimator()
+        self.durations_loaded: set[Path] = set()  # durations files read into ``durations``
         self.ledger_locks = LedgerLocks()
 
 
