@@ -22,7 +22,7 @@ from .charges import Charges
 from .config import Config
 from .download import Downloader
 from .errors import ApiError, AuthenticationError, CancelledError, TransportError, ValidationError
-from .generation import Generator, task_body
+from .generation import Generator
 from .journal import HANDED, Journal
 from .inputs import AUTO, check_transport
 from .keycheck import explained, key_accepted
@@ -35,7 +35,7 @@ from .store import ResultStore, image_from_stored, request_fingerprint
 from .transport import Transport
 from .unfinished import recover_in_background
 from .validation import Checked, validate
-from .wire import resolved
+from .wire import resolved, task_body
 from .waiting import Abandoned, Job, Progress, Worker, guarded, notify, wait_for
 
 log = logging.getLogger(__name__)

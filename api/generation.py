@@ -56,20 +56,13 @@ from .wire import (
     needs_oss_resolve,
     read_generated,
     read_task,
-    text2image_body,
+    task_body,
 )
 
 log = logging.getLogger(__name__)
 
 # Polls keep failing (network down, 5xx) for this long before the wait gives up.
 POLL_OUTAGE_LIMIT = 300.0
-
-
-def task_body(request, spec: ModelSpec, images: list[str] = ()) -> dict:
-    """The body of ``spec``'s asynchronous path."""
-    if spec.async_path.startswith("/services/aigc/text2image/"):
-        return text2image_body(request, spec)
-    return messages_body(request, spec, images)
 
 
 class Generator:
@@ -111,7 +104,7 @@ class Generator:
         is looked for in the task list (``recovery.create_or_find``); ``job``: the call
         whose result store receives the candidates' images when several tasks could be it.
         """
-        payload = _encoded(body)
+        payload = encode_body(body)
 
         def send(before) -> dict:
             return self.transport.post_billed(spec.async_path, payload, asynchronous=True,
@@ -252,7 +245,7 @@ class Generator:
 
         try:
             images = self._image_values(job)
-            body = _encoded(messages_body(request, spec, images))
+            body = encode_body(messages_body(request, spec, images))
             slot = self._acquire(job, limiter)
             try:
                 entry = self.begin(request, spec.id, SYNC, SYNC_PATH)
@@ -403,12 +396,3 @@ class Generator:
         result.notes.extend(f"an image could not be downloaded: {f}" for f in failures)
         return result
 
-
-def _encoded(body: dict) -> bytes:
-    """The body as sent; a prompt that cannot be encoded (a lone surrogate) is refused
-    before anything is sent."""
-    try:
-        return encode_body(body)
-    except UnicodeEncodeError as exc:
-        raise ValidationError("prompt", f"holds text that cannot be sent as UTF-8 "
-                                        f"({exc.reason} at position {exc.start})") from None

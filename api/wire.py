@@ -21,7 +21,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-from .errors import ServerError
+from .errors import ServerError, ValidationError
 from .models import PARAMETER_DEFAULTS, ModelSpec
 from .schema import Usage
 
@@ -33,8 +33,15 @@ _OPTIONAL = ("negative_prompt", "size", "n", "prompt_extend", "prompt_extend_mod
 
 
 def encode_body(body: dict) -> bytes:
-    """The JSON body exactly as sent (the SDK's serialisation), so its size can be checked."""
-    return json.dumps(body, ensure_ascii=False).encode("utf-8")
+    """The JSON body exactly as sent (the SDK's serialisation), so its size can be checked.
+
+    A prompt that cannot be encoded (a lone surrogate) is refused before anything is sent.
+    """
+    try:
+        return json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError("prompt", f"holds text that cannot be sent as UTF-8 "
+                                        f"({exc.reason} at position {exc.start})") from None
 
 
 def resolved(request, spec: ModelSpec):
@@ -73,6 +80,13 @@ def text2image_body(request, spec: ModelSpec) -> dict:
     if "negative_prompt" in params:
         prompt["negative_prompt"] = params.pop("negative_prompt")
     return {"model": request.model, "input": prompt, "parameters": params}
+
+
+def task_body(request, spec: ModelSpec, images: list[str] = ()) -> dict:
+    """The body of ``spec``'s asynchronous path."""
+    if spec.async_path.startswith("/services/aigc/text2image/"):
+        return text2image_body(request, spec)
+    return messages_body(request, spec, images)
 
 
 def needs_oss_resolve(images: list[str]) -> bool:

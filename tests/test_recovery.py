@@ -360,6 +360,7 @@ def test_progress_piped_to_a_file_writes_plain_lines(emu, tmp_path):
 def test_progress_on_a_terminal_redraws_one_line(monkeypatch):
     import io
 
+    from qwen_image_dashscope.api.console import Console
     from qwen_image_dashscope.api.waiting import Progress
 
     class Terminal(io.StringIO):
@@ -368,7 +369,7 @@ def test_progress_on_a_terminal_redraws_one_line(monkeypatch):
 
     screen = Terminal()
     monkeypatch.setattr(sys, "stderr", screen)
-    console = cli._Console()
+    console = Console()
     for stage, elapsed in (("queued", 0.1), ("running", 0.6), ("running", 1.1), ("done", 1.5)):
         console.progress(Progress(stage, elapsed, "task-1", 0.5, stage))
 
