@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from . import errors as _errors  # small, standard library only: its names are listed below
+
 __version__ = "0.1.0"
 
 _GROUPS = {
@@ -29,13 +31,7 @@ _GROUPS = {
     "budget": ("SpendGuard", "BudgetStatus"),
     "state": ("ProcessState", "PROCESS_STATE"),
     "images": ("to_data_uri", "inspect_image", "fit_encoding"),
-    "errors": ("redact", "QwenImageError", "ConfigurationError", "MissingApiKeyError",
-               "ValidationError", "ApiError", "AuthenticationError", "AccessDeniedError",
-               "InvalidParameterError", "ContentModerationError", "RateLimitError",
-               "QuotaExhaustedError", "ModelNotFoundError", "ServerError", "TaskError",
-               "TaskFailedError", "TaskCanceledError", "TaskUnknownError",
-               "AmbiguousRequestError", "AmbiguousTaskError", "TransportError", "DownloadError", "CancelledError",
-               "BudgetExceededError"),
+    "errors": tuple(_errors.__all__),
 }
 _EXPORTS = {name: module for module, names in _GROUPS.items() for name in names}
 
@@ -43,32 +39,7 @@ if TYPE_CHECKING:
     from .budget import BudgetStatus, SpendGuard
     from .client import QwenImageClient
     from .config import Config, KeySource
-    from .errors import (
-        AccessDeniedError,
-        AmbiguousRequestError,
-        AmbiguousTaskError,
-        ApiError,
-        AuthenticationError,
-        BudgetExceededError,
-        CancelledError,
-        ConfigurationError,
-        ContentModerationError,
-        DownloadError,
-        InvalidParameterError,
-        MissingApiKeyError,
-        ModelNotFoundError,
-        QuotaExhaustedError,
-        QwenImageError,
-        RateLimitError,
-        ServerError,
-        TaskCanceledError,
-        TaskError,
-        TaskFailedError,
-        TaskUnknownError,
-        TransportError,
-        ValidationError,
-        redact,
-    )
+    from .errors import *  # noqa: F403 - the names of errors.__all__
     from .images import fit_encoding, inspect_image, to_data_uri
     from .models import MODELS, ModelSpec, spec_for
     from .pricing import cost_usd, estimate_usd

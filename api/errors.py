@@ -13,6 +13,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .waiting import Worker
 
+__all__ = [  # what callers catch; the rest is the pack's own plumbing
+    "redact", "QwenImageError", "ConfigurationError", "MissingApiKeyError", "ValidationError",
+    "ApiError", "AuthenticationError", "AccessDeniedError", "InvalidParameterError",
+    "ContentModerationError", "RateLimitError", "QuotaExhaustedError", "ModelNotFoundError",
+    "ServerError", "TaskError", "TaskFailedError", "TaskCanceledError", "TaskUnknownError",
+    "AmbiguousRequestError", "AmbiguousTaskError", "TransportError", "DownloadError",
+    "CancelledError", "BudgetExceededError",
+]
+
 _KEY_PATTERN = re.compile(r"sk-[A-Za-z0-9_\-]{4,}")
 _secrets: set[str] = set()  # the configured keys' exact values, whatever their shape
 _secrets_lock = threading.Lock()
