@@ -260,22 +260,32 @@ class ModelLimiter:
         """
         if sync and not self.limits.sync_limited:
             return Slot(self, holds_slot=False, sync=True)
-        waited = False
+
+        def free() -> bool:
+            self._reclaim_stale()
+            return len(self._slots) < self.limits.concurrent
+
         with self._condition:
-            while True:
-                self._reclaim_stale()
-                if len(self._slots) < self.limits.concurrent:
-                    slot = Slot(self, holds_slot=True, sync=sync)
-                    self._slots.add(slot)
-                    return slot
-                if not waited and on_wait is not None:
-                    on_wait()
-                waited = True
-                if cancel_event is not None and cancel_event.is_set():
-                    raise CancelledError(
-                        f"Cancelled while waiting for one of the {self.limits.concurrent} "
-                        f"{self.model} tasks in progress to end; nothing was sent or billed.")
-                self._condition.wait(0.05)
+            self._wait_until(free, cancel_event, on_wait,
+                             lambda: f"one of the {self.limits.concurrent} {self.model} tasks "
+                                     "in progress to end")
+            slot = Slot(self, holds_slot=True, sync=sync)
+            self._slots.add(slot)
+            return slot
+
+    def _wait_until(self, ready: Callable[[], bool], cancel_event: threading.Event | None,
+                    on_wait: Callable[[], None] | None, what: Callable[[], str]) -> None:
+        """Wait (holding ``_condition``) until ``ready()``; ``on_wait()`` once if it has to;
+        ``CancelledError`` naming ``what()`` when ``cancel_event`` is set meanwhile."""
+        waited = False
+        while not ready():
+            if not waited and on_wait is not None:
+                on_wait()
+            waited = True
+            if cancel_event is not None and cancel_event.is_set():
+                raise CancelledError(f"Cancelled while waiting for {what()}; nothing was sent "
+                                     "or billed.")
+            self._condition.wait(0.05)
 
     def before_post(self, cancel_event: threading.Event | None = None,
                     on_wait: OnWait | None = None) -> None:
@@ -292,17 +302,9 @@ class ModelLimiter:
 
     def enter_window(self, cancel_event: threading.Event | None,
                      on_wait: Callable[[], None] | None) -> None:
-        waited = False
         with self._condition:
-            while not self.window.has_room():
-                if not waited and on_wait is not None:
-                    on_wait()
-                waited = True
-                if cancel_event is not None and cancel_event.is_set():
-                    raise CancelledError(
-                        f"Cancelled while waiting for a {self.model} call in progress to end; "
-                        "nothing was sent or billed.")
-                self._condition.wait(0.05)
+            self._wait_until(self.window.has_room, cancel_event, on_wait,
+                             lambda: f"a {self.model} call in progress to end")
             self.window.in_flight += 1
 
     def update_window(self, change: Callable[[Window], None]) -> None:
