@@ -56,12 +56,31 @@ class Comfy:
             return None
         return self.utils.ProgressBar(total, node_id=node_id)
 
+    @staticmethod
+    def progress(bar, value: float, total: int, picture=None) -> None:
+        """Move the bar; with ``picture`` (an RGB PIL image) also make it the node's preview
+        (ComfyUI sends it to the browser that queued the prompt)."""
+        if bar is None:
+            return
+        preview = None if picture is None else ("PNG", picture, max(picture.size))
+        bar.update_absolute(value, total, preview)
+
     def send_text(self, text: str, node_id) -> None:
         instance = getattr(self.server, "instance", None)
         if instance is None or node_id is None:
             log.debug("%s", text)
             return
         instance.send_progress_text(text, node_id)
+
+    def shown_path(self, folder) -> str:
+        """``folder`` as a ComfyUI user finds it: under "output/" when it is in ComfyUI's
+        output directory, else as it is."""
+        folder = Path(folder)
+        if self.folder_paths is not None:
+            output = Path(self.folder_paths.get_output_directory())
+            if folder.is_relative_to(output):
+                return str(Path("output") / folder.relative_to(output))
+        return str(folder)
 
     def store_directory(self) -> Path:
         """Where results are kept: $QWEN_IMAGE_STORE_DIR, else ComfyUI's output dir / qwen-image.

@@ -9,6 +9,7 @@ from ..api.errors import QwenImageError
 from ..api.models import spec_for
 from ..api.pricing import usd_price
 from .runner import Job
+from .status import total_cost
 
 
 def one_line(text: str) -> str:
@@ -70,7 +71,6 @@ def assemble(node_id: str, model: str, family: str, jobs: list[Job], outcomes: l
     spec = spec_for(model, family)
     region = succeeded[0][1].region
     price = usd_price(spec, region)
-    costs = [r["cost_usd"] for r in requests_info]
     failures = [{"outputs": job.label(total), "seed": job.request.seed,
                  "error": type(result).__name__, "message": str(result)}
                 for job, result in zip(jobs, outcomes) if isinstance(result, QwenImageError)]
@@ -83,7 +83,7 @@ def assemble(node_id: str, model: str, family: str, jobs: list[Job], outcomes: l
         "batch": {"size": f"{width}*{height}",
                   "padded": [{"image": p.index + 1, "size": f"{p.width}*{p.height}",
                               "x": p.x, "y": p.y} for p in padded]},
-        "estimated_cost_usd": None if None in costs else round(sum(costs), 6),
+        "estimated_cost_usd": total_cost(result for _, result in succeeded),
         # The model's price list in this region (None: none published), per image.
         "price_usd": None if price is None else {
             "output": price.output, "output_above_2k": price.output_2k, "input": price.input},

@@ -1,5 +1,6 @@
 """Running a node's client calls while ComfyUI watches: status text under the node, the
-progress bar, and Cancel (which cancels queued remote tasks and returns at once).
+progress bar with each image as a preview the moment it lands, and Cancel (which cancels
+queued remote tasks and returns at once).
 
 Imports neither torch nor the HTTP client at import time (see ``widgets``).
 """
@@ -15,10 +16,12 @@ from ..api.config import Config
 from ..api.errors import QwenImageError
 from ..api.models import SEED_MAX
 from .comfy_bridge import Comfy
+from .status import BatchStatus, summary
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1  # how often a waiting node looks at ComfyUI's Cancel flag
+PREVIEW_SIDE = 512  # px: ComfyUI's own default preview size (--preview-size)
 
 
 def seed_for(seed: int, index: int) -> int:
@@ -38,48 +41,6 @@ class Job:
         if self.n == 1:
             return f"image {self.first + 1}/{total}"
         return f"images {self.first + 1}-{self.first + self.n}/{total}"
-
-
-class _Status:
-    """The latest Progress of every call, rendered as the text under the node."""
-
-    def __init__(self, jobs: list[Job]):
-        self.jobs = jobs
-        self.total = sum(job.n for job in jobs)
-        self.latest: list[tuple[object, float] | None] = [None] * len(jobs)
-        self.finished: list[str | None] = [None] * len(jobs)
-
-    def callback(self, index: int):
-        def on_progress(progress) -> None:  # called from the client's thread
-            self.latest[index] = (progress, time.monotonic())
-        return on_progress
-
-    def _line(self, index: int, now: float) -> str:
-        if self.finished[index]:
-            return self.finished[index]
-        seen = self.latest[index]
-        if seen is None:
-            return "waiting"
-        progress, at = seen
-        if progress.stage in ("queued", "running"):
-            return f"{progress.stage} {progress.elapsed + (now - at):.0f} s"
-        return progress.stage
-
-    def text(self) -> str:
-        now = time.monotonic()
-        if len(self.jobs) == 1:
-            return self._line(0, now)
-        return "\n".join(f"{job.label(self.total)}: {self._line(i, now)}"
-                         for i, job in enumerate(self.jobs))
-
-    def images_done(self) -> float:
-        done = 0.0
-        for i, job in enumerate(self.jobs):
-            if self.finished[i]:
-                done += job.n
-            elif self.latest[i] is not None:
-                done += job.n * min(1.0, max(0.0, self.latest[i][0].fraction or 0.0))
-        return round(done, 2)
 
 
 async def in_thread(comfy: Comfy, function, *args):
@@ -103,26 +64,57 @@ def _consume(future) -> None:
         future.exception()
 
 
+def _previews(result) -> list:
+    """Small RGB pictures of a result's images for the node's preview; an image that does
+    not decode gets none (the run goes on: its file is in the store either way)."""
+    import io
+
+    from PIL import Image
+
+    from ..api.images import flatten
+
+    pictures = []
+    for image in result.images:
+        try:
+            picture = Image.open(io.BytesIO(image.data))
+            picture = picture if picture.mode == "RGB" else flatten(picture)
+            picture.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+        except Exception as exc:  # Pillow raises many kinds; a preview is never worth a run
+            log.warning("No preview of %s: %s", image.saved_path or image.url, exc)
+            continue
+        pictures.append(picture)
+    return pictures
+
+
+def _call_and_preview(call, job, on_progress, cancel_event):
+    # In the call's own thread, so decoding previews never holds up ComfyUI's event loop.
+    result = call(job, on_progress, cancel_event)
+    return result, _previews(result)
+
+
 async def run_jobs(jobs: list[Job], call, *, comfy: Comfy, node_id, fail_fast: bool) -> list:
     """Run ``call(job, on_progress, cancel_event)`` for every job concurrently in threads.
 
-    Returns one GenerationResult or QwenImageError per job. Every POLL_SECONDS the node
-    looks at ComfyUI's Cancel flag; on Cancel (or a failure with ``fail_fast``) the
-    shared cancel event is set, which cancels queued remote tasks, and the node returns at
-    once without waiting for the calls, whose running work still lands in the store.
+    Returns one GenerationResult or QwenImageError per job. The status text counts the
+    images by state; each image becomes the node's preview as soon as its call has it; the
+    text ends with a summary (``status``). Every POLL_SECONDS the node looks at ComfyUI's
+    Cancel flag; on Cancel (or a failure with ``fail_fast``) the shared cancel event is
+    set, which cancels queued remote tasks, and the node returns at once without waiting
+    for the calls, whose running work still lands in the store.
     """
     import asyncio
 
     if comfy.interrupted():  # pressed while the inputs were prepared: send nothing
         comfy.raise_interrupted()
     cancel_event = threading.Event()
-    status = _Status(jobs)
+    status = BatchStatus([job.n for job in jobs])
     bar = comfy.progress_bar(status.total, node_id)
     loop = asyncio.get_running_loop()
     # A pool of this node's own: its calls block while they wait for the model's slots,
     # and in the loop's shared default pool they would starve every other node's work.
     pool = ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="dashscope-node")
-    futures = {loop.run_in_executor(pool, call, job, status.callback(i), cancel_event): i
+    futures = {loop.run_in_executor(pool, _call_and_preview, call, job, status.callback(i),
+                                    cancel_event): i
                for i, job in enumerate(jobs)}
     outcomes: list = [None] * len(jobs)
     shown = (None, None)
@@ -138,12 +130,13 @@ async def run_jobs(jobs: list[Job], call, *, comfy: Comfy, node_id, fail_fast: b
                 index = futures[future]
                 error = future.exception()
                 if error is None:
-                    outcomes[index] = future.result()
-                    status.finished[index] = ("from store" if outcomes[index].from_store
-                                              else "done")
+                    outcomes[index], previews = future.result()
+                    status.finish(index, outcomes[index])
+                    for picture in previews:
+                        comfy.progress(bar, status.images_done(), status.total, picture)
                 elif isinstance(error, QwenImageError):
                     outcomes[index] = error
-                    status.finished[index] = f"failed: {type(error).__name__}"
+                    status.finish(index, error)
                     if fail_fast:
                         raise error
                 else:
@@ -152,8 +145,7 @@ async def run_jobs(jobs: list[Job], call, *, comfy: Comfy, node_id, fail_fast: b
             if now_shown != shown:
                 shown = now_shown
                 comfy.send_text(shown[0], node_id)
-                if bar is not None:
-                    bar.update_absolute(shown[1], status.total)
+                comfy.progress(bar, shown[1], status.total)
     except BaseException:
         cancel_event.set()
         for future in futures:
@@ -162,6 +154,8 @@ async def run_jobs(jobs: list[Job], call, *, comfy: Comfy, node_id, fail_fast: b
         raise
     finally:
         pool.shutdown(wait=False)  # calls left behind after Cancel finish on their own
+    comfy.send_text(summary(outcomes, time.monotonic() - status.started, comfy.shown_path),
+                    node_id)
     return outcomes
 
 

@@ -1,5 +1,7 @@
 """The image-edit node run as ComfyUI runs it, against the emulator, with stand-in hooks."""
+import io
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -7,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from comfy_stubs.harness import (
     pixels_sent,
     png_pixels,
@@ -23,6 +26,12 @@ pytest_plugins = ("comfy_stubs.fixtures",)  # the comfy and service fixtures
 
 def image(batch=1, height=400, width=520, channels=3, seed=0):
     return torch.rand(batch, height, width, channels, generator=torch.Generator().manual_seed(seed))
+
+
+def thumbnail(data: bytes) -> bytes:
+    picture = Image.open(io.BytesIO(data)).convert("RGB")
+    picture.thumbnail((512, 512))
+    return picture.tobytes()
 
 
 def edit_posts(emu):
@@ -216,10 +225,20 @@ def test_progress_text_and_bar_count_the_images(service, comfy):
     service.set_latency(0.5)
     run_node(Edit, image=image(batch=2), prompt="paint it", n=3, unique_id="9")
     texts = comfy.server.PromptServer.instance.texts_for("9")
-    assert any("images 1-3/6: running" in t for t in texts)
-    assert texts[-1] == "images 1-3/6: done\nimages 4-6/6: done"
+    assert any(re.fullmatch(r"6 running \(\d+ s\)", t) for t in texts), texts
+    store = Path(comfy.folder_paths.get_output_directory()) / "qwen-image"
+    day = next(store.rglob("*.png")).parent.name
+    assert re.fullmatch(rf"6 images in \d+ s · about \$0\.18 · saved in output/qwen-image/{day}",
+                        texts[-1]), texts[-1]
     assert comfy.utils.bars == [(6, "9")]
     assert comfy.utils.updates[-1] == ("9", 6, 6)
+    # Every output image became the node's preview once, as a small RGB picture.
+    previews = [preview for node, preview, _ in comfy.utils.previews if node == "9"]
+    assert len(previews) == 6
+    served = {thumbnail(data) for data in service.served_images.values()}
+    for kind, picture, side in previews:
+        assert kind == "PNG" and picture.mode == "RGB" and max(picture.size) == side == 512
+        assert picture.tobytes() in served  # each of them, scaled down
 
 
 def test_cancel_returns_at_once_and_the_paid_result_still_lands_in_the_store(service, comfy):

@@ -77,16 +77,32 @@ def test_progress_text_and_progress_bar(service, comfy):
     service.set_latency(0.6)
     run_node(T2I, prompt="a lighthouse", batch=2, unique_id="42")
     texts = comfy.server.PromptServer.instance.texts_for("42")
-    assert any("image 1/2: queued" in t or "image 1/2: running" in t for t in texts)
-    lines = [line for text in texts for line in text.split("\n")]
-    assert any(re.fullmatch(r"image [12]/2: (queued|running) \d+ s", line) for line in lines)
-    assert texts[-1] == "image 1/2: done\nimage 2/2: done"
+    # One line of counts by state, never a line per image.
+    assert all("\n" not in text for text in texts)
+    assert any(re.fullmatch(r"(\d done · )?\d running \(\d+ s\)", t) for t in texts), texts
+    assert re.fullmatch(r"2 images in \d+ s · about \$0\.06 · saved in output/qwen-image/[\d-]+",
+                        texts[-1]), texts[-1]
     assert comfy.utils.bars == [(2, "42")]
     updates = comfy.utils.updates
     assert updates and all(node == "42" and total == 2 for node, _, total in updates)
     values = [value for _, value, _ in updates]
     assert values == sorted(values) and values[-1] == 2
     assert comfy.model_management.polls >= 5  # it looked at the Cancel flag while waiting
+
+
+def test_each_image_is_the_preview_as_soon_as_its_call_has_it(service, comfy):
+    # qwen-image-plus runs 2 tasks at once: calls 3 and 4 wait for calls 1 and 2.
+    service.set_latency(1.0)
+    timing = {}
+    run_node(T2I, timing=timing, prompt="four kites", batch=4, unique_id="5", seed=1)
+    previews = comfy.utils.previews
+    assert [node for node, _, _ in previews] == ["5"] * 4
+    first, last = previews[0][2], previews[-1][2]
+    assert last - first > 0.5  # the first two were shown a task's length before the others
+    assert timing["ended"] > last
+    square = T2I.INPUT_TYPES()["required"]["size"][1]["default"].split(" ")[0]
+    width, height = map(int, square.split("*"))
+    assert all(picture.size == (512, 512 * height // width) for _, (_, picture, _), _ in previews)
 
 
 def test_cancel_cancels_a_queued_task_and_reports_interrupted(service, comfy):

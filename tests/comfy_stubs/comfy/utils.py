@@ -2,13 +2,16 @@
 
 ComfyUI's hook (main.py, hijack_progress) first calls
 ``throw_exception_if_processing_interrupted()`` and then sends the progress; this one does
-the same and records ``(node_id, value, total)`` in ``updates``.
+the same and records ``(node_id, value, total)`` in ``updates`` and each preview image
+(``("PNG", pil_image, max_size)``) with the moment it came in ``previews``.
 """
 import threading
+import time
 
 from comfy import model_management
 
 updates = []
+previews = []  # (node_id, preview tuple, time.monotonic())
 bars = []  # (total, node_id) of every ProgressBar created
 _lock = threading.Lock()
 
@@ -17,6 +20,8 @@ def _recording_hook(value, total, preview_image, prompt_id=None, node_id=None):
     model_management.throw_exception_if_processing_interrupted()
     with _lock:
         updates.append((node_id, value, total))
+        if preview_image is not None:
+            previews.append((node_id, preview_image, time.monotonic()))
 
 
 PROGRESS_BAR_HOOK = _recording_hook
