@@ -100,7 +100,8 @@ class DashScopeQwenImageTextToImage:
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
-        return widgets.with_frontend_options(types, TEXT_TO_IMAGE, MODELS, FIRST_RELEASE_LAST)
+        return widgets.with_frontend_options(types, TEXT_TO_IMAGE, MODELS, FIRST_RELEASE_LAST,
+                                             PRESETS)
 
     @classmethod
     def VALIDATE_INPUTS(cls, prompt=None, negative_prompt=None, model=None, size=None, seed=None,

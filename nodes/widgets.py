@@ -22,6 +22,7 @@ from ..api.models import (
 from ..api.regions import REGIONS, SINGAPORE
 from ..api.validation import validate
 from .comfy_bridge import STORE_DIR_ENV
+from .prices import cost_table
 
 CATEGORY = "api node/image/Qwen-Image (DashScope)"
 
@@ -229,14 +230,17 @@ def _model_inputs(family: str, models: list[str], inputs) -> tuple[list, dict]:
 _WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 
 
-def with_frontend_options(types: dict, family: str, models: list[str], first_release_last: str):
+def with_frontend_options(types: dict, family: str, models: list[str], first_release_last: str,
+                          presets: dict[str, str] | None = None):
     """``types`` with the option web/model_inputs.js reads on the model combo.
 
     ``depends`` / ``applies``: which inputs (widgets, and sockets for input images) to hide
     for which model. ``first_release_values``: how many widget values the first release
     saved, up to ``first_release_last``; the frontend gives a workflow's values to the
     widgets by position, and one saved after a run by then also holds the status text,
-    which would land in the first newer widget.
+    which would land in the first newer widget. ``cost``: the prices and sizes the cost
+    shown before a run is made of (``prices.cost_table``; ``presets``: the size choices
+    that stand for a W*H).
     """
     inputs = {**types["required"], **types.get("optional", {})}
     saved = 0
@@ -247,7 +251,8 @@ def with_frontend_options(types: dict, family: str, models: list[str], first_rel
             break
     depends, taken = _model_inputs(family, models, inputs)
     types["required"]["model"][1]["qwen_image"] = {
-        "depends": depends, "applies": taken, "first_release_values": saved}
+        "depends": depends, "applies": taken, "first_release_values": saved,
+        "cost": cost_table(family, models, REGION_CHOICES, CUSTOM, presets or {})}
     return types
 
 

@@ -1,4 +1,5 @@
-"""web/model_inputs.js, the frontend extension, run by Node.js against stand-in nodes.
+"""web/model_inputs.js, the frontend extension, run by Node.js against stand-in nodes: hidden
+inputs, saved values, and the cost badge.
 
 The stand-ins do what ComfyUI's frontend (1.35.9) does with an extension's node type: call
 ``onNodeCreated`` on a new node, give a loaded workflow's ``widgets_values`` to the widgets
@@ -16,6 +17,10 @@ from pathlib import Path
 import pytest
 
 import qwen_image_dashscope as pack
+from qwen_image_dashscope.api.models import IMAGE_EDIT, TEXT_TO_IMAGE, spec_for
+from qwen_image_dashscope.api.pricing import estimate_usd
+from qwen_image_dashscope.nodes.status import _dollars
+from qwen_image_dashscope.nodes.widgets import REGION_CHOICES
 
 REPO = Path(__file__).resolve().parents[1]
 NODE = shutil.which("node")
@@ -90,6 +95,7 @@ const state = () => ({
   sockets: node.inputs.filter((slot) => !slot.widget).map((slot) => slot.name),
   values: Object.fromEntries(node.widgets.map((w) => [w.name, w.value])),
   height: node.size[1],
+  cost: node.qwenImageBadge().text,  // the badge over the title, as drawn now
 });
 for (const [action, argument] of steps) {
   if (action === "set") {
@@ -214,3 +220,70 @@ def test_a_save_leaves_out_the_status_text_and_records_its_length(tmp_path):
     # Loaded again, n keeps its 3: a save of this version is taken at its word.
     *_, loaded = run(tmp_path, T2I, [["configure", saved]])
     assert loaded["values"]["n"] == 3
+
+
+def label(region: str) -> str:
+    return next(choice for choice, value in REGION_CHOICES.items() if value == region)
+
+
+def estimate(model, family, n, size=None, inputs=0, region="ap-southeast-1") -> str:
+    """What api.pricing books for one call, as the node's texts write amounts."""
+    return _dollars(estimate_usd(spec_for(model, family), region, n, size, inputs))
+
+
+def test_the_cost_badge_follows_model_n_batch_size_and_region(tmp_path):
+    states = [state["cost"] for state in run(tmp_path, T2I, [
+        ["set", ["model", "qwen-image-plus"]],
+        ["set", ["batch", 16]],
+        ["set", ["model", "qwen-image-3.0-pro"]],  # tiered; the size is still 1328*1328
+        ["set", ["size", "auto"]],  # the model's default size
+        ["set", ["size", "custom"]], ["set", ["width", 2048]], ["set", ["height", 2048]],
+        ["set", ["n", 2]],  # above 2K: the upper tier
+        ["set", ["region", label("cn-beijing")]],
+        ["set", ["model", "qwen-image-2.1-pro"]],  # no published price
+        ["set", ["custom_model", "qwen-image-next"]],
+    ])]
+    fresh, batch, pro, auto, *_, large, beijing, no_price, unknown = states
+    v3_pro = "qwen-image-3.0-pro"
+    assert fresh == f"≈ {estimate('qwen-image-plus', TEXT_TO_IMAGE, 1)} · 1 image · Singapore"
+    assert fresh == "≈ $0.03 · 1 image · Singapore"
+    assert batch == "≈ $0.48 · 16 images · Singapore"
+    square = estimate(v3_pro, TEXT_TO_IMAGE, 16, "1328*1328")
+    assert pro == f"≈ {square} · 16 images · Singapore"
+    # It picks a size itself: the upper tier, as the spend guard books it.
+    assert spec_for(v3_pro, TEXT_TO_IMAGE).default_size(TEXT_TO_IMAGE) is None
+    assert auto == f"up to {estimate(v3_pro, TEXT_TO_IMAGE, 16)} · 16 images · Singapore"
+    above_2k = estimate(v3_pro, TEXT_TO_IMAGE, 32, "2048*2048")
+    assert large == f"≈ {above_2k} · 32 images · Singapore"
+    in_beijing = estimate(v3_pro, TEXT_TO_IMAGE, 32, "2048*2048", region="cn-beijing")
+    assert beijing == f"≈ {in_beijing} · 32 images · Beijing"
+    assert len({pro, large}) == 2  # the tier shows
+    assert no_price == "no published price in Beijing"
+    assert unknown == "cost unknown for this model"
+
+
+def test_the_cost_of_an_edit_is_per_edit_with_its_input_images(tmp_path):
+    plus, v3, _, linked, _, pro = [state["cost"] for state in run(tmp_path, EDIT, [
+        ["set", ["model", "qwen-image-edit-plus"]],
+        ["set", ["model", "qwen-image-3.0"]],
+        ["link", "image"], ["link", "image2"],
+        ["set", ["n", 3]], ["set", ["model", "qwen-image-3.0-pro"]],
+    ])]
+    assert plus == "≈ $0.03 per edit · Singapore"
+    assert v3 == f"≈ {estimate('qwen-image-3.0', IMAGE_EDIT, 1)} per edit · Singapore"
+    with_inputs = estimate("qwen-image-3.0", IMAGE_EDIT, 1, inputs=2)
+    assert linked == f"≈ {with_inputs} per edit · Singapore"
+    # Tiered, and the output size follows the input images: the upper tier, as booked.
+    pro_with_inputs = estimate("qwen-image-3.0-pro", IMAGE_EDIT, 3, inputs=2)
+    assert pro == f"up to {pro_with_inputs} per edit · Singapore"
+
+
+@pytest.mark.parametrize("configured, shown", [
+    ("cn-beijing", "Beijing"), ("", "Singapore"),
+    ("atlantis", "Singapore (assumed)")])
+def test_the_default_region_is_the_configured_one(tmp_path, monkeypatch, configured, shown):
+    monkeypatch.setenv("DASHSCOPE_API_REGION", configured)
+    (state,) = run(tmp_path, T2I, [["set", ["model", "qwen-image-plus"]]])
+    region = "cn-beijing" if configured == "cn-beijing" else "ap-southeast-1"
+    price = estimate("qwen-image-plus", TEXT_TO_IMAGE, 1, region=region)
+    assert state["cost"] == f"≈ {price} · 1 image · {shown}"

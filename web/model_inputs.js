@@ -1,8 +1,9 @@
 // The Qwen-Image nodes in the frontend: inputs the chosen model does not take are hidden,
-// and saved workflows keep their values in the right widgets.
+// saved workflows keep their values in the right widgets, and a badge over the title shows
+// what a run will cost.
 //
-// What to hide for which model comes from the node definition (the "model" combo's
-// "qwen_image" option, built by the pack from its model table), never from this file.
+// What to hide for which model, and the prices, come from the node definition (the "model"
+// combo's "qwen_image" option, built by the pack from its model table), never from this file.
 // Hidden widgets stay in node.widgets, in their places: saved workflows store widget values
 // by position. Without this extension the node still runs and ignores those inputs, with a
 // note in 'info'.
@@ -99,6 +100,86 @@ function savedWidgets(node) {
   return (node.widgets ?? []).filter((w) => w.serialize !== false && w.name !== STATUS);
 }
 
+// -- the cost before running ------------------------------------------------------------------
+// table.cost holds every price, size and region (nodes/prices.py); this only multiplies,
+// like api/pricing.py's estimate_usd: n outputs at the size's tier plus the input images.
+
+function takes(table, model, name) {
+  return !table.depends.includes(name) || table.applies[model].includes(name);
+}
+
+function dollars(amount) {
+  // As the node's summary after the run: cents, or two significant digits below ten cents.
+  return "$" + (amount >= 0.1 ? amount.toFixed(2) : String(Number(amount.toPrecision(2))));
+}
+
+function costText(node, table) {
+  const cost = table.cost;
+  const model = chosenModel(node);
+  const prices = model == null ? null : cost.prices[model];
+  if (!prices) return "cost unknown for this model";
+  let region = cost.regions[findWidget(node, "region")?.value];
+  let note = "";
+  if (!region) {  // "default": where a run goes without a region chosen
+    region = cost.default_region ?? cost.fallback_region;
+    if (!cost.default_region) note = " (assumed)";  // DASHSCOPE_API_REGION names no region
+  }
+  const place = cost.region_names[region] + note;
+  const price = prices[region];
+  if (!price) return `no published price in ${place}`;
+  const value = (name, otherwise) =>
+    takes(table, model, name) ? findWidget(node, name)?.value ?? otherwise : otherwise;
+  const size = value("size", null);
+  const pixels = size === cost.custom ? value("width", 0) * value("height", 0)
+    : cost.sizes[size] ?? cost.auto_pixels[model];
+  const upper = pixels == null || pixels > cost.tier_max_pixels;
+  const output = upper && price.output_2k != null ? price.output_2k : price.output;
+  const n = value("n", 1);
+  const inputs = (node.inputs ?? []).filter((slot) => slot.type === "IMAGE" && slot.link != null);
+  const perCall = output * n + price.input * inputs.length;
+  // Tiered prices with a size the model picks: the upper tier, as the spend guard books it.
+  const about = pixels == null && price.output_2k != null && price.output_2k !== price.output
+    ? "up to " : "≈ ";
+  const batch = findWidget(node, "batch");
+  if (!batch) return `${about}${dollars(perCall)} per edit · ${place}`;  // edits: image's batch
+  const images = batch.value * n;
+  return `${about}${dollars(perCall * batch.value)} · ${images} image${images === 1 ? "" : "s"}` +
+    ` · ${place}`;
+}
+
+// Drawn over the title like the frontend's own badges (its LGraphBadge is not exported to
+// extensions), in the colours of the node's other badges.
+function costBadge(node, table) {
+  const others = (node.badges ?? []).filter((b) => b !== node.qwenImageBadge)
+    .map((b) => (typeof b === "function" ? b() : b));
+  const { fgColor = "#ddd", bgColor = "#353535" } = others.find((b) => b?.bgColor) ?? {};
+  return {
+    text: costText(node, table), fgColor, bgColor, fontSize: 12, padding: 6, height: 20,
+    visible: true,
+    getWidth(ctx) {
+      const font = ctx.font;
+      ctx.font = `${this.fontSize}px sans-serif`;
+      const width = ctx.measureText(this.text).width + 2 * this.padding;
+      ctx.font = font;
+      return width;
+    },
+    draw(ctx, x, y) {
+      ctx.save();
+      ctx.font = `${this.fontSize}px sans-serif`;
+      ctx.fillStyle = this.bgColor;
+      ctx.beginPath();
+      ctx.roundRect ? ctx.roundRect(x, y, this.getWidth(ctx), this.height, 5)
+        : ctx.rect(x, y, this.getWidth(ctx), this.height);
+      ctx.fill();
+      ctx.fillStyle = this.fgColor;
+      ctx.textBaseline = "middle";
+      ctx.textAlign = "left";
+      ctx.fillText(this.text, x + this.padding, y + this.height / 2 + 1);
+      ctx.restore();
+    },
+  };
+}
+
 app.registerExtension({
   name: "QwenImageDashScope.ModelInputs",
   beforeRegisterNodeDef(nodeType, nodeData) {
@@ -119,6 +200,9 @@ app.registerExtension({
       watch(this, "model", this.qwenImageRefresh);
       watch(this, "custom_model", this.qwenImageRefresh);
       this.qwenImageRefresh();
+      // Built on every draw, so it follows each widget and link as it changes.
+      this.qwenImageBadge = () => costBadge(this, table);
+      this.badges = [this.qwenImageBadge, ...(this.badges ?? [])];
       return result;
     };
     // Loading sets the widget values by position, without calling their callbacks.

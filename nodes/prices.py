@@ -1,0 +1,74 @@
+"""The facts web/model_inputs.js needs to show a node's cost before it runs, from the model
+table: each model's price per region in USD (``api.pricing``), what its sizes weigh in
+pixels (the tier), the region choices and the region "default" stands for.
+
+The frontend only multiplies these by n, batch and the connected input images, so a price
+is never typed twice.
+"""
+from __future__ import annotations
+
+import os
+
+from ..api.errors import QwenImageError
+from ..api.models import spec_for
+from ..api.pricing import TIER_1K_MAX_PIXELS, usd_price
+from ..api.regions import DEFAULT_REGION, REGIONS, normalize_region
+from ..api.validation import normalize_size
+
+REGION_ENV = "DASHSCOPE_API_REGION"  # as api.config.Config.resolve reads it
+
+
+def _pixels(size: str | None) -> int | None:
+    size = normalize_size(size)
+    if size is None:
+        return None
+    width, height = size.split("*")
+    return int(width) * int(height)
+
+
+def _usd(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def configured_region() -> str | None:
+    """The region the "default" choice runs in, as the client resolves it (no key needed);
+    None when DASHSCOPE_API_REGION holds no region (the run will say so)."""
+    value = os.environ.get(REGION_ENV, "").strip()
+    if not value:
+        return DEFAULT_REGION
+    try:
+        return normalize_region(value)
+    except QwenImageError:
+        return None
+
+
+def cost_table(family: str, models: list[str], region_choices: dict, custom: str,
+               presets: dict[str, str]) -> dict:
+    """``cost`` of the model combo's option: ``prices`` {model: {region: {output, output_2k,
+    input}}} (regions with a published price), ``auto_pixels`` {model: pixels of its
+    default size, None when it picks one}, ``sizes`` {size choice: pixels}, ``custom`` (the
+    choice that means width*height), ``regions`` {region choice: id}, ``region_names``,
+    ``default_region`` (None: unknown, show ``fallback_region``'s) and ``tier_max_pixels``
+    (larger outputs are billed at the upper price, as is a size the model picks)."""
+    prices, auto = {}, {}
+    for model in models:
+        spec = spec_for(model, family)
+        prices[model] = {}
+        for region in REGIONS:
+            price = usd_price(spec, region)
+            if price is not None:
+                prices[model][region] = {"output": _usd(price.output),
+                                         "output_2k": _usd(price.output_2k),
+                                         "input": _usd(price.input)}
+        auto[model] = _pixels(spec.default_size(family))
+    return {
+        "prices": prices,
+        "auto_pixels": auto,
+        "sizes": {label: _pixels(size) for label, size in presets.items()},
+        "custom": custom,
+        "regions": {label: region for label, region in region_choices.items() if region},
+        "region_names": {region.id: region.name for region in REGIONS.values()},
+        "default_region": configured_region(),
+        "fallback_region": DEFAULT_REGION,
+        "tier_max_pixels": TIER_1K_MAX_PIXELS,
+    }
