@@ -10,7 +10,10 @@ pack's DashScope emulator:
    the model chosen does not take (screenshots of each node with a legacy and a unified
    model: QWEN_IMAGE_SCREENSHOT_DIR keeps them), image sockets come and go without losing
    links, and a workflow of the first release saved after a run loads with the new widgets
-   at their defaults and is saved again without the status text.
+   at their defaults and is saved again without the status text;
+3. a batch of 4 from the frontend: the cost badge before the run, one preview image per
+   image over the websocket as each call lands (the first ones well before the last), the
+   status text on one line, ending with the summary (screenshots before and after).
 
 Skipped without ComfyUI (and the frontend part without playwright and Chromium).
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import comfyui_harness as harness
@@ -219,3 +223,50 @@ def test_a_first_release_workflow_saved_after_a_run_loads_and_saves_cleanly(page
     assert "done" not in again["widgets_values"]
     assert again["widgets_values"][:len(old) - 1] == old[:-1]
     assert again["properties"]["qwen_image_saved_values"] == len(again["widgets_values"])
+
+
+# -- 3. a batch in the frontend: the cost before, a preview per image, the summary after ------
+
+_RECORD_PREVIEWS = f"""() => {{
+  const app = {harness._APP}, rec = window.__qwenTest;
+  rec.previews = [];
+  app.api.addEventListener('b_preview_with_metadata', (e) => rec.previews.push({{
+    node: e.detail.nodeId, prompt: e.detail.promptId, type: e.detail.blob.type,
+    bytes: e.detail.blob.size, at: performance.now()}}));
+}}"""
+
+
+@frontend
+def test_a_batch_shows_its_cost_then_each_image_as_it_lands_then_a_summary(page, comfy, tmp_path):
+    emu, server = comfy["emu"], comfy["server"]
+    assert harness.load_workflow(page, harness.EMPTY_WORKFLOW)["toasts"] == []
+    page.evaluate(_RECORD_PREVIEWS)
+    node = harness.add_node(page, T2I)
+    harness.set_widgets(page, node, {"prompt": "four paper kites", "model": "qwen-image-plus",
+                                     "batch": 4})
+    harness.add_node(page, "SaveImage", (700, 0), {"images": (node, 0)})
+    badge = f"() => ({harness._APP}).graph.getNodeById({node}).qwenImageBadge().text"
+    assert page.evaluate(badge) == "≈ $0.12 · 4 images · Singapore"  # ComfyUI's default region
+    folder = screenshot_dir(tmp_path)
+    harness.screenshot_node(page, T2I, None, folder / "nodes-batch-of-4-before.png", node_id=node)
+    emu.set_latency(1.5)  # qwen-image-plus runs 2 tasks at once: calls 3 and 4 wait 1.5 s
+    try:
+        queued = harness.queue_from_frontend(page)
+        assert queued["ok"], queued
+        entry, events = harness.wait_for_run(page, server, queued["prompt_id"])
+    finally:
+        emu.set_latency(0.2)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    harness.screenshot_node(page, T2I, None, folder / "nodes-batch-of-4-after.png", node_id=node)
+    previews = [p for p in page.evaluate("() => window.__qwenTest.previews")
+                if p["node"] == str(node) and p["prompt"] == queued["prompt_id"]]
+    assert len(previews) == 4  # one per image
+    assert all(p["type"] == "image/png" and p["bytes"] > 1000 for p in previews)
+    assert previews[-1]["at"] - previews[0]["at"] > 1000  # the first did not wait for the last
+    texts = [e["detail"]["text"] for e in events
+             if e["type"] == "progress_text" and e["detail"]["nodeId"] == str(node)]
+    assert all("\n" not in text for text in texts)  # counts on one line, never one per image
+    assert any(text.startswith("2 done · 2 running") for text in texts), texts
+    assert re.fullmatch(r"4 images in \d+ s · about \$0\.12 · saved in "
+                        r"output/qwen-image/\d{4}-\d\d-\d\d", texts[-1]), texts[-1]
+    assert len(harness.saved_images(entry, server.base / "output")) == 4
