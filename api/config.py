@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 from .errors import ConfigurationError, MissingApiKeyError, register_secret
 from .regions import (
     DEFAULT_REGION,
+    REGION_ENV,
     REGIONS,
     WORKSPACE_ENV,
     Region,
@@ -82,6 +83,14 @@ def check_base_url(url: str, source: str) -> str:
             f"{source} uses plain http to {hostname}; the API key would travel unencrypted.",
             hint="Use https, or http only to 127.0.0.1/localhost (the bundled emulator).")
     return url.rstrip("/")
+
+
+def configured_region(env: Mapping[str, str] | None = None) -> str:
+    """The region of the environment: ``DASHSCOPE_API_REGION``, else Singapore. Reads no key.
+
+    Raises ``ConfigurationError`` when the variable names no region."""
+    value = (os.environ if env is None else env).get(REGION_ENV, "").strip()
+    return normalize_region(value) if value else DEFAULT_REGION
 
 
 def key_fingerprint(api_key: str) -> str:
@@ -222,12 +231,7 @@ class Config:
                 base_url: str | None = None, environ: Mapping[str, str] | None = None,
                 timeout: float = 300.0) -> "Config":
         env = os.environ if environ is None else environ
-        if region:
-            region_id = normalize_region(region)
-        elif env.get("DASHSCOPE_API_REGION"):
-            region_id = normalize_region(env["DASHSCOPE_API_REGION"])
-        else:
-            region_id = DEFAULT_REGION
+        region_id = normalize_region(region) if region else configured_region(env)
         if base_url:
             url, origin = check_base_url(base_url, "base_url"), "argument"
             name = f"DASHSCOPE_HTTP_BASE_URL_{region_env_suffix(other_region(region_id))}"

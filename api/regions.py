@@ -20,6 +20,7 @@ FRANKFURT = "eu-central-1"
 TOKYO = "ap-northeast-1"
 HONG_KONG = "cn-hongkong"
 
+REGION_ENV = "DASHSCOPE_API_REGION"
 WORKSPACE_ENV = "DASHSCOPE_WORKSPACE_ID"
 _WORKSPACE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
 

@@ -7,15 +7,14 @@ is never typed twice.
 """
 from __future__ import annotations
 
-import os
 
+from ..api.config import configured_region
 from ..api.errors import QwenImageError
 from ..api.models import spec_for
 from ..api.pricing import TIER_1K_MAX_PIXELS, usd_price
-from ..api.regions import DEFAULT_REGION, REGIONS, normalize_region
+from ..api.regions import DEFAULT_REGION, REGIONS
 from ..api.validation import normalize_size
 
-REGION_ENV = "DASHSCOPE_API_REGION"  # as api.config.Config.resolve reads it
 
 
 def _pixels(size: str | None) -> int | None:
@@ -30,14 +29,11 @@ def _usd(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
-def configured_region() -> str | None:
-    """The region the "default" choice runs in, as the client resolves it (no key needed);
-    None when DASHSCOPE_API_REGION holds no region (the run will say so)."""
-    value = os.environ.get(REGION_ENV, "").strip()
-    if not value:
-        return DEFAULT_REGION
+def default_region() -> str | None:
+    """The region the "default" choice runs in (no key needed); None when
+    DASHSCOPE_API_REGION holds no region (the run will say so)."""
     try:
-        return normalize_region(value)
+        return configured_region()
     except QwenImageError:
         return None
 
@@ -68,7 +64,7 @@ def cost_table(family: str, models: list[str], region_choices: dict, custom: str
         "custom": custom,
         "regions": {label: region for label, region in region_choices.items() if region},
         "region_names": {region.id: region.name for region in REGIONS.values()},
-        "default_region": configured_region(),
+        "default_region": default_region(),
         "fallback_region": DEFAULT_REGION,
         "tier_max_pixels": TIER_1K_MAX_PIXELS,
     }
