@@ -1,32 +1,18 @@
-"""Test set-up: load the repository as the package ``qwen_image_dashscope``.
+"""Test set-up: the repository as the package ``qwen_image_dashscope`` (``support.package``)
+and every fixture of the suite; shared helpers are in ``tests/support/``."""
+import os
+import threading
+import time
 
-ComfyUI imports a pack from its folder, whatever the folder is called; the tests do the
-same, so they run from a clone in any directory without installing anything.
-"""
-import importlib.util
-import sys
-from pathlib import Path
+import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = "qwen_image_dashscope"
+from support.comfy_stubs import activate
+from support.package import load_package
 
-
-def _load_repository_as_package():
-    if PACKAGE in sys.modules:
-        return
-    spec = importlib.util.spec_from_file_location(
-        PACKAGE, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACKAGE] = module
-    spec.loader.exec_module(module)
-
-
-_load_repository_as_package()
+load_package()
 
 
 # --- DashScope emulator -------------------------------------------------------------------
-import pytest  # noqa: E402 - kept below the loader above, which must run first
 
 
 @pytest.fixture
@@ -67,7 +53,7 @@ def emu(emulator):
 
 @pytest.fixture
 def client(emu):
-    from test_client_support import make_client
+    from support.client import make_client
 
     with make_client(emu) as c:
         yield c
@@ -78,3 +64,32 @@ def store(tmp_path):
     from qwen_image_dashscope.api.store import ResultStore
 
     return ResultStore(tmp_path / "results")
+
+
+# --- nodes run as ComfyUI runs them, without ComfyUI ------------------------------------
+@pytest.fixture
+def comfy(tmp_path):
+    """The ComfyUI stand-ins, with the output directory in tmp_path."""
+    with activate(tmp_path / "output") as modules:
+        yield modules
+
+
+@pytest.fixture
+def service(emulator, monkeypatch, tmp_path):
+    """The emulator as the only DashScope the client can reach, with a Singapore key."""
+    for name in list(os.environ):
+        if name.startswith("DASHSCOPE_") or name == "QWEN_IMAGE_STORE_DIR":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.dashscope/api_key of the machine
+    from qwen_image_dashscope.api.emulator import SINGAPORE_KEY
+
+    monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", emulator.base_url("ap-southeast-1"))
+    monkeypatch.setenv("DASHSCOPE_API_KEY", SINGAPORE_KEY)
+    yield emulator
+    # Work a node left behind (Cancel, a failed sibling) finishes in the client's background
+    # threads. Let it end while the emulator still answers: a worker polling a vanished
+    # service would hold its model's concurrency slot (shared by key) into the next test.
+    deadline = time.monotonic() + 15
+    for thread in threading.enumerate():
+        if thread.name.startswith("qwen-image-"):
+            thread.join(max(0.0, deadline - time.monotonic()))

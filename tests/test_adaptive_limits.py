@@ -24,7 +24,7 @@ from qwen_image_dashscope.api.limiter import (
 )
 from qwen_image_dashscope.api.models import MODELS
 from qwen_image_dashscope.api.state import PROCESS_STATE
-from test_client_support import SYNC_PATH, api_requests, make_client, png_bytes
+from support.client import SYNC_PATH, api_requests, make_client, png_bytes
 
 EDIT = "qwen-image-edit-plus"
 RATE_MESSAGE = "waiting for the model's rate limit: next call in"

@@ -21,9 +21,8 @@ from qwen_image_dashscope.api import (
 from qwen_image_dashscope.api.budget import SpendGuard
 from qwen_image_dashscope.api.cli import main
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY
-from test_client_support import ASYNC_PATH, FAST_RETRY, SG, SYNC_PATH, api_requests, png_bytes
+from support.client import ASYNC_PATH, FAST_RETRY, SG, SYNC_PATH, api_requests, png_bytes
 
-pytest_plugins = ("comfy_stubs.fixtures",)  # the comfy and service fixtures
 
 
 @pytest.fixture
@@ -199,7 +198,7 @@ def test_a_broken_ledger_or_setting_refuses_rather_than_forgets(emu, ledger):
 
 def test_the_node_info_and_doctor_show_the_budget_left(service, comfy, monkeypatch, tmp_path,
                                                       capsys):
-    from comfy_stubs.harness import run_node
+    from support.comfy_stubs.harness import run_node
 
     from qwen_image_dashscope.nodes.text_to_image import DashScopeQwenImageTextToImage as T2I
 

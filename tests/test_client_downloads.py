@@ -8,7 +8,7 @@ import pytest
 from qwen_image_dashscope.api import DownloadError, ImageEditRequest, TextToImageRequest
 from qwen_image_dashscope.api.download import Downloader
 from qwen_image_dashscope.api.emulator import Emulator
-from test_client_support import FAST_RETRY, api_requests, make_client, png_bytes
+from support.client import FAST_RETRY, api_requests, make_client, png_bytes
 
 T2I = TextToImageRequest("a harbour", seed=9)
 

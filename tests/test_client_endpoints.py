@@ -11,7 +11,7 @@ from qwen_image_dashscope.api import (
 )
 from qwen_image_dashscope.api.emulator.images import edit_size
 from qwen_image_dashscope.api.emulator.rules import EXTEND_SUFFIX
-from test_client_support import ASYNC_PATH, BJ, SYNC_PATH, api_requests, make_client, png_bytes
+from support.client import ASYNC_PATH, BJ, SYNC_PATH, api_requests, make_client, png_bytes
 
 
 def _decoded_size(data):

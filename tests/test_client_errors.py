@@ -23,7 +23,7 @@ from qwen_image_dashscope.api import (
     TransportError,
 )
 from qwen_image_dashscope.api.emulator import Emulator
-from test_client_support import (
+from support.client import (
     ASYNC_PATH,
     BJ,
     SG,

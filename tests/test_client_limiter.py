@@ -10,7 +10,7 @@ from qwen_image_dashscope.api.limiter import ModelLimits, RateGate
 from qwen_image_dashscope.api.state import PROCESS_STATE
 from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
 from qwen_image_dashscope.api.models import MODELS
-from test_client_support import make_client, png_bytes
+from support.client import make_client, png_bytes
 
 
 def test_six_concurrent_async_requests_stay_within_the_limits():

@@ -21,7 +21,7 @@ from qwen_image_dashscope.api import (
     ValidationError,
 )
 from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
-from test_client_support import SG, SYNC_PATH, api_requests, make_client, png_bytes
+from support.client import SG, SYNC_PATH, api_requests, make_client, png_bytes
 
 IMAGE_GENERATION_PATH = "/services/aigc/image-generation/generation"
 THREE_INPUTS = (png_bytes(640, 480, (200, 0, 0)), png_bytes(512, 512, (0, 200, 0)),

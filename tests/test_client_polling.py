@@ -20,7 +20,7 @@ from qwen_image_dashscope.api.polling import (
     service_duration,
 )
 from qwen_image_dashscope.api.state import PROCESS_STATE
-from test_client_support import api_requests, make_client
+from support.client import api_requests, make_client
 
 
 def test_task_end_is_noticed_quickly_without_hammering():

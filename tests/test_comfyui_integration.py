@@ -21,7 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
-import comfyui_harness as harness
+from support import comfyui as harness
 import pytest
 from PIL import Image
 

@@ -13,7 +13,7 @@ from qwen_image_dashscope.api import (
     ValidationError,
 )
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY
-from test_client_support import BJ, FAST_RETRY, SG
+from support.client import BJ, FAST_RETRY, SG
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ and the pack's DashScope emulator. For each one:
    cannot exist here) is refused only for that file, and its cloud part runs (as in
    test_comfyui_integration.py).
 
-Also screenshots of each pack node (``comfyui_harness.screenshot_node``). Skipped unless
+Also screenshots of each pack node (``support.comfyui.screenshot_node``). Skipped unless
 COMFYUI_DIR / COMFYUI_PYTHON name a ComfyUI and playwright plus a Chromium are available:
 
     COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/its/python \\
@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import comfyui_harness as harness
+from support import comfyui as harness
 import pytest
 from PIL import Image
 

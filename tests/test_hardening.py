@@ -29,7 +29,7 @@ from qwen_image_dashscope.api.errors import DownloadError, QwenImageError, redac
 from qwen_image_dashscope.api.retry import RetryPolicy
 from qwen_image_dashscope.api.schema import GeneratedImage, GenerationResult
 from qwen_image_dashscope.api.transport import task_path
-from test_client_support import (
+from support.client import (
     ASYNC_PATH,
     FAST_RETRY,
     SG,

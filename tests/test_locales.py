@@ -253,7 +253,7 @@ def _comfyui():
 @pytest.mark.skipif(_comfyui() is None,
                     reason="COMFYUI_DIR and COMFYUI_PYTHON are not set (no ComfyUI here)")
 def test_comfyui_serves_the_translations_at_get_i18n(tmp_path):
-    import comfyui_harness as harness  # the integration tests' harness (tests/)
+    from support import comfyui as harness  # the integration tests' harness (tests/)
 
     found = harness.comfyui_location()
     if isinstance(found, str):

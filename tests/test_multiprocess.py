@@ -3,7 +3,7 @@
 Each process has its own limiter (2 tasks at once, 2 requests a second), so together they
 send three times what the account allows; the service answers the excess with 429, which
 every process must absorb by backing off. Each process runs a text-to-image node (4 images,
-its own seeds) and an edit node side by side (tests/multiprocess_runner.py).
+its own seeds) and an edit node side by side (tests/support/multiprocess_runner.py).
 """
 import collections
 import hashlib
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
 
-RUNNER = Path(__file__).resolve().parent / "multiprocess_runner.py"
+RUNNER = Path(__file__).resolve().parent / "support" / "multiprocess_runner.py"
 PROCESSES = 3
 BATCH = 4
 DEADLINE = 120.0  # seconds for the whole test; a hung process fails it

@@ -24,7 +24,7 @@ import os
 import re
 from pathlib import Path
 
-import comfyui_harness as harness
+from support import comfyui as harness
 import pytest
 
 from qwen_image_dashscope.nodes.image_edit import IMAGE_INPUTS

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from comfy_stubs.harness import (
+from support.comfy_stubs.harness import (
     pixels_sent,
     png_pixels,
     run_node,
@@ -21,7 +21,6 @@ from qwen_image_dashscope.api.errors import ValidationError
 from qwen_image_dashscope.api.models import REQUEST_BODY_TARGET
 from qwen_image_dashscope.nodes.image_edit import DashScopeQwenImageEdit as Edit
 
-pytest_plugins = ("comfy_stubs.fixtures",)  # the comfy and service fixtures
 
 
 def image(batch=1, height=400, width=520, channels=3, seed=0):

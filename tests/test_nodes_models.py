@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from comfy_stubs.harness import pixels_sent, png_pixels, run_node, saved_pixels
+from support.comfy_stubs.harness import pixels_sent, png_pixels, run_node, saved_pixels
 
 from qwen_image_dashscope.api.errors import ValidationError
 from qwen_image_dashscope.api.models import IMAGE_EDIT, TEXT_TO_IMAGE, spec_for
@@ -17,7 +17,6 @@ from qwen_image_dashscope.nodes import image_edit, outputs, runner, text_to_imag
 from qwen_image_dashscope.nodes.image_edit import DashScopeQwenImageEdit as Edit
 from qwen_image_dashscope.nodes.text_to_image import DashScopeQwenImageTextToImage as T2I
 
-pytest_plugins = ("comfy_stubs.fixtures",)  # the comfy and service fixtures
 
 
 def posts(emu):

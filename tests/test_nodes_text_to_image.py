@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from comfy_stubs.harness import png_pixels, run_node, saved_pixels
+from support.comfy_stubs.harness import png_pixels, run_node, saved_pixels
 
 from qwen_image_dashscope.api.emulator import BEIJING_KEY
 from qwen_image_dashscope.api.errors import MissingApiKeyError, TaskFailedError, ValidationError
@@ -15,7 +15,6 @@ from qwen_image_dashscope.nodes.text_to_image import SIZES, DashScopeQwenImageTe
 SQUARE = "1328*1328 (1:1)"
 WIDE = "1664*928 (16:9)"
 
-pytest_plugins = ("comfy_stubs.fixtures",)  # the comfy and service fixtures
 
 
 def generation_posts(emu):

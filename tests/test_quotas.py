@@ -12,7 +12,7 @@ from qwen_image_dashscope.api.emulator import Emulator
 from qwen_image_dashscope.api.models import MODELS
 from qwen_image_dashscope.api.quotas import AccountLimits, QuotaBook, limits_for, read_quotas
 from qwen_image_dashscope.api.state import PROCESS_STATE
-from test_client_support import api_requests, make_client, png_bytes
+from support.client import api_requests, make_client, png_bytes
 
 PLUS = "qwen-image-plus"
 

@@ -32,7 +32,7 @@ from qwen_image_dashscope.api.journal import (
     Journal,
 )
 from qwen_image_dashscope.api.models import IMAGE_GENERATION_PATH
-from test_client_support import ASYNC_PATH, FAST_RETRY, SG, SYNC_PATH, api_requests, wait_until
+from support.client import ASYNC_PATH, FAST_RETRY, SG, SYNC_PATH, api_requests, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 OTHER_KEY = "sk-emulator-second-key-of-the-account-0002"

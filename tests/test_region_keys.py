@@ -16,7 +16,7 @@ from qwen_image_dashscope.api import (
 )
 from qwen_image_dashscope.api.cli import main
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY
-from test_client_support import ASYNC_PATH, BJ, FAST_RETRY, SG, png_bytes
+from support.client import ASYNC_PATH, BJ, FAST_RETRY, SG, png_bytes
 
 UNKNOWN_KEY = "sk-nobody-knows-this-key-7f3a"
 

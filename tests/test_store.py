@@ -12,7 +12,7 @@ from qwen_image_dashscope.api import (
     request_fingerprint,
 )
 from qwen_image_dashscope.api.emulator import SINGAPORE_KEY
-from test_client_support import SG, api_requests, make_client, png_bytes
+from support.client import SG, api_requests, make_client, png_bytes
 
 SEEDED = TextToImageRequest("a windmill in snow", negative_prompt="people", seed=1234)
 

@@ -5,7 +5,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from comfy_stubs.harness import pixels_sent, png_pixels, saved_pixels
+from support.comfy_stubs.harness import pixels_sent, png_pixels, saved_pixels
 from PIL import Image
 
 from qwen_image_dashscope.api.errors import ValidationError

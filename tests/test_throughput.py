@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from comfy_stubs.harness import png_pixels, run_node, saved_pixels, widget_defaults
+from support.comfy_stubs.harness import png_pixels, run_node, saved_pixels, widget_defaults
 from qwen_image_dashscope.api import TextToImageRequest
 from qwen_image_dashscope.api.errors import TaskFailedError
 from qwen_image_dashscope.api.models import MODELS
@@ -24,9 +24,8 @@ from qwen_image_dashscope.api.retry import RetryPolicy
 from qwen_image_dashscope.nodes import tensors
 from qwen_image_dashscope.nodes.image_edit import DashScopeQwenImageEdit as Edit
 from qwen_image_dashscope.nodes.text_to_image import DashScopeQwenImageTextToImage as T2I
-from test_client_support import make_client
+from support.client import make_client
 
-pytest_plugins = ("comfy_stubs.fixtures",)  # the comfy and service fixtures
 
 T2I_MODEL, EDIT_MODEL = "qwen-image-plus", "qwen-image-edit-plus"
 

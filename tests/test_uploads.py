@@ -21,9 +21,8 @@ from qwen_image_dashscope.api import (
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, Emulator
 from qwen_image_dashscope.api.images import data_uri_length, inspect_image, shrink_to_fit
 from qwen_image_dashscope.api.models import REQUEST_BODY_LIMIT, REQUEST_BODY_TARGET
-from test_client_support import BJ, SG, SYNC_PATH, api_requests, make_client, png_bytes
+from support.client import BJ, SG, SYNC_PATH, api_requests, make_client, png_bytes
 
-pytest_plugins = ("comfy_stubs.fixtures",)  # the comfy and service fixtures
 
 
 def noisy_png(side: int = 3000) -> bytes:
@@ -274,7 +273,7 @@ def test_shrink_to_fit_is_lossless_when_it_can_be():
 
 def test_the_edit_node_passes_its_input_transport_widget(service, comfy, monkeypatch):
     import torch
-    from comfy_stubs.harness import run_node
+    from support.comfy_stubs.harness import run_node
 
     from qwen_image_dashscope.nodes.image_edit import DashScopeQwenImageEdit as Edit
 

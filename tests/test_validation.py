@@ -20,7 +20,7 @@ from qwen_image_dashscope.api import (
 from qwen_image_dashscope.api.emulator import Emulator
 from qwen_image_dashscope.api.models import EDIT_INPUT_MAX_BYTES
 from qwen_image_dashscope.api.validation import normalize_size
-from test_client_support import make_client, png_bytes
+from support.client import make_client, png_bytes
 
 T2I = TextToImageRequest("a quiet lake")
 EDIT = ImageEditRequest("make it autumn", images=(png_bytes(),))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import tempfile
 import time
 
-from benchmark_support import environment, in_child, load_package, run_node, verdict
+from common import environment, in_child, load_package, run_node, verdict
 
 BATCH = 6
 

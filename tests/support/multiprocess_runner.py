@@ -1,6 +1,6 @@
 """One ComfyUI-like process for tests/test_multiprocess.py (not a test module itself).
 
-    python tests/multiprocess_runner.py '{"prompt": ..., "seed": ..., "batch": ..., "edit": ...}'
+    python tests/support/multiprocess_runner.py '{"prompt": ..., "seed": ..., "batch": ..., "edit": ...}'
 
 Loads the repository as the package the way tests/conftest.py does, reads DashScope's base
 URL, the key and the result store from the environment (set by the test), prints "ready",
@@ -10,27 +10,17 @@ image-edit node side by side, as ComfyUI's executor runs two independent nodes. 
 JSON line with what each node returned; exit status 0 only if both nodes succeeded.
 """
 import asyncio
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-PACKAGE = "qwen_image_dashscope"
-
-
-def load_package() -> None:
-    spec = importlib.util.spec_from_file_location(
-        PACKAGE, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACKAGE] = module
-    spec.loader.exec_module(module)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))  # comfy_stubs.harness
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for support.*
+from support.package import load_package  # noqa: E402 - needs the path above
 
 
 async def run(config: dict) -> dict:
     import torch
-    from comfy_stubs.harness import widget_defaults
+    from support.comfy_stubs.harness import widget_defaults
     from qwen_image_dashscope.nodes.image_edit import DashScopeQwenImageEdit as Edit
     from qwen_image_dashscope.nodes.text_to_image import DashScopeQwenImageTextToImage as T2I
 

@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmark_support import REPO, environment, fmt_ms, in_child, load_package, run_node, verdict
+from common import REPO, environment, fmt_ms, in_child, load_package, run_node, verdict
 
 CALL_SECONDS = 15.0  # a typical cloud call, for "share of a call"
 

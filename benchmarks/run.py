@@ -1,7 +1,7 @@
 """Benchmarks of the pack against the bundled DashScope emulator (not collected by pytest).
 
-    /work/venv/bin/python tests/benchmarks.py                 # all nine, latency L = 2 s
-    /work/venv/bin/python tests/benchmarks.py --latency 3 --only 1,3
+    .venv-test/bin/python benchmarks/run.py                 # all nine, latency L = 2 s
+    .venv-test/bin/python benchmarks/run.py --latency 3 --only 1,3
 
 The team keeps speed targets here, as figures printed by a script, not as timed tests. Each
 figure is a ratio measured in this one run, printed with the raw numbers it comes from, in
@@ -29,13 +29,13 @@ a Markdown table that can be pasted into the README:
 5. Import time of the pack with torch already loaded, loaded as ComfyUI loads it (a fresh
    process; spec_from_file_location of the repository's __init__.py under a hyphenated
    folder name). Median of several runs. Target <= 100 ms.
-6-9. The account's limits (benchmarks_limits.py states them): an edit batch of 6 held by
+6-9. The account's limits (limits.py states them): an edit batch of 6 held by
    the rate, not by slots; a text-to-image batch of 6 with 3 slots from the quotas API;
    benchmark 1 in fresh processes, with an empty state folder and with the one it left; a
    per-minute model (3 images at 2 per minute, no 429).
 
-Benchmarks 1, 2 and the report are here, 3-5 in benchmarks_local.py, 6-9 in
-benchmarks_limits.py, what they share in benchmark_support.py.
+Benchmarks 1, 2 and the report are here, 3-5 in local.py, 6-9 in
+limits.py, what they share in common.py.
 """
 from __future__ import annotations
 
@@ -51,9 +51,9 @@ import tempfile
 import threading
 import time
 
-import benchmarks_limits
-import benchmarks_local
-from benchmark_support import environment, load_package, run_node, verdict
+import limits
+import local
+from common import environment, load_package, run_node, verdict
 
 
 # -- 1. throughput ------------------------------------------------------------------------------
@@ -199,8 +199,8 @@ def report(args, results: dict) -> str:
             f"{r['min_gap']:.3f} s apart at the service ({1 / r['min_gap']:.2f}/s); "
             f"{r['polls_per_task']:.1f} polls per task; warm-up delays "
             f"{', '.join(f'{d:.2f}' for d in r['warmup_delays'])} s |")
-    lines += benchmarks_local.rows(results)
-    lines += benchmarks_limits.rows(args.latency, results)
+    lines += local.rows(results)
+    lines += limits.rows(args.latency, results)
     return "\n".join(lines)
 
 
@@ -217,8 +217,8 @@ def main(argv=None) -> int:
     parser.add_argument("--child-memory", help=argparse.SUPPRESS)
     parser.add_argument("--child-batch", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for child, run in ((args.child_memory, benchmarks_local.child_memory),
-                       (args.child_batch, benchmarks_limits.child_batch)):
+    for child, run in ((args.child_memory, local.child_memory),
+                       (args.child_batch, limits.child_batch)):
         if child:
             print(json.dumps(run(*json.loads(child))))
             return 0
@@ -227,20 +227,20 @@ def main(argv=None) -> int:
     import torch  # noqa: F401 - loaded before any node runs, as in ComfyUI
 
     chosen = {int(x) for x in args.only.split(",") if x.strip()}
-    command = " ".join(shlex.quote(a) for a in [sys.executable, "tests/benchmarks.py",
+    command = " ".join(shlex.quote(a) for a in [sys.executable, "benchmarks/run.py",
                                                 *(argv if argv is not None else sys.argv[1:])])
     results: dict = {}
     started = time.monotonic()
     for number, name, run in (
             (1, "batch", lambda: bench_batch(args.latency)),
             (2, "notice", lambda: bench_notice(args.notice_latency, 2, args.notice_tasks)),
-            (3, "overhead", benchmarks_local.bench_overhead),
-            (4, "memory", benchmarks_local.bench_memory),
-            (5, "import", benchmarks_local.bench_import),
-            (6, "edit_batch", lambda: benchmarks_limits.bench_edit_batch(args.latency)),
-            (7, "quota_batch", lambda: benchmarks_limits.bench_quota_batch(args.latency)),
-            (8, "fresh", lambda: benchmarks_limits.bench_fresh_process(args.latency)),
-            (9, "per_minute", lambda: benchmarks_limits.bench_per_minute(args.latency))):
+            (3, "overhead", local.bench_overhead),
+            (4, "memory", local.bench_memory),
+            (5, "import", local.bench_import),
+            (6, "edit_batch", lambda: limits.bench_edit_batch(args.latency)),
+            (7, "quota_batch", lambda: limits.bench_quota_batch(args.latency)),
+            (8, "fresh", lambda: limits.bench_fresh_process(args.latency)),
+            (9, "per_minute", lambda: limits.bench_per_minute(args.latency))):
         if number in chosen:
             print(f"benchmark {number} ({name}) ...", file=sys.stderr, flush=True)
             step = time.monotonic()

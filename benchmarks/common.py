@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,21 +11,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
-PACKAGE = "qwen_image_dashscope"
-
-
-def load_package():
-    """The repository as the package ``qwen_image_dashscope``, as tests/conftest.py does."""
-    if PACKAGE not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            PACKAGE, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACKAGE] = module
-        spec.loader.exec_module(module)
-    if str(TESTS) not in sys.path:
-        sys.path.insert(0, str(TESTS))  # comfy_stubs.harness
-    return sys.modules[PACKAGE]
+BENCHMARKS = Path(__file__).resolve().parent
+sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
+from support.package import load_package  # noqa: E402,F401 - needs the path above; re-exported
 
 
 @contextlib.contextmanager
@@ -48,16 +35,16 @@ def environment(base_url: str, key: str, store_dir: str):
 
 def run_node(node_class, **inputs):
     """The node's FUNCTION with widget defaults, run as ComfyUI's prompt worker runs it."""
-    from comfy_stubs.harness import widget_defaults
+    from support.comfy_stubs.harness import widget_defaults
 
     arguments = {**widget_defaults(node_class), "unique_id": "bench", **inputs}
     return asyncio.run(getattr(node_class(), node_class.FUNCTION)(**arguments))
 
 
 def in_child(flag: str, arguments: list, timeout: float = 600) -> dict:
-    """``benchmarks.py --<flag> <arguments as JSON>`` in a fresh process; its last stdout line,
+    """``run.py --<flag> <arguments as JSON>`` in a fresh process; its last stdout line,
     parsed as JSON."""
-    command = [sys.executable, str(TESTS / "benchmarks.py"), f"--{flag}", json.dumps(arguments)]
+    command = [sys.executable, str(BENCHMARKS / "run.py"), f"--{flag}", json.dumps(arguments)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"{flag} child failed:\n{done.stderr}")
