@@ -164,33 +164,38 @@ def bench_per_minute(latency: float) -> dict:
 
 # -- report ------------------------------------------------------------------------------------
 
+def _first_and_next(result: dict) -> list[tuple[str, dict]]:
+    """A benchmark's first batch of the process, and the median of the next ones."""
+    ratios = ", ".join(f"{x:.3f}" for x in result["next_ratios"])
+    return [("first batch of the process", result["first"]),
+            (f"next batches, median of {len(result['next_ratios'])} ({ratios})",
+             result["next"])]
+
+
+def _row(number: int, benchmark: str, figure: str, row: dict, raw: str) -> str:
+    """A table row of a batch benchmark whose target is a ratio of at most 1.10."""
+    return (f"| {number} | {benchmark} | {figure} = **{row['ratio']:.3f}** | <= 1.10 | "
+            f"{verdict(row['ratio'], 1.10)} | {raw}, max requests/s {row['max_rps']}, 429s "
+            f"{row['rate_limited']} |")
+
+
 def rows(latency: float, results: dict) -> list[str]:
     """The report's rows of benchmarks 6-9 present in ``results``."""
     lines = []
     if "edit_batch" in results:
-        r = results["edit_batch"]
-        for label, row in (("first batch of the process", r["first"]),
-                           (f"next batches, median of {len(r['next_ratios'])} "
-                            f"({', '.join(f'{x:.3f}' for x in r['next_ratios'])})", r["next"])):
-            lines.append(
-                f"| 6 | Edit batch of 6 (node, 6 inputs), L = {latency:g} s, 2 requests/s and "
-                f"sync calls unlimited; {label} | wall / (L + (6 - 1) / 2 s) = "
-                f"**{row['ratio']:.3f}** | <= 1.10 | {verdict(row['ratio'], 1.10)} | wall "
-                f"{row['wall']:.2f} s vs {row['floor']:.1f} s; max calls at once "
-                f"{row['max_calls']}, max requests/s {row['max_rps']}, 429s "
-                f"{row['rate_limited']} |")
+        for label, row in _first_and_next(results["edit_batch"]):
+            lines.append(_row(
+                6, f"Edit batch of 6 (node, 6 inputs), L = {latency:g} s, 2 requests/s and sync "
+                   f"calls unlimited; {label}", "wall / (L + (6 - 1) / 2 s)", row,
+                f"wall {row['wall']:.2f} s vs {row['floor']:.1f} s; max calls at once "
+                f"{row['max_calls']}"))
     if "quota_batch" in results:
-        r = results["quota_batch"]
-        for label, row in (("first batch of the process", r["first"]),
-                           (f"next batches, median of {len(r['next_ratios'])} "
-                            f"({', '.join(f'{x:.3f}' for x in r['next_ratios'])})", r["next"])):
-            lines.append(
-                f"| 7 | Text-to-image batch of 6 (qwen-image-plus, six tasks), L = {latency:g} s, "
-                f"the quotas API granting 3 tasks at once; {label} | wall / (2 x L) = "
-                f"**{row['ratio']:.3f}** | <= 1.10 | {verdict(row['ratio'], 1.10)} | wall "
-                f"{row['wall']:.2f} s; floor at 2 requests/s (2 L + 1 s) / 2 L = "
-                f"{row['floor']:.3f}; max tasks at once {row['max_tasks']}, max requests/s "
-                f"{row['max_rps']}, 429s {row['rate_limited']} |")
+        for label, row in _first_and_next(results["quota_batch"]):
+            lines.append(_row(
+                7, f"Text-to-image batch of 6 (qwen-image-plus, six tasks), L = {latency:g} s, "
+                   f"the quotas API granting 3 tasks at once; {label}", "wall / (2 x L)", row,
+                f"wall {row['wall']:.2f} s; floor at 2 requests/s (2 L + 1 s) / 2 L = "
+                f"{row['floor']:.3f}; max tasks at once {row['max_tasks']}"))
     for row in results.get("fresh", []):
         ratios = ", ".join(f"{x:.3f}" for x in row["ratios"])
         lines.append(

@@ -13,16 +13,14 @@ import contextlib
 import gc
 import io
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from common import REPO, environment, fmt_ms, in_child, load_package, run_node, verdict
+from common import environment, fmt_ms, in_child, load_package, run_node, verdict
+from support.package import import_as_comfyui  # noqa: E402 - common puts tests/ on sys.path
 
 CALL_SECONDS = 15.0  # a typical cloud call, for "share of a call"
 
@@ -194,37 +192,11 @@ def bench_memory(count: int = 6, side: int = 2048, input_side: int = 1024) -> di
 
 # -- 5. import time --------------------------------------------------------------------------
 
-IMPORT_CODE = """
-import importlib.util, json, sys, time
-import torch
-module_path = sys.argv[1]
-name = module_path.replace(".", "_x_")  # as ComfyUI names it
-start = time.perf_counter()
-spec = importlib.util.spec_from_file_location(name, module_path + "/__init__.py")
-module = importlib.util.module_from_spec(spec)
-sys.modules[name] = module
-spec.loader.exec_module(module)
-nodes = sorted(module.NODE_CLASS_MAPPINGS)  # ComfyUI reads it at once; it is built lazily
-seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "nodes": nodes, "torch_after": "torch" in sys.modules}))
-"""
-
-
 def bench_import(runs: int = 7) -> dict:
+    seconds = []
     with tempfile.TemporaryDirectory() as home:
-        folder = Path(home) / "custom_nodes" / "ComfyUI-Qwen-Image"
-        folder.parent.mkdir()
-        folder.symlink_to(REPO, target_is_directory=True)
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("DASHSCOPE_") and k != "PYTHONPATH"}
-        env["HOME"] = home
-        seconds = []
         for _ in range(runs):
-            done = subprocess.run([sys.executable, "-c", IMPORT_CODE, str(folder)], cwd=home,
-                                  env=env, capture_output=True, text=True, timeout=120)
-            if done.returncode != 0:
-                raise RuntimeError(done.stderr)
-            loaded = json.loads(done.stdout)
+            loaded = import_as_comfyui(Path(home), preload_torch=True)
             assert len(loaded["nodes"]) == 2, loaded
             seconds.append(loaded["seconds"])
     return {"median": statistics.median(seconds), "min": min(seconds), "max": max(seconds),

@@ -83,7 +83,7 @@ def _image_input(number: int) -> tuple:
     return ("IMAGE", {"tooltip": tooltip + _IMAGE_NOTE})
 
 
-class DashScopeQwenImageEdit:
+class DashScopeQwenImageEdit(widgets.QwenImageNode):
     DESCRIPTION = (
         f"Edits images with Alibaba Cloud's Qwen-Image edit and unified models (DashScope / "
         f"Model Studio): change text in the picture, add, remove or move objects, change "
@@ -93,14 +93,9 @@ class DashScopeQwenImageEdit:
         f"output image ({widgets.price_text(DEFAULT_MODEL[IMAGE_EDIT], IMAGE_EDIT)}; every model's "
         f"price is on the help page); the API key comes from the environment "
         f"(DASHSCOPE_API_KEY), never from a widget.")
-    CATEGORY = widgets.CATEGORY
     FUNCTION = "edit"
-    RETURN_TYPES = ("IMAGE", "STRING", "STRING")
-    RETURN_NAMES = ("images", "prompt_used", "info")
-    OUTPUT_TOOLTIPS = ("The edited images, RGB, exactly the pixels the service returned: the n "
-                       "outputs of edit 1, then those of edit 2, ... Images of different sizes "
-                       "share the batch padded to the largest ('info' says how).",
-                       widgets.OUTPUT_TOOLTIPS_PROMPT, widgets.OUTPUT_TOOLTIPS_INFO)
+    OUTPUT_TOOLTIPS = widgets.output_tooltips(
+        "edited images", "the n outputs of edit 1, then those of edit 2, ...")
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -38,7 +38,7 @@ def _request(prompt, negative_prompt, model, size, width, height, n, seed, promp
         prompt_extend_mode=prompt_extend_mode, enable_thinking=enable_thinking), notes
 
 
-class DashScopeQwenImageTextToImage:
+class DashScopeQwenImageTextToImage(widgets.QwenImageNode):
     DESCRIPTION = (
         "Makes images from a prompt with Alibaba Cloud's Qwen-Image models (DashScope / "
         "Model Studio), strong at rendering text in Chinese and English. Billed per image "
@@ -46,14 +46,9 @@ class DashScopeQwenImageTextToImage:
         "price is on the help page); the API key comes from the environment "
         "(DASHSCOPE_API_KEY), never from a widget. Every image is saved to ComfyUI's "
         "output/qwen-image folder the moment it arrives.")
-    CATEGORY = widgets.CATEGORY
     FUNCTION = "generate"
-    RETURN_TYPES = ("IMAGE", "STRING", "STRING")
-    RETURN_NAMES = ("images", "prompt_used", "info")
-    OUTPUT_TOOLTIPS = ("The generated images, RGB, exactly the pixels the service returned: "
-                       "the n images of call 1, then those of call 2, ... Images of different "
-                       "sizes share the batch padded to the largest ('info' says how).",
-                       widgets.OUTPUT_TOOLTIPS_PROMPT, widgets.OUTPUT_TOOLTIPS_INFO)
+    OUTPUT_TOOLTIPS = widgets.output_tooltips(
+        "generated images", "the n images of call 1, then those of call 2, ...")
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -80,6 +80,23 @@ TOOLTIPS = {
                           "first error (queued calls are cancelled); 'return successful' "
                           "returns the images that worked and lists the failures in 'info'.",
 }
+
+
+class QwenImageNode:
+    """What both nodes share as ComfyUI node classes: their menu and their three outputs."""
+
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "STRING", "STRING")
+    RETURN_NAMES = ("images", "prompt_used", "info")
+
+
+def output_tooltips(images: str, order: str) -> tuple[str, str, str]:
+    """The outputs' tooltips: ``images`` names the node's images, ``order`` their order."""
+    return (f"The {images}, RGB, exactly the pixels the service returned: {order} Images of "
+            "different sizes share the batch padded to the largest ('info' says how).",
+            OUTPUT_TOOLTIPS_PROMPT, OUTPUT_TOOLTIPS_INFO)
+
+
 OUTPUT_TOOLTIPS_PROMPT = ("The prompt each image was made from, one line per image: the "
                           "service's rewritten prompt when prompt_extend rewrote it, else "
                           "your prompt (line breaks inside a prompt become spaces).")

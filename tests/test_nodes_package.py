@@ -1,8 +1,6 @@
 """The pack as ComfyUI loads it: import, node definitions, help pages, example workflows."""
 import inspect
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,6 +8,7 @@ import pytest
 
 import qwen_image_dashscope as pack
 from qwen_image_dashscope.nodes.comfy_bridge import Comfy
+from support.package import import_as_comfyui
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
@@ -20,41 +19,8 @@ BUILTIN_QWEN_IDS = {"TextEncodeQwenImageEdit", "TextEncodeQwenImageEditPlus", "M
                     "QwenImageDiffsynthControlnet", "EmptyQwenImageLayeredLatentImage"}
 
 
-def load_in_subprocess(tmp_path, preload_torch: bool) -> dict:
-    """Import the repository the way ComfyUI's load_custom_node does, from a hyphenated folder."""
-    custom_nodes = tmp_path / "custom_nodes"
-    custom_nodes.mkdir(exist_ok=True)
-    folder = custom_nodes / "ComfyUI-Qwen-Image"
-    if not folder.exists():
-        folder.symlink_to(REPO, target_is_directory=True)
-    code = f"""
-import importlib.util, json, sys, time
-{"import torch" if preload_torch else ""}
-before = set(sys.modules)
-module_path = {str(folder)!r}
-name = module_path.replace(".", "_x_")  # as ComfyUI names it
-start = time.perf_counter()
-spec = importlib.util.spec_from_file_location(name, module_path + "/__init__.py")
-module = importlib.util.module_from_spec(spec)
-sys.modules[name] = module
-spec.loader.exec_module(module)
-print(json.dumps({{"seconds": time.perf_counter() - start,
-                   "new": sorted(set(sys.modules) - before),
-                   "nodes": sorted(module.NODE_CLASS_MAPPINGS),
-                   "names": module.NODE_DISPLAY_NAME_MAPPINGS,
-                   "web": module.WEB_DIRECTORY}}))
-"""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("DASHSCOPE_") and k != "PYTHONPATH"}
-    env["HOME"] = str(tmp_path)  # no key file either
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=tmp_path, env=env, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
 def test_imports_under_a_hyphenated_folder_without_key_torch_or_http(tmp_path):
-    loaded = load_in_subprocess(tmp_path, preload_torch=False)
+    loaded = import_as_comfyui(tmp_path, preload_torch=False)
     assert loaded["nodes"] == ["DashScopeQwenImageEdit", "DashScopeQwenImageTextToImage"]
     assert loaded["web"] == "./web"
     heavy = ("torch", "numpy", "PIL", "requests", "urllib3", "asyncio", "comfy", "server",

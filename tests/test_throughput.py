@@ -155,6 +155,7 @@ def test_a_large_batch_does_not_hold_up_an_independent_node(service, comfy):
     asyncio.run(graph())
     # The edit model's slots are free the whole time: one call's latency plus a little
     # (held up, it starts only once the batch's first two tasks end: two latencies and more).
+    print("ENDS", ends)
     assert ends["edit"] < 1.5 * service.latency + 0.15, ends
 
 

@@ -34,7 +34,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # The folder name a user gets from `git clone .../ComfyUI-Qwen-Image` into custom_nodes. It
 # names the pack in /api/workflow_templates, /extensions and python_module, and it has a
 # hyphen, so the pack must not rely on being importable under its folder name.
