@@ -21,10 +21,11 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+from dataclasses import dataclass, field
 import math
 import numbers
 import re
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import ValidationError
 from .models import (
@@ -50,23 +51,17 @@ _SIZE_HINT = "Choose a size within these limits, or leave size empty for the mod
 _CJK = re.compile("[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\U00020000-\U0003ffff]")
 
 
-class Checked(list):
+@dataclass
+class Checked:
     """A request that passed: ``spec``, ``request`` (as it should be sent) and ``notes``.
 
     ``request`` has whole numbers as ``int``, sizes as the model documents them, and
-    ``None`` for every parameter the model does not take. The object is itself the list of
-    notes (``notes`` is the same list), because ``validate`` returned that list before
-    issue 9 and callers still add to it, iterate it and pass it on.
+    ``None`` for every parameter the model does not take.
     """
 
-    def __init__(self, spec: ModelSpec, request: Any, notes: Iterable[str] = ()):
-        super().__init__(notes)
-        self.spec = spec
-        self.request = request
-
-    @property
-    def notes(self) -> list[str]:
-        return self
+    spec: ModelSpec
+    request: Any
+    notes: list[str] = field(default_factory=list)
 
 
 def normalize_size(text: str | None) -> str | None:

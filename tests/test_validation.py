@@ -84,8 +84,8 @@ def test_text_to_image_rules(quiet_emu, changes, parameter, parts):
 
 def test_limits_themselves_are_allowed():
     assert validate(dataclasses.replace(T2I, prompt="貓" * 800, negative_prompt="n" * 500,
-                                        seed=2147483647, size="1472*1104")) == []
-    assert validate(dataclasses.replace(T2I, seed=0)) == []
+                                        seed=2147483647, size="1472*1104")).notes == []
+    assert validate(dataclasses.replace(T2I, seed=0)).notes == []
 
 
 def test_interface_must_be_offered(quiet_emu):
@@ -136,13 +136,13 @@ def test_accepted_edit_inputs_and_notes():
     jpeg = png_bytes(3072, 384, fmt="JPEG")
     assert validate(dataclasses.replace(EDIT, images=(jpeg, to_data_uri(png_bytes()),
                                                       "https://example.com/not-checked"),
-                                        n=6)) == []
-    assert validate(dataclasses.replace(EDIT, size="2048*512")) == []
-    notes = validate(dataclasses.replace(EDIT, images=("oss://dashscope-instant/a.png",)))
+                                        n=6)).notes == []
+    assert validate(dataclasses.replace(EDIT, size="2048*512")).notes == []
+    notes = validate(dataclasses.replace(EDIT, images=("oss://dashscope-instant/a.png",))).notes
     assert "works only in the Beijing region" in notes[0]
-    notes = validate(dataclasses.replace(EDIT, model="qwen-image-edit", prompt_extend=False))
+    notes = validate(dataclasses.replace(EDIT, model="qwen-image-edit", prompt_extend=False)).notes
     assert notes == ["prompt_extend is not sent: qwen-image-edit does not take it"]
-    notes = validate(dataclasses.replace(EDIT, model="qwen-image-edit-ultra", n=6))
+    notes = validate(dataclasses.replace(EDIT, model="qwen-image-edit-ultra", n=6)).notes
     assert "'qwen-image-edit-ultra' is not in the pack's table" in notes[0]
 
 
@@ -161,7 +161,7 @@ def test_image_checks_read_headers_only(monkeypatch):
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
     big = png_bytes(3072, 3072, fmt="JPEG")
-    assert validate(dataclasses.replace(EDIT, images=(big, big, big))) == []
+    assert validate(dataclasses.replace(EDIT, images=(big, big, big))).notes == []
 
 
 def test_data_uri_mime_comes_from_the_bytes():
@@ -185,7 +185,7 @@ def test_fit_encoding_shrinks_only_when_needed():
     fitted = fit_encoding(too_big)
     assert inspect_image(fitted) == ("JPEG", side, side)
     assert len(to_data_uri(fitted)) <= EDIT_INPUT_MAX_BYTES
-    assert validate(dataclasses.replace(EDIT, images=(fitted,))) == []
+    assert validate(dataclasses.replace(EDIT, images=(fitted,))).notes == []
 
 
 # -- the newer models: official rules refuse, reported ones only note --------------------
@@ -239,7 +239,7 @@ def test_official_rules_of_newer_models_refuse(request_, parameter, parts):
 
 
 def test_3_0_area_refused_beyond_the_measured_limit_and_noted_beyond_the_official_one():
-    assert validate(t2i("qwen-image-3.0", size="2048*2048")) == []
+    assert validate(t2i("qwen-image-3.0", size="2048*2048")).notes == []
     for request in (t2i("qwen-image-3.0", size="2560*2560"),
                     edit("qwen-image-3.0-pro", size="2304*2304")):
         checked = validate(request)
@@ -270,12 +270,12 @@ def test_limits_only_third_parties_report_are_noted_not_refused():
 def test_token_limits_are_notes_never_refusals():
     checked = validate(t2i("qwen-image-2.0", prompt="word " * 1200))  # about 1500 tokens
     assert len(checked.notes) == 1
-    assert "roughly 1500 tokens (an estimate), over qwen-image-2.0's 1300 tokens" in checked[0]
-    note = validate(t2i("qwen-image-3.0", prompt="貓" * 4600))[0]
+    assert "roughly 1500 tokens (an estimate), over qwen-image-2.0's 1300 tokens" in checked.notes[0]
+    note = validate(t2i("qwen-image-3.0", prompt="貓" * 4600)).notes[0]
     assert "4600 tokens" in note and "the most its page recommends" in note
-    assert "service drops the excess" in validate(t2i("qwen-image-max", prompt="貓" * 900))[0]
-    assert validate(t2i("qwen-image-3.0", prompt="貓" * 4500)) == []
-    assert validate(t2i("qwen-image-3.0", negative_prompt="n" * 5000)) == []  # no limit
+    assert "service drops the excess" in validate(t2i("qwen-image-max", prompt="貓" * 900)).notes[0]
+    assert validate(t2i("qwen-image-3.0", prompt="貓" * 4500)).notes == []
+    assert validate(t2i("qwen-image-3.0", negative_prompt="n" * 5000)).notes == []  # no limit
 
 
 def test_parameters_a_model_does_not_take_are_noted_when_set():
@@ -287,8 +287,8 @@ def test_parameters_a_model_does_not_take_are_noted_when_set():
     assert (sent.prompt_extend_mode, sent.enable_thinking, sent.watermark) == (None, None, True)
     # Their default values are left out silently.
     assert validate(t2i("qwen-image-plus", prompt_extend_mode="direct",
-                        enable_thinking=True)) == []
-    assert validate(t2i("qwen-image-3.0", prompt_extend=False, enable_thinking=True)) == [
+                        enable_thinking=True)).notes == []
+    assert validate(t2i("qwen-image-3.0", prompt_extend=False, enable_thinking=True)).notes == [
         "enable_thinking has no effect: it works only with prompt_extend on"]
 
 
@@ -298,9 +298,9 @@ def test_a_model_is_refused_only_in_regions_no_official_page_lists():
                     region="us-east-1")
     assert "DASHSCOPE_API_REGION" in str(error)
     for region in ("cn-hongkong", "eu-central-1", "us-east-1"):
-        assert validate(t2i("qwen-image-3.0-pro"), region) == []
-    assert len(validate(t2i("qwen-image-2.1-pro"), "eu-central-1")) == 1  # regions unknown
-    assert "not in the pack's table" in validate(t2i("qwen-image-9"), "us-east-1")[0]
+        assert validate(t2i("qwen-image-3.0-pro"), region).notes == []
+    assert len(validate(t2i("qwen-image-2.1-pro"), "eu-central-1").notes) == 1  # regions unknown
+    assert "not in the pack's table" in validate(t2i("qwen-image-9"), "us-east-1").notes[0]
 
 
 def test_whole_numbers_of_any_type_are_taken_as_int():
@@ -319,7 +319,7 @@ def test_sizes_are_sent_as_the_model_documents_them():
     assert checked.notes == ["size 1140*1472 is sent as 1104*1472, the spelling qwen-image-max "
                              "documents"]
     assert validate(t2i("qwen-image-plus", size="1140*1472")).request.size == "1140*1472"
-    note = validate(edit("qwen-image-edit-plus", size="1033*1032"))[0]
+    note = validate(edit("qwen-image-edit-plus", size="1033*1032")).notes[0]
     assert "nearest multiple of 16, so the output will be 1040*1024" in note
     assert validate(t2i("qwen-image-plus", negative_prompt="  ")).request.negative_prompt is None
 
