@@ -144,7 +144,7 @@ def bench_fresh_process(latency: float, repeats: int = 3) -> list[dict]:
 def bench_per_minute(latency: float) -> dict:
     from pathlib import Path
 
-    from comfy_stubs import activate
+    from support.comfy_stubs import activate
     from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
     from qwen_image_dashscope.nodes.text_to_image import DashScopeQwenImageTextToImage as T2I
 
