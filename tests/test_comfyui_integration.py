@@ -220,20 +220,6 @@ def test_web_directory_and_translations_are_served(comfy):
 # -- 4. every example workflow ------------------------------------------------------------------
 
 
-def _missing_local_models(session: Session, prompt: dict) -> dict[str, str]:
-    """{node id: file} for loader nodes whose model file this ComfyUI does not have."""
-    missing = {}
-    for node_id, node in prompt.items():
-        info = session.object_info[node["class_type"]]
-        if not info["category"].startswith("loaders"):
-            continue
-        for name, value in node["inputs"].items():
-            spec = info["input"].get("required", {}).get(name) or info["input"].get("optional", {}).get(name)
-            if spec and isinstance(spec[0], list) and isinstance(value, str) and value not in spec[0]:
-                missing[node_id] = value
-    return missing
-
-
 def _check_exact(session: Session, entry: dict, served_before: int, requests_before: int,
                  inputs: dict[str, bytes]) -> list[Path]:
     """SaveImage wrote exactly the pixels the emulator served; the emulator got exactly ours."""
@@ -275,7 +261,7 @@ def test_example_workflow_runs(comfy, path):
     inputs = place_inputs(comfy, prompt)
     served_before, requests_before = len(comfy.emu.served_images), len(comfy.emu.requests)
 
-    missing = _missing_local_models(comfy, prompt)
+    missing = harness.missing_local_models(comfy.object_info, prompt)
     if not missing:
         entry = comfy.run(prompt, workflow)
         saved = _check_exact(comfy, entry, served_before, requests_before, inputs)

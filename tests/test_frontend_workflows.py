@@ -208,20 +208,6 @@ def generation_requests(emu, since: int) -> list:
             and ("multimodal-generation" in r.path or "image-synthesis" in r.path)]
 
 
-def missing_local_models(object_info: dict, prompt: dict) -> dict[str, str]:
-    """{node id: file} for loader nodes of an API prompt naming a file this ComfyUI lacks."""
-    missing = {}
-    for node_id, node in prompt.items():
-        info = object_info[node["class_type"]]
-        if not info["category"].startswith("loaders"):
-            continue
-        for name, value in node["inputs"].items():
-            spec = info["input"].get("required", {}).get(name) or info["input"].get("optional", {}).get(name)
-            if spec and isinstance(spec[0], list) and isinstance(value, str) and value not in spec[0]:
-                missing[node_id] = value
-    return missing
-
-
 def check_run(session: Session, page, prompt_id: str) -> list[Path]:
     """The run succeeded, the frontend heard so, and every saved image is a served one."""
     entry, events = harness.wait_for_run(page, session.server, prompt_id)
@@ -326,7 +312,7 @@ def test_frozen_workflow_runs_from_the_frontend(page, comfy, path):
     qwen_ids = [i for i, node in prompt.items() if node["class_type"] in PACK_NODES]
     assert qwen_ids, f"{path.name} has no Qwen-Image node"
 
-    missing = missing_local_models(comfy.object_info, prompt)
+    missing = harness.missing_local_models(comfy.object_info, prompt)
     if not missing:
         assert queued["ok"], ("the server refused the frontend's prompt: "
                               + json.dumps(queued["node_errors"] or queued["error"], ensure_ascii=False)[:3000])

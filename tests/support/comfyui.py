@@ -765,3 +765,17 @@ if __name__ == "__main__":  # a manual smoke run: start, print the start-up time
         server.start()
         print(f"ComfyUI answered after {server.started_in:.1f} s on {server.url}")
         print(f"stopped: exit code {server.stop()}")
+
+
+def missing_local_models(object_info: dict, prompt: dict) -> dict[str, str]:
+    """{node id: file} for loader nodes of an API prompt naming a file this ComfyUI lacks."""
+    missing = {}
+    for node_id, node in prompt.items():
+        info = object_info[node["class_type"]]
+        if not info["category"].startswith("loaders"):
+            continue
+        for name, value in node["inputs"].items():
+            spec = info["input"].get("required", {}).get(name) or info["input"].get("optional", {}).get(name)
+            if spec and isinstance(spec[0], list) and isinstance(value, str) and value not in spec[0]:
+                missing[node_id] = value
+    return missing
