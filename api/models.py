@@ -41,7 +41,6 @@ PROMPT_EXTEND_MODES = ("direct", "agent")
 # line list these); newer pages spell 4:3 and 3:4 as 1472*1104 and 1104*1472.
 TEXT_TO_IMAGE_SIZES = {"1664*928": "16:9", "1472*1140": "4:3", "1328*1328": "1:1",
                        "1140*1472": "3:4", "928*1664": "9:16"}
-DEFAULT_TEXT_TO_IMAGE_SIZE = "1328*1328"
 TEXT_TO_IMAGE_SIZE_ALIASES = {"1472*1104": "4:3", "1104*1472": "3:4"}
 
 # The seeds' limits for the models they describe (the table's rows use them too).
@@ -53,7 +52,6 @@ EDIT_INPUT_SIDE_MIN, EDIT_INPUT_SIDE_MAX = 384, 3072
 EDIT_INPUT_MAX_BYTES = 10 * 1024 * 1024  # per image, and per data-URI item (every model)
 EDIT_INPUT_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP")  # Pillow's names for JPG/JPEG, ...
 EDIT_CUSTOM_SIZE_RANGE = (512, 2048)  # each side of an edit-plus/edit-max output size
-N_MAX_DOCUMENTED = 6  # the most images any documented model makes per call
 
 # The service documents no request body limit, but its gateway refuses bodies over 6 MiB
 # (413 BadRequest.TooLarge, seen in public reports). The client keeps every body at or
@@ -233,39 +231,11 @@ class ModelSpec:
                           "was used (it cannot be cancelled once sent)")
         return requested, None
 
-    # -- compatibility: the names callers used before issue 9 ------------------------------
-
-    @property
-    def max_images(self) -> int:
-        """The largest n; where none is official, the most any documented model makes."""
-        return self.n_max if self.n_max is not None else N_MAX_DOCUMENTED
-
-    @property
-    def prompt_extend(self) -> bool:
-        return "prompt_extend" in self.takes
-
-    @property
-    def requests_per_second(self) -> float:
-        """For the limiter: the published rate, else the seeds' 2 per second."""
-        if self.rate.requests is None:
-            return FALLBACK_REQUESTS_PER_SECOND
-        return self.rate.requests / self.rate.period
-
     @property
     def concurrent_tasks(self) -> int:
         """For the limiter: the published figure, else the seeds' 2 (``rate`` says
         whether it is published and whether synchronous calls count)."""
         return self.rate.concurrent_tasks or FALLBACK_CONCURRENT
-
-    def price(self, region: str) -> float | None:
-        """USD per output image (the upper tier where there are tiers); None if unknown.
-        ``pricing.estimate_usd`` and ``pricing.cost_usd`` give whole requests."""
-        from .pricing import usd_price
-
-        price = usd_price(self, region)
-        if price is None:
-            return None
-        return price.output if price.output_2k is None else price.output_2k
 
 
 DEFAULT_MODEL = {TEXT_TO_IMAGE: "qwen-image-plus", IMAGE_EDIT: "qwen-image-edit-plus"}

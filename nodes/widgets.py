@@ -19,6 +19,7 @@ from ..api.models import (
     ModelSpec,
     spec_for,
 )
+from ..api.pricing import usd_price
 from ..api.regions import REGIONS, SINGAPORE
 from ..api.validation import validate
 from .comfy_bridge import STORE_DIR_ENV
@@ -107,7 +108,8 @@ OUTPUT_TOOLTIPS_INFO = ("JSON about the run: request and task ids, seeds, sizes,
 
 def price_text(model: str, family: str) -> str:
     """"about $0.03 for <model> in Singapore", from the table, for a node's description."""
-    return f"about ${spec_for(model, family).price(SINGAPORE):g} for {model} in Singapore"
+    price = usd_price(spec_for(model, family), SINGAPORE)
+    return f"about ${price.output:g} for {model} in Singapore"
 
 
 def seed_input(extra_tooltip: str = "") -> tuple:

@@ -14,6 +14,8 @@ from qwen_image_dashscope.api.models import (
     models_of,
     spec_for,
 )
+from qwen_image_dashscope.api.limiter import ModelLimits
+from qwen_image_dashscope.api.pricing import usd_price
 from qwen_image_dashscope.api.regions import REGIONS
 from qwen_image_dashscope.api.schema import ImageEditRequest, TextToImageRequest
 from qwen_image_dashscope.api.validation import validate
@@ -144,9 +146,10 @@ def test_rate_limits():
     assert (plus.rate.requests, plus.rate.period, plus.rate.concurrent_tasks) == (2, 1.0, 2)
     assert plus.rate.sync_limited is True  # the text-to-image reference: 2 at once
     assert edit_plus.rate.sync_limited is False  # the edit reference: 同步介面無限制
-    assert max_.requests_per_second == pytest.approx(2 / 60)
+    assert max_.rate.requests / max_.rate.period == pytest.approx(2 / 60)
     three = MODELS["qwen-image-3.0"]
-    assert three.rate.requests is None and three.requests_per_second == 2.0
+    assert three.rate.requests is None
+    assert (ModelLimits.from_spec(three).requests, ModelLimits.from_spec(three).period) == (2, 1.0)
     assert any("rate limits" in fact for fact in three.unconfirmed)
 
 
@@ -178,11 +181,12 @@ def test_unknown_ids_get_only_the_common_rules():
     assert edit.inputs.count == (1, None) and edit.regions is None and edit.prices == {}
 
 
-def test_names_callers_used_before_keep_working():
+def test_what_the_limiter_and_the_nodes_read_of_a_spec():
     plus, edit = MODELS["qwen-image-plus"], MODELS["qwen-image-edit"]
-    assert plus.default_interface == ASYNC and plus.max_images == 1
-    assert plus.prompt_extend and not edit.prompt_extend
-    assert (plus.requests_per_second, plus.concurrent_tasks) == (2.0, 2)
-    assert plus.price("ap-southeast-1") == 0.03
-    assert MODELS["qwen-image-2.1-pro"].max_images == 6
-    assert MODELS["qwen-image-3.0-pro"].price("ap-southeast-1") == 0.075  # the upper tier
+    assert plus.default_interface == ASYNC and plus.n_max == 1
+    assert "prompt_extend" in plus.takes and "prompt_extend" not in edit.takes
+    limits = ModelLimits.from_spec(plus)
+    assert (limits.requests / limits.period, plus.concurrent_tasks) == (2.0, 2)
+    assert usd_price(plus, "ap-southeast-1").output == 0.03
+    assert MODELS["qwen-image-2.1-pro"].n_max is None  # not published: the service decides
+    assert usd_price(MODELS["qwen-image-3.0-pro"], "ap-southeast-1").output_2k == 0.075

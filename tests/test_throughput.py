@@ -20,6 +20,7 @@ from support.comfy_stubs.harness import png_pixels, run_node, saved_pixels, widg
 from qwen_image_dashscope.api import TextToImageRequest
 from qwen_image_dashscope.api.errors import TaskFailedError
 from qwen_image_dashscope.api.models import MODELS
+from qwen_image_dashscope.api.pricing import usd_price
 from qwen_image_dashscope.api.retry import RetryPolicy
 from qwen_image_dashscope.nodes import tensors
 from qwen_image_dashscope.nodes.image_edit import DashScopeQwenImageEdit as Edit
@@ -302,6 +303,6 @@ def test_a_batch_reuses_what_it_can_and_pays_only_for_the_rest(service, comfy, s
     assert [r.json["parameters"]["seed"] for r in new] == [7]  # only the image not stored
     record = json.loads(info)
     assert [r["from_store"] for r in record["requests"]] == [True, True, False]
-    price = MODELS[T2I_MODEL].price("ap-southeast-1")
+    price = usd_price(MODELS[T2I_MODEL], "ap-southeast-1").output
     assert record["estimated_cost_usd"] == pytest.approx(price)
     assert images.shape[0] == 3 and service.stats["images_billed"] == 3
