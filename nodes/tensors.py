@@ -18,7 +18,7 @@ Decisions (each is visible to the user as a note in the node's info output and t
   (tests/test_tensors.py checks all 256 values). Results of one output that differ in size
   share the batch padded to the largest (``decode_images``; the store keeps the files).
 
-Speed and memory (tests/benchmarks.py measures them):
+Speed and memory (benchmarks/run.py measures them):
 
 - Tensor -> uint8 runs frame by frame through a small reused buffer: no float copy of the
   batch, and the caller's tensor is never modified.
