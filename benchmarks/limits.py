@@ -1,4 +1,4 @@
-"""Benchmarks 6-9 (run by benchmarks.py): the account's limits as the reference and the
+"""Benchmarks 6-9 (run by run.py): the account's limits as the reference and the
 quotas API state them, against the emulator with its limits on.
 
 6. Edit batch held by the rate, not by slots: the edit node with a batch of 6 inputs (six

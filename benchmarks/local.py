@@ -1,11 +1,11 @@
-"""Benchmarks 3-5 (run by benchmarks.py): what the pack costs on this machine.
+"""Benchmarks 3-5 (run by run.py): what the pack costs on this machine.
 
 3. Local overhead per image at 1328x1328 and 2048x2048: IMAGE tensor -> request body and
    response PNG -> IMAGE tensor, against plain Pillow PNG encode and decode.
 4. Peak memory of an edit node run that returns 6 images of 2048x2048, in a child process.
 5. Import time of the pack with torch already loaded, as ComfyUI loads it.
 
-benchmarks.py's docstring states each figure and target.
+run.py's docstring states each figure and target.
 """
 from __future__ import annotations
 
