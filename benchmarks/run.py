@@ -5,7 +5,7 @@
 
 The team keeps speed targets here, as figures printed by a script, not as timed tests. Each
 figure is a ratio measured in this one run, printed with the raw numbers it comes from, in
-a Markdown table that can be pasted into the README:
+a Markdown table that can be pasted into docs/benchmarks.md:
 
 1. Throughput at the account's limits: the text-to-image node with batch = 8 against the
    emulator at latency L with the account limits on (2 tasks at once, 2 requests/s per

@@ -1,8 +1,8 @@
-"""The nodes' help pages (web/docs/<node id>.md) and README.md against the model table.
+"""The nodes' help pages (web/docs/<node id>.md) and docs/models.md against the model table.
 
 Each page documents every input of its node, and its "Models" section, between two marker
 lines, is the table rendered here from api/model_table.py (n, sizes, input images,
-interfaces, price per image by region); README.md holds both tables, text to image first.
+interfaces, price per image by region); docs/models.md holds both tables, text to image first.
 When the table changes, run this file to rewrite the sections:
 python tests/test_nodes_help.py
 """
@@ -115,7 +115,7 @@ def _sections(text: str) -> list[str]:
 def _documents() -> list[tuple[Path, list[str]]]:
     """Each file with the node ids of its sections, in order."""
     return [(page(node_id), [node_id]) for node_id in FAMILIES] + [
-        (REPO / "README.md", list(FAMILIES))]
+        (REPO / "docs" / "models.md", list(FAMILIES))]
 
 
 def test_the_models_sections_are_the_table_as_it_is():
