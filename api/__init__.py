@@ -13,8 +13,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from . import errors as _errors  # small, standard library only: its names are listed below
-
-__version__ = "0.1.0"
+from .version import VERSION as __version__
 
 _GROUPS = {
     "client": ("QwenImageClient",),

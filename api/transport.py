@@ -46,7 +46,6 @@ from urllib.parse import quote, urljoin, urlsplit
 import requests
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 
-from . import __version__
 from .config import Config
 from .errors import (
     AmbiguousRequestError,
@@ -60,10 +59,11 @@ from .errors import (
 from .regions import region_name
 from .retry import Retry, RetryPolicy, retrying
 from .service_errors import api_error
+from .version import VERSION
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = (f"qwen-image-dashscope/{__version__}; python/{platform.python_version()}; "
+USER_AGENT = (f"qwen-image-dashscope/{VERSION}; python/{platform.python_version()}; "
               f"platform/{platform.system()}; requests/{requests.__version__}")
 
 CONNECT_TIMEOUT = 10.0
