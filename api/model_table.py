@@ -1,10 +1,11 @@
 """The model table: one ``ModelSpec`` per Qwen-Image id Model Studio serves (late 2026).
 
-Sources, as labelled in ``qwen-image-models-2026.md``: the seed references (Nov/Dec 2025)
-for qwen-image, qwen-image-plus and the qwen-image-edit family; the zh legacy text-to-image
-and edit pages (S3, S4), the intl pages (S7-S10), the 3.0 API page (S2) and the zh pricing
-page (S5, Aug 2026). Prices are kept in the currency of their page: Singapore in USD (the
-sheet's exact figures), the other regions in CNY; ``pricing`` converts.
+Sources (Model Studio's pages, by title): the seed references "通義千問-文生圖API參考" and
+"通義千問-影像編輯API參考" (Nov/Dec 2025) for qwen-image, qwen-image-plus and the
+qwen-image-edit family; the zh "千问-文生图" and "千问-图像编辑" pages; the intl "Qwen-Image
+API", "Qwen-Image edit", "Text-to-image" and "Qwen-Image edit API" pages; "Qwen-Image
+generation and editing API reference" (3.0); and the zh "模型调用价格" (pricing, Aug 2026). Prices are kept in the currency of their page: Singapore in USD (the
+pricing page's exact figures), the other regions in CNY; ``pricing`` converts.
 
 Where the seeds and newer pages disagree about a seed model, the seeds win for that id
 (800/500 characters, size 1328*1328 by default, inputs 384-3072 px without GIF); the newer
@@ -48,11 +49,11 @@ ALL_PARAMETERS = frozenset(OPTIONAL_PARAMETERS)  # 3.0: adds prompt_extend_mode,
 
 SEED_CHARS = TextLimit(PROMPT_MAX_CHARS)
 NEGATIVE_CHARS = TextLimit(NEGATIVE_PROMPT_MAX_CHARS)
-TOKENS_800 = TextLimit(800, "tokens")  # S3/S4: "other models 800 Token; the excess is cut"
+TOKENS_800 = TextLimit(800, "tokens")  # 千问-文生图 / 千问-图像编辑: "other models 800 Token; the excess is cut"
 
 SEED_INPUTS = InputRule(side=(EDIT_INPUT_SIDE_MIN, EDIT_INPUT_SIDE_MAX), side_required=True)
 PAGE_INPUTS = InputRule(side=(EDIT_INPUT_SIDE_MIN, EDIT_INPUT_SIDE_MAX),
-                        formats=EDIT_INPUT_FORMATS + ("GIF",))  # S4: sides "recommended"
+                        formats=EDIT_INPUT_FORMATS + ("GIF",))  # 千问-图像编辑: sides "recommended"
 
 # Text to image: the seeds' five sizes (default 1:1) with the newer spellings taken as they
 # are; the newer pages' five (default 16:9) with the old spellings sent as the new ones.
@@ -94,7 +95,7 @@ def _sg_bj(usd: float, cny: float) -> dict[str, Price]:
 
 
 def _v3_prices(usd: tuple[float, float], cny: tuple[float, float]) -> dict[str, Price]:
-    # S5: input images 0.02 CNY ($0.003); Frankfurt and Tokyo ("全球") at the Beijing CNY.
+    # 模型调用价格: input images 0.02 CNY ($0.003); Frankfurt and Tokyo ("全球") at the Beijing CNY.
     mainland = Price("CNY", cny[0], cny[1], input=0.02)
     return {SINGAPORE: Price("USD", usd[0], usd[1], input=0.003), BEIJING: mainland,
             FRANKFURT: mainland, TOKYO: mainland}

@@ -1,8 +1,8 @@
 """The Qwen-Image models the pack knows: the types of the table, and its lookups.
 
 The rows are in ``model_table`` (one ``ModelSpec`` per model id). Every fact in a spec's
-fields is official: the two seed references, or a Model Studio page (the vendor sheet
-``qwen-image-models-2026.md``, labels [OFF]/[OFF-M]). Limits that only third parties
+fields is official: the two seed references ("通義千問-文生圖API參考", "通義千問-影像編輯API參考"),
+or a Model Studio page named where the fact is used. Limits that only third parties
 report, or measurements that disagree with a page, sit in ``ModelSpec.reported``:
 validation turns a breach of them into a note, never a refusal, and the service decides.
 ``ModelSpec.unconfirmed`` says the same in words, for ``info`` and the command line.

@@ -4,7 +4,7 @@ Lost answers (``TaskFinder``)
 =============================
 When a task-creating POST was sent and no usable answer came back (``transport`` raises
 ``AmbiguousRequestError``), the task may exist. The asynchronous task list
-(``GET {base}/tasks``, vendor sheet §7) shows every task of the account, by any key, with
+(``GET {base}/tasks``, Model Studio: "Manage asynchronous tasks") shows every task of the account, by any key, with
 ``model_name``, ``gmt_create`` (epoch ms), ``api_key_id`` and the submit call's
 ``request_id``, but not the prompt. So the finder, every ``LIST_STEP`` seconds:
 

@@ -1,6 +1,6 @@
 """The one region vocabulary: ids, display names, hosts, and what each region offers.
 
-Hosts (``../shared``-style facts from Model Studio's pages): Beijing and Singapore have the
+Hosts (Model Studio: "List model quotas" and "Configure the API key"): Beijing and Singapore have the
 shared hosts the SDK has always used; Virginia and Hong Kong have shared hosts named on the
 quota page; every region has workspace-dedicated hosts
 ``https://{WorkspaceId}.{region}.maas.aliyuncs.com``, the only ones for Frankfurt and Tokyo.

@@ -5,7 +5,8 @@ own. Bodies follow the official SDK's serialisation (``json.dumps(..., ensure_as
 keys ``model``, ``input``, ``parameters``). A parameter goes into a body only when the
 model takes it (``ModelSpec.takes``); validation has already noted the ones left out.
 
-Answers come in these shapes (``../shared``'s response cheat sheet):
+Answers come in these shapes (the response examples of the seed references and of Model
+Studio's "Qwen-Image generation and editing API reference"):
 
 - synchronous ``multimodal-generation``: ``output.choices[0].message.content[i].image``;
 - asynchronous ``text2image/image-synthesis`` tasks: ``output.results[i].url`` with

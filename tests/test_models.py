@@ -1,4 +1,4 @@
-"""The model table: every id of the vendor sheet, with its kind, interfaces and facts."""
+"""The model table: every id Model Studio's pages list, with its kind, interfaces and facts."""
 import pytest
 
 from qwen_image_dashscope.api import ValidationError
