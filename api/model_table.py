@@ -4,8 +4,9 @@ Sources (Model Studio's pages, by title): the seed references "通義千問-文�
 "通義千問-影像編輯API參考" (Nov/Dec 2025) for qwen-image, qwen-image-plus and the
 qwen-image-edit family; the zh "千问-文生图" and "千问-图像编辑" pages; the intl "Qwen-Image
 API", "Qwen-Image edit", "Text-to-image" and "Qwen-Image edit API" pages; "Qwen-Image
-generation and editing API reference" (3.0); and the zh "模型调用价格" (pricing, Aug 2026). Prices are kept in the currency of their page: Singapore in USD (the
-pricing page's exact figures), the other regions in CNY; ``pricing`` converts.
+generation and editing API reference" (3.0); and the zh "模型调用价格" (pricing, Aug 2026).
+Prices are kept in the currency of their page: Singapore in USD (the pricing page's exact
+figures), the other regions in CNY; ``pricing`` converts.
 
 Where the seeds and newer pages disagree about a seed model, the seeds win for that id
 (800/500 characters, size 1328*1328 by default, inputs 384-3072 px without GIF); the newer
