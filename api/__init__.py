@@ -17,17 +17,18 @@ from .version import VERSION as __version__
 
 _GROUPS = {
     "client": ("QwenImageClient",),
-    "waiting": ("Progress",),
+    "call.waiting": ("Progress",),
     "config": ("Config", "KeySource"),
-    "regions": ("REGIONS", "Region", "normalize_region", "SINGAPORE", "BEIJING"),
+    "catalog.regions": ("REGIONS", "Region", "normalize_region", "SINGAPORE", "BEIJING"),
     "schema": ("TextToImageRequest", "ImageEditRequest", "GenerationResult", "GeneratedImage",
                "Usage"),
-    "models": ("MODELS", "ModelSpec", "spec_for"),
-    "validation": ("validate", "Checked", "normalize_size"),
-    "pricing": ("estimate_usd", "cost_usd"),
-    "store": ("ResultStore", "StoredImage", "request_fingerprint"),
-    "retry": ("RetryPolicy",),
-    "budget": ("SpendGuard", "BudgetStatus"),
+    "catalog.models": ("MODELS", "spec_for"),
+    "catalog.specs": ("ModelSpec",),
+    "catalog.validation": ("validate", "Checked", "normalize_size"),
+    "catalog.pricing": ("estimate_usd", "cost_usd"),
+    "storage.store": ("ResultStore", "StoredImage", "request_fingerprint"),
+    "service.retry": ("RetryPolicy",),
+    "storage.budget": ("SpendGuard", "BudgetStatus"),
     "state": ("ProcessState", "PROCESS_STATE"),
     "images": ("to_data_uri", "inspect_image", "fit_encoding"),
     "errors": tuple(_errors.__all__),
@@ -35,15 +36,16 @@ _GROUPS = {
 _EXPORTS = {name: module for module, names in _GROUPS.items() for name in names}
 
 if TYPE_CHECKING:
-    from .budget import BudgetStatus, SpendGuard
+    from .storage.budget import BudgetStatus, SpendGuard
     from .client import QwenImageClient
     from .config import Config, KeySource
     from .errors import *  # noqa: F403 - the names of errors.__all__
     from .images import fit_encoding, inspect_image, to_data_uri
-    from .models import MODELS, ModelSpec, spec_for
-    from .pricing import cost_usd, estimate_usd
-    from .regions import BEIJING, REGIONS, SINGAPORE, Region, normalize_region
-    from .retry import RetryPolicy
+    from .catalog.specs import ModelSpec
+    from .catalog.models import MODELS, spec_for
+    from .catalog.pricing import cost_usd, estimate_usd
+    from .catalog.regions import BEIJING, REGIONS, SINGAPORE, Region, normalize_region
+    from .service.retry import RetryPolicy
     from .schema import (
         GeneratedImage,
         GenerationResult,
@@ -52,9 +54,9 @@ if TYPE_CHECKING:
         Usage,
     )
     from .state import PROCESS_STATE, ProcessState
-    from .store import ResultStore, StoredImage, request_fingerprint
-    from .validation import Checked, normalize_size, validate
-    from .waiting import Progress
+    from .storage.store import ResultStore, StoredImage, request_fingerprint
+    from .catalog.validation import Checked, normalize_size, validate
+    from .call.waiting import Progress
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -17,26 +17,27 @@ from typing import Callable
 
 import requests
 
-from .budget import BudgetStatus, SpendGuard
-from .charges import Charges
+from .storage.budget import BudgetStatus, SpendGuard
+from .storage.charges import Charges
 from .config import Config
-from .download import Downloader
+from .service.download import Downloader
 from .errors import ApiError, AuthenticationError, CancelledError, TransportError, ValidationError
-from .generation import Generator
-from .journal import HANDED, Journal
-from .inputs import AUTO, check_transport
-from .keycheck import explained, key_accepted
-from .models import ASYNC, SYNC, TEXT_TO_IMAGE, spec_for
-from .regions import normalize_region, other_region, region_url
-from .retry import RetryPolicy
+from .call.generation import Generator
+from .storage.journal import HANDED, Journal
+from .call.inputs import AUTO, check_transport
+from .service.keycheck import explained, key_accepted
+from .catalog.specs import ASYNC, SYNC, TEXT_TO_IMAGE
+from .catalog.models import spec_for
+from .catalog.regions import normalize_region, other_region, region_url
+from .service.retry import RetryPolicy
 from .schema import GenerationResult, ImageEditRequest, TextToImageRequest
 from .state import PROCESS_STATE, ProcessState
-from .store import ResultStore, image_from_stored, request_fingerprint
-from .transport import Transport
-from .unfinished import recover_in_background
-from .validation import Checked, validate
-from .wire import resolved, task_body
-from .waiting import Abandoned, Job, Progress, Worker, guarded, notify, wait_for
+from .storage.store import ResultStore, image_from_stored, request_fingerprint
+from .service.transport import Transport
+from .recovery.unfinished import recover_in_background
+from .catalog.validation import Checked, validate
+from .service.wire import resolved, task_body
+from .call.waiting import Abandoned, Job, Progress, Worker, guarded, notify, wait_for
 
 log = logging.getLogger(__name__)
 

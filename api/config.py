@@ -33,7 +33,7 @@ from typing import Mapping
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError, MissingApiKeyError, register_secret
-from .regions import (
+from .catalog.regions import (
     DEFAULT_REGION,
     REGION_ENV,
     REGIONS,

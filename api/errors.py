@@ -11,7 +11,7 @@ import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .waiting import Worker
+    from .call.waiting import Worker
 
 __all__ = [  # what callers catch; the rest is the pack's own plumbing
     "redact", "QwenImageError", "ConfigurationError", "MissingApiKeyError", "ValidationError",

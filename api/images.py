@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from PIL import Image, UnidentifiedImageError
 
 from .errors import ValidationError
-from .models import EDIT_INPUT_MAX_BYTES, EDIT_INPUT_SIDE_MAX, EDIT_INPUT_SIDE_MIN
+from .catalog.specs import EDIT_INPUT_MAX_BYTES, EDIT_INPUT_SIDE_MAX, EDIT_INPUT_SIDE_MIN
 
 if TYPE_CHECKING:
     import numpy as np

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .limiter import Limits
-from .polling import DurationEstimator
-from .quotas import QuotaBook
+from .call.limiter import Limits
+from .call.polling import DurationEstimator
+from .service.quotas import QuotaBook
 
 
 class UploadCache:

@@ -4,16 +4,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..api.errors import ValidationError
-from ..api.models import (
-    DEFAULT_MODEL,
+from ..api.catalog.specs import (
     EDIT_INPUT_SIDE_MAX,
     EDIT_INPUT_SIDE_MIN,
     IMAGE_EDIT,
     INPUT_TRANSPORTS,
     REQUEST_BODY_TARGET,
-    models_of,
-    spec_for,
 )
+from ..api.catalog.models import DEFAULT_MODEL, models_of, spec_for
 from ..api.schema import ImageEditRequest
 from . import outputs, runner, widgets
 from .comfy_bridge import Comfy

@@ -6,8 +6,8 @@ import os
 
 from ..api.config import budget_settings
 from ..api.errors import QwenImageError
-from ..api.models import spec_for
-from ..api.pricing import usd_price
+from ..api.catalog.models import spec_for
+from ..api.catalog.pricing import usd_price
 from .runner import Job
 from .status import total_cost
 
@@ -18,7 +18,7 @@ def one_line(text: str) -> str:
 
 def _budget() -> dict | None:
     """Today's state of the spend guard the clients use (from the same environment)."""
-    from ..api.budget import SpendGuard
+    from ..api.storage.budget import SpendGuard
 
     guard = SpendGuard.from_settings(budget_settings(os.environ))
     return guard.status().as_dict() if guard is not None else None

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from ..api.config import configured_region
 from ..api.errors import QwenImageError
-from ..api.models import spec_for
-from ..api.pricing import TIER_1K_MAX_PIXELS, usd_price
-from ..api.regions import DEFAULT_REGION, REGIONS
-from ..api.validation import normalize_size
+from ..api.catalog.models import spec_for
+from ..api.catalog.pricing import TIER_1K_MAX_PIXELS, usd_price
+from ..api.catalog.regions import DEFAULT_REGION, REGIONS
+from ..api.catalog.validation import normalize_size
 
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..api.config import Config
 from ..api.errors import QwenImageError
-from ..api.models import SEED_MAX
+from ..api.catalog.specs import SEED_MAX
 from .comfy_bridge import Comfy
 from .status import BatchStatus, summary
 
@@ -162,7 +162,7 @@ async def run_jobs(jobs: list[Job], call, *, comfy: Comfy, node_id, fail_fast: b
 def make_client(region: str | None, comfy: Comfy):
     # Imported here: the client pulls in requests, which importing the pack must not.
     from ..api.client import QwenImageClient
-    from ..api.store import ResultStore
+    from ..api.storage.store import ResultStore
 
     # background_recovery: the first call after a restart also finishes, in the background,
     # the journal's tasks that a previous ComfyUI process created and never fetched.

@@ -10,18 +10,18 @@ from __future__ import annotations
 import re
 
 from ..api.errors import ValidationError
-from ..api.models import (
+from ..api.catalog.specs import (
     NEGATIVE_PROMPT_MAX_CHARS,
     PARAMETER_DEFAULTS,
     PROMPT_EXTEND_MODES,
     PROMPT_MAX_CHARS,
     SEED_MAX,
     ModelSpec,
-    spec_for,
 )
-from ..api.pricing import usd_price
-from ..api.regions import REGIONS, SINGAPORE
-from ..api.validation import validate
+from ..api.catalog.models import spec_for
+from ..api.catalog.pricing import usd_price
+from ..api.catalog.regions import REGIONS, SINGAPORE
+from ..api.catalog.validation import validate
 from .comfy_bridge import STORE_DIR_ENV
 from .prices import cost_table
 

@@ -61,7 +61,7 @@ def client(emu):
 
 @pytest.fixture
 def store(tmp_path):
-    from qwen_image_dashscope.api.store import ResultStore
+    from qwen_image_dashscope.api.storage.store import ResultStore
 
     return ResultStore(tmp_path / "results")
 

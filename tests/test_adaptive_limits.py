@@ -15,14 +15,14 @@ import pytest
 from qwen_image_dashscope.api import ImageEditRequest, TextToImageRequest
 from qwen_image_dashscope.api.emulator import Emulator
 from qwen_image_dashscope.api.errors import CancelledError, RateLimitError, ServerError
-from qwen_image_dashscope.api.limiter import (
+from qwen_image_dashscope.api.call.limiter import (
     PROBE_AFTER,
     ModelLimiter,
     ModelLimits,
     RateGate,
     Window,
 )
-from qwen_image_dashscope.api.models import MODELS
+from qwen_image_dashscope.api.catalog.models import MODELS
 from qwen_image_dashscope.api.state import PROCESS_STATE
 from support.client import SYNC_PATH, api_requests, make_client, png_bytes
 

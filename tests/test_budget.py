@@ -18,8 +18,8 @@ from qwen_image_dashscope.api import (
     TaskFailedError,
     TextToImageRequest,
 )
-from qwen_image_dashscope.api.budget import SpendGuard
-from qwen_image_dashscope.api.cli import main
+from qwen_image_dashscope.api.storage.budget import SpendGuard
+from qwen_image_dashscope.api.cli.commands import main
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY
 from support.client import ASYNC_PATH, FAST_RETRY, SG, SYNC_PATH, api_requests, png_bytes
 

@@ -14,7 +14,7 @@ from qwen_image_dashscope.api import (
 )
 from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
 from qwen_image_dashscope.api.state import PROCESS_STATE
-from qwen_image_dashscope.api.models import MODELS
+from qwen_image_dashscope.api.catalog.models import MODELS
 from support.client import (
     ASYNC_PATH,
     SG,

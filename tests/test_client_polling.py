@@ -7,9 +7,11 @@ import time
 
 import pytest
 
-from qwen_image_dashscope.api import TextToImageRequest, durations_store
+from qwen_image_dashscope.api import TextToImageRequest
+
+from qwen_image_dashscope.api.storage import durations as durations_store
 from qwen_image_dashscope.api.emulator import Emulator
-from qwen_image_dashscope.api.polling import (
+from qwen_image_dashscope.api.call.polling import (
     ALIGN,
     MIN_GAP,
     MIN_INTERVAL,

@@ -22,13 +22,13 @@ from qwen_image_dashscope.api import (
     ValidationError,
 )
 from qwen_image_dashscope.api import errors as errors_module
-from qwen_image_dashscope.api.budget import SpendGuard
-from qwen_image_dashscope.api.download import Downloader, check_result_url
+from qwen_image_dashscope.api.storage.budget import SpendGuard
+from qwen_image_dashscope.api.service.download import Downloader, check_result_url
 from qwen_image_dashscope.api.emulator import SINGAPORE_KEY
 from qwen_image_dashscope.api.errors import DownloadError, QwenImageError, redact
-from qwen_image_dashscope.api.retry import RetryPolicy
+from qwen_image_dashscope.api.service.retry import RetryPolicy
 from qwen_image_dashscope.api.schema import GeneratedImage, GenerationResult
-from qwen_image_dashscope.api.transport import task_path
+from qwen_image_dashscope.api.service.transport import task_path
 from support.client import (
     ASYNC_PATH,
     FAST_RETRY,
@@ -310,7 +310,7 @@ def test_a_slow_drip_download_ends_at_its_overall_deadline():
 
 
 def test_an_image_over_the_pixel_cap_is_kept_as_sent_and_never_decoded(tmp_path):
-    from qwen_image_dashscope.api.download import MAX_RESULT_PIXELS, over_pixel_cap
+    from qwen_image_dashscope.api.service.download import MAX_RESULT_PIXELS, over_pixel_cap
 
     buffer = io.BytesIO()
     Image.new("L", (4200, 4200)).save(buffer, "PNG")  # 17.6 MP, a few KB
@@ -345,7 +345,8 @@ def test_a_redirect_on_a_billed_post_is_an_error_never_followed(emu, tmp_path, p
 
 def test_a_slow_result_download_is_cut_at_its_deadline_and_recovered_later(emu, tmp_path,
                                                                            monkeypatch):
-    from qwen_image_dashscope.api.unfinished import recover_all
+    from qwen_image_dashscope.api.cli.commands import recovery_clients
+    from qwen_image_dashscope.api.recovery.unfinished import recover_all
 
     for name, value in (("HOME", str(tmp_path)), ("DASHSCOPE_API_KEY", SINGAPORE_KEY),
                         ("DASHSCOPE_HTTP_BASE_URL", emu.base_url(SG))):
@@ -360,7 +361,8 @@ def test_a_slow_result_download_is_cut_at_its_deadline_and_recovered_later(emu, 
             client.text_to_image(TextToImageRequest("a cat"), interface="sync")
         emu.clear_faults()
         report = io.StringIO()
-        assert recover_all(client.journal, None, report), report.getvalue()
+        assert recover_all(client.journal, None, report,
+                           recovery_clients(client.journal)), report.getvalue()
 
     [png] = store.directory.rglob("*.png")
     assert png.read_bytes() in emu.served_images.values()

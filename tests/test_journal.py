@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from qwen_image_dashscope.api import journal as journal_module
+from qwen_image_dashscope.api.storage import journal as journal_module
 from qwen_image_dashscope.api.errors import ConfigurationError
-from qwen_image_dashscope.api.journal import (
+from qwen_image_dashscope.api.storage.journal import (
     CREATED,
     FAILED,
     JOURNAL_NAME,
@@ -142,7 +142,7 @@ def test_processes_share_the_journal_without_losing_a_line(journal):
         module = importlib.util.module_from_spec(spec)
         sys.modules["qwen_image_dashscope"] = module
         spec.loader.exec_module(module)
-        from qwen_image_dashscope.api.journal import Journal
+        from qwen_image_dashscope.api.storage.journal import Journal
         journal = Journal({str(journal.path)!r})
         for i in range(25):
             entry = journal.begin(model="m", region="r", base_url="b", interface="async",

@@ -2,23 +2,21 @@
 import pytest
 
 from qwen_image_dashscope.api import ValidationError
-from qwen_image_dashscope.api.models import (
+from qwen_image_dashscope.api.catalog.specs import (
     ASYNC,
     IMAGE_EDIT,
     IMAGE_GENERATION_PATH,
-    MODELS,
     SYNC,
     TEXT2IMAGE_PATH,
     TEXT_TO_IMAGE,
     UNIFIED,
-    models_of,
-    spec_for,
 )
-from qwen_image_dashscope.api.limiter import ModelLimits
-from qwen_image_dashscope.api.pricing import usd_price
-from qwen_image_dashscope.api.regions import REGIONS
+from qwen_image_dashscope.api.catalog.models import MODELS, models_of, spec_for
+from qwen_image_dashscope.api.call.limiter import ModelLimits
+from qwen_image_dashscope.api.catalog.pricing import usd_price
+from qwen_image_dashscope.api.catalog.regions import REGIONS
 from qwen_image_dashscope.api.schema import ImageEditRequest, TextToImageRequest
-from qwen_image_dashscope.api.validation import validate
+from qwen_image_dashscope.api.catalog.validation import validate
 
 SEED_T2I = ("qwen-image", "qwen-image-plus")
 SEED_EDIT = ("qwen-image-edit", "qwen-image-edit-plus", "qwen-image-edit-plus-2025-10-30")

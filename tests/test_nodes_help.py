@@ -1,7 +1,7 @@
 """The nodes' help pages (web/docs/<node id>.md) and docs/models.md against the model table.
 
 Each page documents every input of its node, and its "Models" section, between two marker
-lines, is the table rendered here from api/model_table.py (n, sizes, input images,
+lines, is the table rendered here from api/catalog/table.py (n, sizes, input images,
 interfaces, price per image by region); docs/models.md holds both tables, text to image first.
 When the table changes, run this file to rewrite the sections:
 python tests/test_nodes_help.py
@@ -17,12 +17,13 @@ if __name__ == "__main__":  # run as a script: load the repository as the packag
     import conftest  # noqa: F401
 
 import qwen_image_dashscope as pack
-from qwen_image_dashscope.api.models import IMAGE_EDIT, TEXT_TO_IMAGE, spec_for
-from qwen_image_dashscope.api.pricing import TIER_1K_MAX_PIXELS, usd_price
-from qwen_image_dashscope.api.regions import REGIONS
+from qwen_image_dashscope.api.catalog.specs import IMAGE_EDIT, TEXT_TO_IMAGE
+from qwen_image_dashscope.api.catalog.models import spec_for
+from qwen_image_dashscope.api.catalog.pricing import TIER_1K_MAX_PIXELS, usd_price
+from qwen_image_dashscope.api.catalog.regions import REGIONS
 
 REPO = Path(__file__).resolve().parents[1]
-BEGIN = "<!-- models: rendered from api/model_table.py by tests/test_nodes_help.py -->"
+BEGIN = "<!-- models: rendered from api/catalog/table.py by tests/test_nodes_help.py -->"
 END = "<!-- end of models -->"
 FAMILIES = {"DashScopeQwenImageTextToImage": TEXT_TO_IMAGE, "DashScopeQwenImageEdit": IMAGE_EDIT}
 

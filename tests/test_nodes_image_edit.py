@@ -18,7 +18,7 @@ from support.comfy_stubs.harness import (
 )
 
 from qwen_image_dashscope.api.errors import ValidationError
-from qwen_image_dashscope.api.models import REQUEST_BODY_TARGET
+from qwen_image_dashscope.api.catalog.specs import REQUEST_BODY_TARGET
 from qwen_image_dashscope.nodes.image_edit import DashScopeQwenImageEdit as Edit
 
 

@@ -11,8 +11,9 @@ import torch
 from support.comfy_stubs.harness import pixels_sent, png_pixels, run_node, saved_pixels
 
 from qwen_image_dashscope.api.errors import ValidationError
-from qwen_image_dashscope.api.models import IMAGE_EDIT, TEXT_TO_IMAGE, spec_for
-from qwen_image_dashscope.api.models import MODELS as TABLE
+from qwen_image_dashscope.api.catalog.specs import IMAGE_EDIT, TEXT_TO_IMAGE
+from qwen_image_dashscope.api.catalog.models import spec_for
+from qwen_image_dashscope.api.catalog.models import MODELS as TABLE
 from qwen_image_dashscope.nodes import image_edit, outputs, runner, text_to_image
 from qwen_image_dashscope.nodes.image_edit import DashScopeQwenImageEdit as Edit
 from qwen_image_dashscope.nodes.text_to_image import DashScopeQwenImageTextToImage as T2I

@@ -4,7 +4,7 @@ import pytest
 
 from qwen_image_dashscope.api.errors import ContentModerationError
 from qwen_image_dashscope.api.schema import GeneratedImage, GenerationResult
-from qwen_image_dashscope.api.waiting import Progress
+from qwen_image_dashscope.api.call.waiting import Progress
 from qwen_image_dashscope.nodes import status as status_module
 from qwen_image_dashscope.nodes.status import BatchStatus, duration, summary
 

@@ -1,8 +1,8 @@
 """Prices in USD: Singapore's as published, other regions' CNY at the seeds' rate."""
 import pytest
 
-from qwen_image_dashscope.api.models import MODELS, spec_for
-from qwen_image_dashscope.api.pricing import CNY_PER_USD, cost_usd, estimate_usd, usd_price
+from qwen_image_dashscope.api.catalog.models import MODELS, spec_for
+from qwen_image_dashscope.api.catalog.pricing import CNY_PER_USD, cost_usd, estimate_usd, usd_price
 from qwen_image_dashscope.api.schema import Usage
 
 SG, BJ, US, FRA, TYO, HK = ("ap-southeast-1", "cn-beijing", "us-east-1", "eu-central-1",

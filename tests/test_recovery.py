@@ -21,17 +21,18 @@ from qwen_image_dashscope.api import (
     ResultStore,
     TextToImageRequest,
 )
-from qwen_image_dashscope.api import cli, unfinished
+from qwen_image_dashscope.api import cli
+from qwen_image_dashscope.api.recovery import unfinished
 from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
 from qwen_image_dashscope.api.errors import AmbiguousTaskError
-from qwen_image_dashscope.api.journal import (
+from qwen_image_dashscope.api.storage.journal import (
     AMBIGUOUS,
     LOST_SYNC,
     NOT_CREATED,
     STORED,
     Journal,
 )
-from qwen_image_dashscope.api.models import IMAGE_GENERATION_PATH
+from qwen_image_dashscope.api.catalog.specs import IMAGE_GENERATION_PATH
 from support.client import ASYNC_PATH, FAST_RETRY, SG, SYNC_PATH, api_requests, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -221,7 +222,7 @@ def run_cli(args, env, **options):
               "module = importlib.util.module_from_spec(spec)\n"
               "sys.modules['qwen_image_dashscope'] = module\n"
               "spec.loader.exec_module(module)\n"
-              "from qwen_image_dashscope.api.cli import main\n"
+              "from qwen_image_dashscope.api.cli.commands import main\n"
               "sys.exit(main(sys.argv[1:]))\n")
     return subprocess.Popen([sys.executable, "-c", script, *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options)
@@ -360,8 +361,8 @@ def test_progress_piped_to_a_file_writes_plain_lines(emu, tmp_path):
 def test_progress_on_a_terminal_redraws_one_line(monkeypatch):
     import io
 
-    from qwen_image_dashscope.api.console import Console
-    from qwen_image_dashscope.api.waiting import Progress
+    from qwen_image_dashscope.api.cli.console import Console
+    from qwen_image_dashscope.api.call.waiting import Progress
 
     class Terminal(io.StringIO):
         def isatty(self):

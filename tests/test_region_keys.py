@@ -14,7 +14,7 @@ from qwen_image_dashscope.api import (
     QwenImageClient,
     TextToImageRequest,
 )
-from qwen_image_dashscope.api.cli import main
+from qwen_image_dashscope.api.cli.commands import main
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY
 from support.client import ASYNC_PATH, BJ, FAST_RETRY, SG, png_bytes
 

@@ -11,7 +11,7 @@ from PIL import Image
 from qwen_image_dashscope.api.errors import ValidationError
 from qwen_image_dashscope.api import images as api_images
 from qwen_image_dashscope.api.images import data_uri_length, mime_type
-from qwen_image_dashscope.api.models import EDIT_INPUT_MAX_BYTES
+from qwen_image_dashscope.api.catalog.specs import EDIT_INPUT_MAX_BYTES
 from qwen_image_dashscope.nodes import tensors
 
 

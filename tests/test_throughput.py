@@ -19,9 +19,9 @@ import torch
 from support.comfy_stubs.harness import png_pixels, run_node, saved_pixels, widget_defaults
 from qwen_image_dashscope.api import TextToImageRequest
 from qwen_image_dashscope.api.errors import TaskFailedError
-from qwen_image_dashscope.api.models import MODELS
-from qwen_image_dashscope.api.pricing import usd_price
-from qwen_image_dashscope.api.retry import RetryPolicy
+from qwen_image_dashscope.api.catalog.models import MODELS
+from qwen_image_dashscope.api.catalog.pricing import usd_price
+from qwen_image_dashscope.api.service.retry import RetryPolicy
 from qwen_image_dashscope.nodes import tensors
 from qwen_image_dashscope.nodes.image_edit import DashScopeQwenImageEdit as Edit
 from qwen_image_dashscope.nodes.text_to_image import DashScopeQwenImageTextToImage as T2I

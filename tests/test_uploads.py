@@ -20,7 +20,7 @@ from qwen_image_dashscope.api import (
 )
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, Emulator
 from qwen_image_dashscope.api.images import data_uri_length, inspect_image, shrink_to_fit
-from qwen_image_dashscope.api.models import REQUEST_BODY_LIMIT, REQUEST_BODY_TARGET
+from qwen_image_dashscope.api.catalog.specs import REQUEST_BODY_LIMIT, REQUEST_BODY_TARGET
 from support.client import BJ, SG, SYNC_PATH, api_requests, make_client, png_bytes
 
 

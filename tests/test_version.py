@@ -3,7 +3,7 @@ import re
 from pathlib import Path
 
 from qwen_image_dashscope import api
-from qwen_image_dashscope.api import transport
+from qwen_image_dashscope.api.service import transport
 from qwen_image_dashscope.api.version import VERSION
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"

@@ -4,8 +4,8 @@ import json
 import pytest
 
 from qwen_image_dashscope.api import ImageEditRequest, ServerError, TextToImageRequest
-from qwen_image_dashscope.api.models import MODELS
-from qwen_image_dashscope.api.wire import (
+from qwen_image_dashscope.api.catalog.models import MODELS
+from qwen_image_dashscope.api.service.wire import (
     billed_count,
     encode_body,
     messages_body,

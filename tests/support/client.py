@@ -11,7 +11,7 @@ from PIL import Image
 from qwen_image_dashscope.api.client import QwenImageClient
 from qwen_image_dashscope.api.config import Config
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY
-from qwen_image_dashscope.api.retry import RetryPolicy
+from qwen_image_dashscope.api.service.retry import RetryPolicy
 
 SG, BJ = "ap-southeast-1", "cn-beijing"
 KEYS = {SG: SINGAPORE_KEY, BJ: BEIJING_KEY}

@@ -1,0 +1,4 @@
+"""The ``qwen-image`` command line (``commands``) and its terminal handling (``console``)."""
+from .commands import main
+
+__all__ = ["main"]
