@@ -17,11 +17,14 @@ load_package()
 
 @pytest.fixture
 def emulator(request):
-    """A running emulator (api/emulator); options via indirect parametrization, e.g.
+    """A running emulator (api/emulator): latency 0.1 s, then the test module's ``EMULATOR``
+    options (e.g. ``support.emulator_http.STANDARD_EMULATOR``), then the test's own via
+    indirect parametrization:
     ``@pytest.mark.parametrize("emulator", [{"rate_limits": False}], indirect=True)``."""
     from qwen_image_dashscope.api.emulator import Emulator
 
-    options = {"latency": 0.1, **getattr(request, "param", {})}
+    options = {"latency": 0.1, **getattr(request.module, "EMULATOR", {}),
+               **getattr(request, "param", {})}
     with Emulator(**options) as emu:
         yield emu
 

@@ -6,27 +6,36 @@ from datetime import datetime, timedelta
 
 import pytest
 import requests
-
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY, Emulator
-from test_emulator import (BJ, GENERATION, SG, SMALL, assert_error, auth, create_task,
-                           edit_body, generate, get_policy, png, query, t2i_body, task_body,
-                           upload)
-from test_emulator_models import create_generation_task, wait_until
+from support.emulator_http import (
+    BJ,
+    GENERATION,
+    SG,
+    SMALL,
+    assert_error,
+    auth,
+    create_generation_task,
+    create_task,
+    edit_body,
+    generate,
+    get_policy,
+    png,
+    query,
+    t2i_body,
+    task_body,
+    upload,
+    wait_until,
+)
 
 SECOND_SG_KEY = "sk-emulator-singapore-second"  # another key of the same account
 SECOND_BJ_KEY = "sk-emulator-beijing-second"
 STRANGER_KEY = "sk-emulator-another-account"
 ACCOUNT_KEYS = {SINGAPORE_KEY: (SG, "acme"), SECOND_SG_KEY: (SG, "acme"),
                 BEIJING_KEY: (BJ, "acme"), SECOND_BJ_KEY: (BJ, "acme"), STRANGER_KEY: SG}
+EMULATOR = {"latency": 0.3, "rate_limits": False, "keys": ACCOUNT_KEYS}  # the options of this module's ``emulator``/``emu``
 ITEM_FIELDS = {"task_id", "status", "model_name", "request_id", "gmt_create", "region",
                "api_key_id", "caller_uid", "caller_parent_id", "user_api_unique_key"}
 UTC8 = timedelta(hours=8)
-
-
-@pytest.fixture
-def emu():
-    with Emulator(latency=0.3, rate_limits=False, keys=ACCOUNT_KEYS) as running:
-        yield running
 
 
 def list_tasks(emu, key=SINGAPORE_KEY, region=SG, **params):

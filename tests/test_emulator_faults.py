@@ -8,17 +8,28 @@ import time
 import pytest
 import requests
 from PIL import Image
-
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, Emulator
-from test_emulator import (BJ, GENERATION, SYNTHESIS, assert_error, auth, create_task, download,
-                           edit_body, generate, get_policy, image_urls, png, query,
-                           standard_emulator, t2i_body, upload, wait_for)
+from support.emulator_http import (
+    BJ,
+    GENERATION,
+    STANDARD_EMULATOR,
+    SYNTHESIS,
+    assert_error,
+    auth,
+    create_task,
+    download,
+    edit_body,
+    generate,
+    get_policy,
+    image_urls,
+    png,
+    query,
+    t2i_body,
+    upload,
+    wait_for,
+)
 
-
-@pytest.fixture
-def emu():
-    with standard_emulator() as running:
-        yield running
+EMULATOR = STANDARD_EMULATOR  # the options of this module's ``emulator``/``emu``
 
 
 # -- faults ------------------------------------------------------------------------------------

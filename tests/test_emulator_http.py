@@ -11,16 +11,24 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY, Emulator
-from test_emulator import (BJ, GENERATION, SG, SMALL, assert_error, auth, data_uri, edit_body,
-                           generate, png, query, standard_emulator, t2i_body)
+from support.emulator_http import (
+    BJ,
+    GENERATION,
+    SG,
+    SMALL,
+    STANDARD_EMULATOR,
+    assert_error,
+    auth,
+    data_uri,
+    edit_body,
+    generate,
+    png,
+    query,
+    t2i_body,
+)
 
-
-@pytest.fixture
-def emu():
-    with standard_emulator() as running:
-        yield running
+EMULATOR = STANDARD_EMULATOR  # the options of this module's ``emulator``/``emu``
 
 
 # -- recording ---------------------------------------------------------------------------------

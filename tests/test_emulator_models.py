@@ -6,11 +6,31 @@ import math
 import pytest
 import requests
 from PIL import Image
-
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY, Emulator
-from test_emulator import (BJ, GENERATION, SG, SMALL, assert_error, auth, create_task, data_uri,
-                           download, edit_body, expected_edit, generate, image_urls, pattern_png,
-                           png, query, t2i_body, task_body)
+from support.emulator_http import (
+    BJ,
+    GENERATION,
+    SG,
+    SMALL,
+    assert_error,
+    auth,
+    create_generation_task,
+    create_task,
+    data_uri,
+    download,
+    edit_body,
+    expected_edit,
+    generate,
+    image_urls,
+    pattern_png,
+    png,
+    query,
+    t2i_body,
+    task_body,
+    wait_until,
+)
+
+EMULATOR = {"latency": 0.02, "rate_limits": False}  # the options of this module's ``emulator``/``emu``
 
 IMAGE_GENERATION = "/services/aigc/image-generation/generation"
 V1_USAGE = {"width", "height", "image_count"}
@@ -29,27 +49,8 @@ ALL_MODELS = {  # model: kind ("t2i", "edit" or "unified")
 }
 
 
-@pytest.fixture
-def emu():
-    with Emulator(latency=0.02, rate_limits=False) as running:
-        yield running
-
-
 def sizes_of(response):
     return [download(url)[0].size for url in image_urls(response)]
-
-
-def create_generation_task(emu, body, key=SINGAPORE_KEY, region=SG, asynchronous=True):
-    headers = {**auth(key), **({"X-DashScope-Async": "enable"} if asynchronous else {})}
-    return requests.post(emu.base_url(region) + IMAGE_GENERATION, json=body, headers=headers)
-
-
-def wait_until(emu, task_id, statuses=("SUCCEEDED", "FAILED", "CANCELED")):
-    for _ in range(400):
-        answer = query(emu, task_id).json()
-        if answer["output"]["task_status"] in statuses:
-            return answer
-    raise AssertionError(f"task {task_id} never reached {statuses}")
 
 
 # -- every model, both regions -----------------------------------------------------------------

@@ -7,7 +7,6 @@ import os
 import pytest
 import requests
 from PIL import Image
-
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY, Emulator
 
 dashscope = pytest.importorskip("dashscope")
@@ -16,6 +15,7 @@ from dashscope.aigc.image_generation import ImageGeneration  # noqa: E402
 from dashscope.common.error import UploadFileException  # noqa: E402
 
 SG, BJ = "ap-southeast-1", "cn-beijing"
+EMULATOR = {"latency": 0.05, "rate_limits": False}  # the options of ``emulator``/``emu``
 
 
 @pytest.fixture(autouse=True)
@@ -29,11 +29,12 @@ def clean_sdk_environment(monkeypatch, tmp_path):
     monkeypatch.setattr(dashscope, "base_http_api_url", "http://127.0.0.1:9/unset/api/v1")
 
 
-@pytest.fixture
-def emu(monkeypatch):
-    with Emulator(latency=0.05, rate_limits=False) as running:
-        monkeypatch.setattr(dashscope, "base_http_api_url", running.base_url(SG))
-        yield running
+@pytest.fixture(autouse=True)
+def sdk_calls_the_emulator(request, monkeypatch):
+    """A test using ``emu`` has the SDK pointed at that emulator's Singapore endpoint."""
+    if "emu" in request.fixturenames:
+        emu = request.getfixturevalue("emu")
+        monkeypatch.setattr(dashscope, "base_http_api_url", emu.base_url(SG))
 
 
 def fetch_png(url):

@@ -4,20 +4,32 @@ import io
 import re
 import time
 
-import pytest
 import requests
 from PIL import Image
-
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY, Emulator
-from test_emulator import (BJ, GENERATION, SG, assert_error, auth, create_task, download, edit_body,
-                           expected_edit, generate, get_policy, image_urls, pattern_png, png,
-                           query, standard_emulator, t2i_body, upload, wait_for)
+from support.emulator_http import (
+    BJ,
+    GENERATION,
+    SG,
+    STANDARD_EMULATOR,
+    assert_error,
+    auth,
+    create_task,
+    download,
+    edit_body,
+    expected_edit,
+    generate,
+    get_policy,
+    image_urls,
+    pattern_png,
+    png,
+    query,
+    t2i_body,
+    upload,
+    wait_for,
+)
 
-
-@pytest.fixture
-def emu():
-    with standard_emulator() as running:
-        yield running
+EMULATOR = STANDARD_EMULATOR  # the options of this module's ``emulator``/``emu``
 
 
 # -- result URLs -------------------------------------------------------------------------------

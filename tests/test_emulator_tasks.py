@@ -3,14 +3,13 @@ rate limits, over plain HTTP."""
 import time
 from datetime import datetime, timedelta, timezone
 
-import pytest
 import requests
-
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY, Emulator
-from test_emulator import (
+from support.emulator_http import (
     BJ,
     OTHER_SG_KEY,
     SG,
+    STANDARD_EMULATOR,
     SYNTHESIS,
     assert_error,
     auth,
@@ -19,17 +18,12 @@ from test_emulator import (
     generate,
     parse_utc8,
     query,
-    standard_emulator,
     t2i_body,
     task_body,
     wait_for,
 )
 
-@pytest.fixture
-def emu():
-    with standard_emulator() as running:
-        yield running
-
+EMULATOR = STANDARD_EMULATOR  # the options of this module's ``emulator``/``emu``
 
 # -- async tasks -------------------------------------------------------------------------------
 

@@ -2,16 +2,22 @@
 and message, the edge values it accepts, and the limits on body and data-URI sizes."""
 import pytest
 import requests
-
 from qwen_image_dashscope.api.emulator import Emulator
-from test_emulator import (GENERATION, SG, SMALL, assert_error, auth, data_uri, edit_body,
-                           generate, png, standard_emulator, t2i_body)
+from support.emulator_http import (
+    GENERATION,
+    SG,
+    SMALL,
+    STANDARD_EMULATOR,
+    assert_error,
+    auth,
+    data_uri,
+    edit_body,
+    generate,
+    png,
+    t2i_body,
+)
 
-
-@pytest.fixture
-def emu():
-    with standard_emulator() as running:
-        yield running
+EMULATOR = STANDARD_EMULATOR  # the options of this module's ``emulator``/``emu``
 
 
 def _many(count):
