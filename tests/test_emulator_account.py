@@ -213,7 +213,9 @@ def test_the_quotas_api_can_be_missing_or_refused(status, code):
 
 def test_quota_options_are_checked():
     for bad in ({"qwen-image-9": {}}, {"qwen-image": {"rpm": 2}},
-                {"qwen-image": {"request_limit_period": 10}}):
+                {"qwen-image": {"request_limit_period": 0}},
+                {"qwen-image": {"request_limit_period": "60"}},
+                {"qwen-image": {"request_limit_period": 86401}}):
         with pytest.raises(ValueError):
             Emulator(quotas=bad)
     with pytest.raises(ValueError):
