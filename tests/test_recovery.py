@@ -63,6 +63,13 @@ def create_directly(emu, prompt, *, key=SINGAPORE_KEY, model="qwen-image-plus"):
     return answer.json()["output"]["task_id"]
 
 
+def first_key_id(emu, key=SINGAPORE_KEY):
+    """The task list's api_key_id of the first task."""
+    answer = requests.get(emu.base_url(SG) + "/tasks", timeout=5, params={
+        "task_id": emu.tasks[0]["id"]}, headers={"Authorization": f"Bearer {key}"})
+    return answer.json()["data"][0]["api_key_id"]
+
+
 def creates(emu, path=ASYNC_PATH):
     return api_requests(emu, path, "POST")
 
@@ -102,19 +109,44 @@ def test_a_gateway_page_after_processing_is_recovered_too(emu, tmp_path):
     assert result.images and emu.stats["tasks_created"] == 2
 
 
-def test_the_first_loss_of_an_unknown_key_stores_the_candidate_but_adopts_nothing(emu,
-                                                                                  tmp_path):
+def test_a_fresh_keys_first_lost_answer_returns_its_image_billed_once(emu, tmp_path):
     emu.inject("drop_after", path=ASYNC_PATH)
+    with client_for(emu, tmp_path) as client:
+        result = client.text_to_image(TextToImageRequest("a heron", seed=3))
+
+    [image] = result.images
+    assert open(image.saved_path, "rb").read() in emu.served_images.values()
+    assert [t["id"] for t in emu.tasks] == [result.task_id] and not result.doubt
+    assert len(creates(emu)) == 1 and emu.stats["images_billed"] == 1
+    [entry] = journal_of(tmp_path).entries().values()
+    assert entry.status == STORED and entry.task_id == result.task_id
+
+
+def test_the_keys_id_is_learned_from_its_first_answered_task_so_3_0_is_found_next(emu,
+                                                                                 tmp_path):
+    with client_for(emu, tmp_path) as client:
+        first = client.text_to_image(TextToImageRequest("a lantern", model=MODEL_30))
+        journal = journal_of(tmp_path)
+        [entry] = journal.entries().values()
+        assert journal.key_id(entry.key, emu.base_url(SG)) == first_key_id(emu)
+        emu.inject("drop_after", path=IMAGE_GENERATION_PATH)
+        second = client.text_to_image(TextToImageRequest("a lantern", model=MODEL_30, seed=4))
+    assert second.images and second.task_id != first.task_id
+    assert emu.stats["tasks_created"] == 2 and emu.stats["images_billed"] == 2
+
+
+def test_an_unknown_keys_3_0_candidate_is_reported_without_downloading_it(emu, tmp_path):
+    emu.inject("drop_after", path=IMAGE_GENERATION_PATH)
     with client_for(emu, tmp_path) as client, pytest.raises(AmbiguousTaskError) as caught:
-        client.text_to_image(TextToImageRequest("a heron"))
+        client.text_to_image(TextToImageRequest("a heron", model=MODEL_30))
 
     error = caught.value
-    assert "not known yet" in str(error) and len(error.candidates) == 1
-    [saved] = error.saved
-    assert open(saved, "rb").read() in emu.served_images.values()  # the paid image is kept
-    assert emu.stats["tasks_created"] == 1 and len(creates(emu)) == 1
+    assert "not known yet" in str(error) and "not downloaded" in str(error)
+    assert len(error.candidates) == 1 and error.saved == []
+    assert not [r for r in emu.requests if r.path.startswith("/results")]  # nothing fetched
+    assert not list((tmp_path / "results").rglob("*.png"))
     [entry] = journal_of(tmp_path).entries().values()
-    assert entry.status == AMBIGUOUS and entry.candidates == error.candidates
+    assert not entry.done and entry.candidates == error.candidates  # `recover` looks again
 
 
 def test_a_request_the_service_never_got_is_sent_again_after_the_grace_period(emu, tmp_path):
