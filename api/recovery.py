@@ -69,6 +69,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
@@ -450,7 +451,8 @@ def _share(group: list[_Lost], pool: list[ListedTask],
             return None
         doubt = ""
         if len({m.entry.fingerprint for m in owners}) > 1:
-            seeds = ", ".join(str(m.entry.request.get("seed")) for m in owners)
+            seeds = ", ".join(sorted((str(m.entry.request.get("seed")) for m in owners),
+                                     key=lambda seed: (len(seed), seed)))
             doubt = (f"task {task.task_id} could be the task of any of {len(owners)} calls "
                      f"sent in the same seconds (seeds {seeds}) whose answers were lost; "
                      "which one is not known, so the seed and parameters recorded for it may "
@@ -511,12 +513,35 @@ def create_or_find(generator: "Generator", spec: ModelSpec, send: Callable[..., 
                 log.error("Task %s, named by its creation answer, was adopted by another "
                           "call's recovery; this call keeps it", task_id)
                 generator.journal.update(entry.id, status=CREATED, task_id=task_id, sync=True)
-            try:
-                generator.finder().learn_key_id(task_id)  # so a lost answer of 3.0 can be found
-            except QwenImageError as exc:
-                log.info("This key's id in the task list could not be learned (%s)", exc)
+            learn_key_id_soon(generator.finder(), task_id)
         return task_id, answer, entry
     raise AssertionError("unreachable: the loop returns or raises")
+
+
+_learning: set[tuple[str, str]] = set()  # (key, base URL) whose id a thread is learning
+_learning_lock = threading.Lock()
+
+
+def learn_key_id_soon(finder: TaskFinder, task_id: str) -> None:
+    """Learn the key's id from its answered task ``task_id`` in a thread (the call goes on
+    meanwhile), unless known or being learned: a lost answer of a task without a prompt
+    (3.0) can then be found from the key's second call on."""
+    mark = (finder.key, finder.base_url)
+    with _learning_lock:
+        if mark in _learning or finder.journal.key_id(*mark):
+            return
+        _learning.add(mark)
+
+    def run() -> None:
+        try:
+            finder.learn_key_id(task_id)
+        except QwenImageError as exc:
+            log.info("This key's id in the task list could not be learned (%s)", exc)
+        finally:
+            with _learning_lock:
+                _learning.discard(mark)
+
+    threading.Thread(target=run, name="qwen-image-key-id", daemon=True).start()
 
 
 def resolve_lost(generator: "Generator", spec: ModelSpec, entry: Entry,
