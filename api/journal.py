@@ -19,10 +19,20 @@ Locking
     the file is opened after the lock is taken, so a compaction (rewrite to one line per
     entry, temporary file + rename) is never appended to behind its back.
 
+    ``transact`` runs a decision over the entries and writes its outcome under those
+    locks (recovery shares lost calls' candidates that way; ``claim`` and ``take_over``
+    are such decisions).
+
+Ownership
+    The folder and the file must belong to this user and be writable by nobody else
+    (POSIX): entries planted by another user could claim tasks, name result folders or
+    teach recovery a wrong key id. Otherwise the journal is refused (``ConfigurationError``).
+
 Pruning
     Entries older than ``KEEP_DONE`` (48 h) and done are dropped when the file is compacted
-    (when it grows past ``COMPACT_BYTES``, and on ``prune``). Unfinished entries stay until
-    recovery settles them (``recovery``).
+    (when it grows past ``COMPACT_BYTES`` and has doubled since this process last compacted
+    it, and on ``prune``). Unfinished entries stay until recovery settles them
+    (``recovery``).
 """
 from __future__ import annotations
 
