@@ -95,3 +95,4 @@ class GenerationResult:
     cost_usd: float | None = None  # from the reference's price table; None if unknown
     notes: list[str] = field(default_factory=list)  # e.g. "limits of model X unknown"
     from_store: bool = False  # served from the result store: nothing was sent or billed
+    doubt: str = ""  # why the task may be another call's: a lost answer recovery could not tell

@@ -56,6 +56,7 @@ def assemble(node_id: str, model: str, family: str, jobs: list[Job], outcomes: l
             "usage": result.usage,
             "cost_usd": result.cost_usd,  # 0 when served from the store
             "files": [image.saved_path for image in result.images if image.saved_path],
+            **({"doubt": result.doubt} if result.doubt else {}),
             **({"actual_prompt": result.actual_prompt}
                if result.actual_prompt and result.actual_prompt != job.request.prompt else {}),
         })

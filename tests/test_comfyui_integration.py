@@ -494,6 +494,40 @@ def test_a_lost_creation_answer_still_returns_the_image_billed_once(comfy):
     assert (emu.stats["tasks_created"] - created, emu.stats["images_billed"] - billed) == (1, 1)
 
 
+def test_a_fresh_comfyuis_first_lost_creation_answer_returns_the_image_billed_once(
+        comfy, tmp_path_factory):
+    """A ComfyUI never run before (an empty journal: the key's id in the task list is not
+    known) whose very first create answer is lost: the task showing the prompt sent is
+    adopted (api/recovery.py) and its image returned, nothing sent twice."""
+    from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
+
+    directory, python = _location
+    base = harness.make_base_dir(tmp_path_factory.mktemp("comfyui-fresh"))
+    text = f"a lighthouse, first call {uuid.uuid4()}"
+    prompt = {"1": qwen_node(comfy, T2I, prompt=text, interface="async", reuse_stored=False),
+              "2": {"class_type": "SaveImage",
+                    "inputs": {"images": ["1", 0], "filename_prefix": "first-lost"}}}
+    with Emulator(latency=0.2) as emu:
+        emu.inject("drop_after", path="/image-synthesis")
+        server = harness.ComfyUI(directory, python, base, harness.comfyui_env(
+            base, emu.base_url("ap-southeast-1"), SINGAPORE_KEY))
+        server.start()
+        try:
+            entry = server.wait(server.queue(prompt), 120.0)
+        finally:
+            server.stop()
+            (base / "custom_nodes" / PACK).unlink()
+
+        assert entry["status"]["status_str"] == "success", entry["status"]
+        [saved] = harness.saved_images(entry, base / "output")
+        assert pixels(saved) in [pixels(png) for png in emu.served_images.values()]
+        [task] = emu.tasks
+        assert task["request"]["input"]["prompt"] == text and task["status"] == "SUCCEEDED"
+        creations = [r for r in emu.requests if r.method == "POST" and "image-synthesis" in r.path]
+        assert [r.status for r in creations] == [None]  # one POST, its answer dropped
+        assert (emu.stats["tasks_created"], emu.stats["images_billed"]) == (1, 1)
+
+
 # -- 7. the key stays secret --------------------------------------------------------------------
 
 

@@ -173,3 +173,33 @@ def test_the_journal_lives_beside_the_ledger_unless_its_folder_is_configured(tmp
         tmp_path / "b" / JOURNAL_NAME)
     assert journal_path({"QWEN_IMAGE_JOURNAL_DIR": str(tmp_path / "j")}) == (
         tmp_path / "j" / JOURNAL_NAME)
+
+
+def test_past_the_compaction_size_of_recent_entries_not_every_request_rewrites_the_file(
+        tmp_path):
+    journal = Journal.in_folder(tmp_path / "j")
+    filler = {"prompt": "x" * 2000, "n": 1}
+    while not journal.path.exists() or journal.path.stat().st_size <= journal_module.COMPACT_BYTES:
+        journal.begin(model="m", region="r", base_url="b", interface="async", key="k",
+                      fingerprint="f", request=filler, store=None)
+    rewrites, inode = 0, journal.path.stat().st_ino
+    for _ in range(50):  # every entry is recent: a compaction keeps them all
+        journal.begin(model="m", region="r", base_url="b", interface="async", key="k",
+                      fingerprint="f", request=filler, store=None)
+        if journal.path.stat().st_ino != inode:
+            rewrites, inode = rewrites + 1, journal.path.stat().st_ino
+    assert rewrites == 1
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770])
+def test_a_journal_folder_others_may_write_is_refused(tmp_path, mode):
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(mode)
+    journal = Journal.in_folder(folder)
+    with pytest.raises(ConfigurationError) as caught:
+        journal.begin(model="m", region="r", base_url="b", interface="async", key="k",
+                      fingerprint="f", request={}, store=None)
+    assert "writable by other users" in str(caught.value) and "QWEN_IMAGE_JOURNAL_DIR" in str(
+        caught.value)
+    assert not journal.path.exists()

@@ -3,11 +3,14 @@ tasks never adopted, `qwen-image recover` after a crash, Ctrl-C keeping its prom
 
 Everything runs against the emulator over loopback; command-line runs are real processes.
 """
+import email.utils
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +25,7 @@ from qwen_image_dashscope.api import (
     TextToImageRequest,
 )
 from qwen_image_dashscope.api import cli
-from qwen_image_dashscope.api.recovery import unfinished
+from qwen_image_dashscope.api.recovery.finder import unfinished
 from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
 from qwen_image_dashscope.api.errors import AmbiguousTaskError
 from qwen_image_dashscope.api.storage.journal import (
@@ -64,6 +67,13 @@ def create_directly(emu, prompt, *, key=SINGAPORE_KEY, model="qwen-image-plus"):
     return answer.json()["output"]["task_id"]
 
 
+def first_key_id(emu, key=SINGAPORE_KEY):
+    """The task list's api_key_id of the first task."""
+    answer = requests.get(emu.base_url(SG) + "/tasks", timeout=5, params={
+        "task_id": emu.tasks[0]["id"]}, headers={"Authorization": f"Bearer {key}"})
+    return answer.json()["data"][0]["api_key_id"]
+
+
 def creates(emu, path=ASYNC_PATH):
     return api_requests(emu, path, "POST")
 
@@ -103,19 +113,45 @@ def test_a_gateway_page_after_processing_is_recovered_too(emu, tmp_path):
     assert result.images and emu.stats["tasks_created"] == 2
 
 
-def test_the_first_loss_of_an_unknown_key_stores_the_candidate_but_adopts_nothing(emu,
-                                                                                  tmp_path):
+def test_a_fresh_keys_first_lost_answer_returns_its_image_billed_once(emu, tmp_path):
     emu.inject("drop_after", path=ASYNC_PATH)
+    with client_for(emu, tmp_path) as client:
+        result = client.text_to_image(TextToImageRequest("a heron", seed=3))
+
+    [image] = result.images
+    assert open(image.saved_path, "rb").read() in emu.served_images.values()
+    assert [t["id"] for t in emu.tasks] == [result.task_id] and not result.doubt
+    assert len(creates(emu)) == 1 and emu.stats["images_billed"] == 1
+    [entry] = journal_of(tmp_path).entries().values()
+    assert entry.status == STORED and entry.task_id == result.task_id
+
+
+def test_the_keys_id_is_learned_from_its_first_answered_task_so_3_0_is_found_next(emu,
+                                                                                 tmp_path):
+    with client_for(emu, tmp_path) as client:
+        first = client.text_to_image(TextToImageRequest("a lantern", model=MODEL_30))
+        journal = journal_of(tmp_path)
+        [entry] = journal.entries().values()
+        assert wait_until(lambda: journal.key_id(entry.key, emu.base_url(SG)) ==
+                          first_key_id(emu))
+        emu.inject("drop_after", path=IMAGE_GENERATION_PATH)
+        second = client.text_to_image(TextToImageRequest("a lantern", model=MODEL_30, seed=4))
+    assert second.images and second.task_id != first.task_id
+    assert emu.stats["tasks_created"] == 2 and emu.stats["images_billed"] == 2
+
+
+def test_an_unknown_keys_3_0_candidate_is_reported_without_downloading_it(emu, tmp_path):
+    emu.inject("drop_after", path=IMAGE_GENERATION_PATH)
     with client_for(emu, tmp_path) as client, pytest.raises(AmbiguousTaskError) as caught:
-        client.text_to_image(TextToImageRequest("a heron"))
+        client.text_to_image(TextToImageRequest("a heron", model=MODEL_30))
 
     error = caught.value
-    assert "not known yet" in str(error) and len(error.candidates) == 1
-    [saved] = error.saved
-    assert open(saved, "rb").read() in emu.served_images.values()  # the paid image is kept
-    assert emu.stats["tasks_created"] == 1 and len(creates(emu)) == 1
+    assert "not known yet" in str(error) and "not downloaded" in str(error)
+    assert len(error.candidates) == 1 and error.saved == []
+    assert not [r for r in emu.requests if r.path.startswith("/results")]  # nothing fetched
+    assert not list((tmp_path / "results").rglob("*.png"))
     [entry] = journal_of(tmp_path).entries().values()
-    assert entry.status == AMBIGUOUS and entry.candidates == error.candidates
+    assert not entry.done and entry.candidates == error.candidates  # `recover` looks again
 
 
 def test_a_request_the_service_never_got_is_sent_again_after_the_grace_period(emu, tmp_path):
@@ -183,6 +219,171 @@ def test_several_candidates_without_a_prompt_are_all_stored_and_reported(emulato
     assert {open(p, "rb").read() for p in error.saved} <= set(emu.served_images.values())
     assert "several could be it" in str(error)
     assert emu.stats["tasks_created"] == 3  # nothing sent twice
+
+
+def test_a_batch_of_two_lost_answers_ends_with_two_images_billed_two(emu, tmp_path):
+    """One create processed, one not, both answers lost: each call ends with an image; a
+    seed is never recorded as certain unless it is."""
+    emu.inject("drop_after", path=ASYNC_PATH)
+    emu.inject("drop", path=ASYNC_PATH)
+    results = {}
+    with client_for(emu, tmp_path, grace=1.0) as client:
+        def call(seed):
+            results[seed] = client.text_to_image(TextToImageRequest("twin boats", seed=seed))
+
+        threads = [threading.Thread(target=call, args=(seed,)) for seed in (11, 22)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+
+    assert sorted(results) == [11, 22]
+    assert emu.stats["tasks_created"] == 2 and emu.stats["images_billed"] == 2
+    assert len({r.task_id for r in results.values()}) == 2
+    seeds = {t["id"]: t["seed"] for t in emu.tasks}
+    store = ResultStore(tmp_path / "results")
+    for seed, result in results.items():
+        [image] = result.images
+        sidecar = json.loads(Path(image.saved_path).with_suffix(".json").read_text())
+        if result.doubt:  # the pack could not tell which call the task was: it says so
+            assert "seeds 11, 22" in result.doubt and result.doubt in result.notes
+            assert sidecar["doubt"] == result.doubt and sidecar["fingerprint"] is None
+        else:
+            assert seeds[result.task_id] == seed and "doubt" not in sidecar
+    index = tmp_path / "results" / "index.jsonl"
+    indexed = {str(store.directory / name) for line in index.read_text().splitlines()
+               for name in json.loads(line)["files"]}
+    assert indexed == {r.images[0].saved_path for r in results.values() if not r.doubt}
+
+
+@pytest.mark.parametrize("model", ["qwen-image-plus", MODEL_30])
+def test_a_same_key_task_of_another_journal_30_s_before_the_send_is_not_adopted(emu, tmp_path,
+                                                                                model):
+    path = IMAGE_GENERATION_PATH if model == MODEL_30 else ASYNC_PATH
+    emu.set_clock_offset(-30.0)  # so its task was made 30 s before ours, on the service's clock
+    foreign = create_directly(emu, "a red fox", model=model)
+    emu.set_clock_offset(0.0)
+    with client_for(emu, tmp_path, grace=1.0) as client:
+        client.text_to_image(TextToImageRequest("warm up", model=model))  # the key's id known
+        emu.inject("drop", path=path)  # ours never reaches the service
+        result = client.text_to_image(TextToImageRequest("a red fox", model=model))
+
+    assert result.images and result.task_id != foreign
+    assert len(creates(emu, path)) == 4  # foreign, warm up, lost, sent again
+    assert foreign not in {e.task_id for e in journal_of(tmp_path).entries().values()}
+
+
+@pytest.mark.parametrize("offset", [600.0, -600.0])
+@pytest.mark.parametrize("model", ["qwen-image-plus", MODEL_30])
+def test_a_machine_whose_clock_is_10_minutes_off_still_recovers(emu, tmp_path, offset, model):
+    path = IMAGE_GENERATION_PATH if model == MODEL_30 else ASYNC_PATH
+    emu.set_clock_offset(offset)
+    with client_for(emu, tmp_path) as client:
+        if model == MODEL_30:  # a task without a prompt needs the key's id
+            client.text_to_image(TextToImageRequest("warm up", model=model))
+        emu.inject("drop_after", path=path)
+        result = client.text_to_image(TextToImageRequest("a clock tower", model=model))
+    assert result.images and result.task_id == emu.tasks[-1]["id"]
+    assert len(creates(emu, path)) == emu.stats["images_billed"] == len(emu.tasks)
+
+
+def test_no_finder_adopts_while_a_sibling_create_awaits_its_answer(emu, tmp_path):
+    journal = journal_of(tmp_path)
+    with client_for(emu, tmp_path, grace=1.0) as client:
+        client.text_to_image(TextToImageRequest("warm up"))
+        [warm] = journal.entries().values()
+        # A call of this process whose create was sent and whose answer is on its way.
+        sibling = journal.begin(model="qwen-image-plus", region=SG, base_url=emu.base_url(SG),
+                                interface="async", key=warm.key, fingerprint="f",
+                                request={"prompt": "a heron", "n": 1, "seed": 2}, store=None)
+        journal.update(sibling.id, sent_at=time.time())
+        theirs = create_directly(emu, "a heron")
+        emu.inject("drop", path=ASYNC_PATH)  # ours never reaches the service
+        answer = threading.Timer(2.5, lambda: journal.claim(sibling.id, theirs))
+        answer.start()  # the sibling's answer comes, after our grace period
+        result = client.text_to_image(TextToImageRequest("a heron", seed=1))
+        answer.join()
+
+    assert result.task_id != theirs and result.images
+    assert journal.entries()[sibling.id].task_id == theirs
+    assert not journal.claim(warm.id, theirs)  # a claimed task is nobody else's
+    assert len(creates(emu)) == 4  # warm up, theirs, lost, sent again
+
+
+def test_one_look_at_a_busy_list_makes_at_most_20_task_queries(shared_account, tmp_path):
+    emu = shared_account
+    for i in range(30):  # another key's tasks of the same model, in the same seconds
+        create_directly(emu, f"someone else's picture {i}", key=OTHER_KEY)
+    assert wait_until(lambda: all(t["status"] == "SUCCEEDED" for t in emu.tasks), timeout=30)
+    emu.inject("drop_after", path=ASYNC_PATH)
+    before = len(emu.requests)
+    with client_for(emu, tmp_path) as client:  # a fresh key: its id is not known
+        result = client.text_to_image(TextToImageRequest("our picture"))
+
+    assert result.images and emu.stats["images_billed"] == 31
+    looks, queries = [], 0
+    for r in emu.requests[before:]:
+        if r.method == "GET" and r.path.endswith("/tasks") and "start_time" in r.query:
+            looks.append(queries)
+            queries = 0
+        elif r.method == "GET" and "/tasks/" in r.path:
+            queries += 1
+    looks.append(queries)
+    assert len(looks) > 2 and max(looks) <= 20
+
+
+@pytest.mark.parametrize("emulator", [{"rate_limits": False}], indirect=True)
+def test_candidate_lists_in_messages_and_the_journal_are_cut_short(emulator, tmp_path):
+    emu = emulator
+    with client_for(emu, tmp_path, grace=1.0) as client:
+        client.text_to_image(TextToImageRequest("warm up", model=MODEL_30))
+        twins = [create_directly(emu, "a lantern", model=MODEL_30) for _ in range(13)]
+        emu.inject("drop_after", path=IMAGE_GENERATION_PATH)
+        with pytest.raises(AmbiguousTaskError) as caught:
+            client.text_to_image(TextToImageRequest("a lantern", model=MODEL_30))
+
+    error = caught.value
+    assert "14 candidate task(s)" in str(error) and "and 4 more" in str(error)
+    assert len(error.candidates) == 10 and set(error.candidates) <= {
+        t["id"] for t in emu.tasks}
+    assert sum(twin in str(error) for twin in twins) <= 10
+    entry = next(e for e in journal_of(tmp_path).entries().values() if e.status == AMBIGUOUS)
+    assert entry.candidates == error.candidates
+
+
+def test_concurrent_recoveries_store_an_image_once(emu, tmp_path):
+    with client_for(emu, tmp_path) as client:
+        client.text_to_image(TextToImageRequest("warm up"))
+    task = create_directly(emu, "left behind")
+    journal = journal_of(tmp_path)
+    entry = journal.begin(model="qwen-image-plus", region=SG, base_url=emu.base_url(SG),
+                          interface="async", key=next(iter(journal.entries().values())).key,
+                          fingerprint="f", request={"prompt": "left behind", "n": 1},
+                          store=str(tmp_path / "left"))
+    journal.update(entry.id, task_id=task, status="created", owner="elsewhere:1")
+    entry = journal.entries()[entry.id]
+    done = []
+    with client_for(emu, tmp_path) as first, client_for(emu, tmp_path) as second:
+        runs = [threading.Thread(target=lambda c=c: done.append(
+            unfinished.Recoverer(c).recover(entry))) for c in (first, second)]
+        for run in runs:
+            run.start()
+        for run in runs:
+            run.join(30)
+
+    assert sorted(d.status for d in done) == ["skipped", STORED]
+    assert len(list((tmp_path / "left").rglob("*.png"))) == 1
+    assert journal.entries()[entry.id].status == STORED
+
+
+def test_the_emulators_clock_offset_moves_task_times_and_date_headers():
+    with Emulator(clock_offset=-600.0) as emu:
+        task = create_directly(emu, "a clock")
+        answer = requests.get(emu.base_url(SG) + "/tasks", params={"task_id": task}, timeout=5,
+                              headers={"Authorization": f"Bearer {SINGAPORE_KEY}"})
+    date = email.utils.parsedate_to_datetime(answer.headers["Date"]).timestamp()
+    assert -602 < date - time.time() < -598
+    assert -602 < answer.json()["data"][0]["gmt_create"] / 1000 - time.time() < -598
 
 
 def test_a_lost_synchronous_answer_is_not_recoverable_and_says_so(emu, tmp_path):

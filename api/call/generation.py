@@ -363,14 +363,17 @@ class Generator:
         """Download every URL, store the images (``index``: for reuse), journal where they
         went, and note the ones that failed or are too large to decode."""
         store = store or self.store
+        if entry is not None and entry.doubt:  # recovery could not tell whose task it is
+            index, result.doubt = False, entry.doubt
+            result.notes.append(entry.doubt)
         job.emit("downloading", f"downloading {len(urls)} image(s)")
         outcomes = self.downloader.fetch_all(urls)
         result.images = [o for o in outcomes if isinstance(o, GeneratedImage)]
         failures = [o for o in outcomes if isinstance(o, DownloadError)]
         saved = True
         if store is not None and result.images:
-            fingerprint = entry.fingerprint if entry is not None else (
-                request_fingerprint(job.request, self.config.region) if index else None)
+            fingerprint = (entry.fingerprint if entry is not None else request_fingerprint(
+                job.request, self.config.region)) if index else None
             try:
                 store.save(result, job.request, fingerprint=fingerprint)
             except OSError as exc:  # a full disk must not cost the images in hand

@@ -44,7 +44,8 @@ class Emulator:
     quotas: {model: {quota field: value}} over the defaults, which the rate limits obey
     (limits.py); quotas_status: 200, or 403 / 404 for a quotas API that refuses or does
     not exist; sync_concurrency: synchronous calls in flight per (key, model) before 429
-    Throttling (None: unlimited).
+    Throttling (None: unlimited); clock_offset: seconds the service's clock is ahead of
+    this machine's (negative: behind) -- task times, the task list and Date headers.
     """
 
     def __init__(self, latency: float = 0.2, rate_limits: bool = True,
@@ -53,7 +54,8 @@ class Emulator:
                  host: str = "127.0.0.1", port: int = 0, body_limit: int | None = None,
                  upload_body_limit: int | None = None,
                  quotas: Mapping[str, Mapping[str, Any]] | None = None,
-                 quotas_status: int = 200, sync_concurrency: int | None = None) -> None:
+                 quotas_status: int = 200, sync_concurrency: int | None = None,
+                 clock_offset: float = 0.0) -> None:
         require_loopback(host)
         if quotas_status not in (200, 403, 404):
             raise ValueError("quotas_status must be 200, 403 or 404")
@@ -65,7 +67,8 @@ class Emulator:
             latency=float(latency), rate_limits=bool(rate_limits), result_ttl=float(result_ttl),
             body_limit=rules.BODY_LIMIT if body_limit is None else int(body_limit),
             upload_body_limit=(rules.UPLOAD_BODY_LIMIT if upload_body_limit is None
-                               else int(upload_body_limit))))
+                               else int(upload_body_limit)),
+            clock_offset=float(clock_offset)))
         self._host, self._port = host, port
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
@@ -86,7 +89,7 @@ class Emulator:
         if self._server is not None:
             raise RuntimeError("the emulator is already running")
         self._shared.stopping.clear()
-        server = Server(self._host, self._port, self._handle)
+        server = Server(self._host, self._port, self._handle, clock=self._shared.now)
         self._port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -137,6 +140,15 @@ class Emulator:
     def set_latency(self, seconds: float) -> None:
         with self._shared.lock:
             self._shared.settings.latency = float(seconds)
+
+    @property
+    def clock_offset(self) -> float:
+        return self._shared.settings.clock_offset
+
+    def set_clock_offset(self, seconds: float) -> None:
+        """Set the service's clock ``seconds`` ahead of this machine's (negative: behind)."""
+        with self._shared.lock:
+            self._shared.settings.clock_offset = float(seconds)
 
     @property
     def rate_limits(self) -> bool:

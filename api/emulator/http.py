@@ -220,9 +220,11 @@ class Server(ThreadingHTTPServer):
     block_on_close = False  # stop() closes connections itself; do not wait for idle ones
     allow_reuse_address = True
 
-    def __init__(self, host: str, port: int, handle: Callable[[Handler], None]) -> None:
+    def __init__(self, host: str, port: int, handle: Callable[[Handler], None],
+                 clock: Callable[[], float] = time.time) -> None:
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.handle = handle
+        self.clock = clock  # the service's time: the Date header of every answer
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__((host, port), Handler)
@@ -265,6 +267,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         self.server.handle(self)
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        return super().date_time_string(self.server.clock() if timestamp is None else timestamp)
 
     do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = do_PATCH = _dispatch
 

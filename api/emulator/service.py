@@ -153,7 +153,7 @@ class Service:
         with self._shared.lock:  # room, faults and the queue in one step
             self._scheduler.ensure_room(call.key.key_id, name)
             fault = self._faults.take(call.record.path, ("task_failed",), default=True)
-            task = Task(str(uuid.uuid4()), api, call.key, name, job, body, time.time(),
+            task = Task(str(uuid.uuid4()), api, call.key, name, job, body, self._shared.now(),
                         answer_id, failure=fault and (fault.details["code"],
                                                       fault.details["message"]),
                         oversize=self._oversize(call))
@@ -186,7 +186,7 @@ class Service:
         self._limiter.admit("query", call.key.key_id, rules.QUERY_QPS)
         with self._shared.lock:
             tasks = self._scheduler.visible_tasks(call.key)
-            return json_response(task_list(tasks, call.query, time.time()))
+            return json_response(task_list(tasks, call.query, self._shared.now()))
 
     # -- the account ----------------------------------------------------------------
 

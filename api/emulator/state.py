@@ -24,6 +24,7 @@ class Settings:
     result_ttl: float  # seconds result URLs and finished tasks live
     body_limit: int  # bytes of a request body but on the upload host; 0: no limit
     upload_body_limit: int  # bytes of a request body on the upload host; 0: no limit
+    clock_offset: float = 0.0  # seconds the service's clock is ahead of this machine's
 
 
 class Stats:
@@ -67,3 +68,7 @@ class Shared:
     lock: threading.RLock = field(default_factory=threading.RLock)
     stopping: threading.Event = field(default_factory=threading.Event)  # wakes sleepers
     stats: Stats = field(default_factory=Stats)
+
+    def now(self) -> float:
+        """The service's clock (epoch seconds): task times, the task list, Date headers."""
+        return time.time() + self.settings.clock_offset

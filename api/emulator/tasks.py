@@ -121,13 +121,13 @@ class Scheduler:
         if task.key.account != key.account or task.region != key.region:
             return False
         # The service keeps task data as long as result URLs live.
-        return task.ended is None or time.time() <= task.ended + self._shared.settings.result_ttl
+        return task.ended is None or self._shared.now() <= task.ended + self._shared.settings.result_ttl
 
     def cancel(self, task: Task) -> bool:
         """Cancel a PENDING task (call with the lock held); False for any other status."""
         if task.status != "PENDING":
             return False
-        task.status, task.ended = "CANCELED", time.time()  # _dispatch skips it in the queue
+        task.status, task.ended = "CANCELED", self._shared.now()  # _dispatch skips it in the queue
         return True
 
     def snapshot(self) -> list[dict[str, Any]]:
@@ -158,7 +158,7 @@ class Scheduler:
             task = group.queue.popleft()
             if task.status != "PENDING":  # canceled while queued
                 continue
-            task.status, task.scheduled = "RUNNING", time.time()
+            task.status, task.scheduled = "RUNNING", self._shared.now()
             group.running += 1
             self._shared.stats.peak("max_concurrent_tasks", bucket, group.running)
             threading.Thread(target=self._run, args=(task, self._shared.settings.latency),
@@ -177,7 +177,7 @@ class Scheduler:
         if self._shared.stopping.wait(max(0.0, latency - (time.monotonic() - started))):
             return
         with self._shared.lock:
-            task.ended = time.time()
+            task.ended = self._shared.now()
             if failure:
                 task.status, task.failure = "FAILED", failure
             else:

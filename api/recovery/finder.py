@@ -4,37 +4,61 @@ Lost answers (``TaskFinder``)
 =============================
 When a task-creating POST was sent and no usable answer came back (``transport`` raises
 ``AmbiguousRequestError``), the task may exist. The asynchronous task list
-(``GET {base}/tasks``, Model Studio: "Manage asynchronous tasks") shows every task of the account, by any key, with
-``model_name``, ``gmt_create`` (epoch ms), ``api_key_id`` and the submit call's
-``request_id``, but not the prompt. So the finder, every ``LIST_STEP`` seconds:
+(``GET {base}/tasks``, Model Studio: asynchronous task management) shows every task of the
+account, by any key, with ``model_name``, ``gmt_create`` (epoch ms, the service's clock),
+``api_key_id`` and the submit call's ``request_id``, but not the prompt. A task is adopted
+only on evidence that ties it to this call:
 
-1. lists the model's tasks around the send: ``[sent - CLOCK_SKEW, noticed + CLOCK_SKEW]``
-   by ``gmt_create``. The list's ``start_time``/``end_time`` (``YYYYMMDDhhmmss``) have no
-   documented time zone, so the window is asked for twice, as UTC+8 (the zone of every
-   other task time) and as UTC, and the answers are merged;
-2. keeps the tasks of this key: its ``api_key_id`` is learned from the list entries of the
-   key's own journaled tasks (remembered in the journal); while it is unknown, a task is
-   never adopted, since another key's task of the same model cannot be told apart;
-3. drops task ids any journal entry claims (calls of this or another process that got
-   their answer);
-4. for tasks that show their prompt (``text2image/image-synthesis``: ``results[].orig_prompt``
-   once SUCCEEDED) drops those with another prompt; 3.0 tasks show none.
+1. **The window, on the service's clock.** The service made the task between the moment
+   the request left (``sent``) and the moment its loss was noticed, on *its* clock: the
+   offset is learned from the ``Date`` header of its answers (``service.clock``), so this
+   machine's clock may be minutes off. The window is ``[sent, noticed]`` moved by that
+   offset and ``WINDOW_SLACK`` seconds wider on each side. The list's
+   ``start_time``/``end_time`` (``YYYYMMDDhhmmss``) have no documented time zone, so the
+   window is asked for as UTC+8 (the zone of every other task time) and as UTC, and the
+   answers are merged. No ``Date`` seen: nothing is concluded.
+2. **Not claimed.** A task id that a journal entry has (a call that got its answer, or an
+   earlier adoption) is never a candidate; an answered creation claims its task
+   atomically (``Journal.claim``).
+3. **The prompt**, for tasks that show it (``text2image/image-synthesis``:
+   ``results[].orig_prompt`` once SUCCEEDED): only a task showing the prompt sent can be
+   adopted, whichever key made it. A task that ended without images shows none and is
+   not billed: it is never adopted, and sending again costs nothing twice.
+4. **The key**, for tasks that show no prompt (3.0): only a task of this key, whose
+   ``api_key_id`` is learned early -- after the key's first answered creation, its task
+   is looked up once by id (free) -- so from the key's second call on exactly one unclaimed
+   task of this key in the window is adopted. While the id is unknown nothing is adopted
+   and the candidates are reported without downloading their images (they may be another
+   key's).
 
-It decides once a candidate's prompt matched, or once the grace period is over, and no
-candidate whose prompt could still be read is unfinished: exactly one left (with this
-key's id known) is adopted (claimed in the journal, then polled and downloaded as usual);
-several are reported (``Finding.several``: the caller downloads every one's images, which
-costs nothing, and fails with the list); none means the task was not created, and
+Calls of one journal that lose their answers together (a batch) are decided together:
+while another creation of the same key and model whose task could fall in the window
+still awaits its answer, nobody decides; then the lost calls whose windows overlap (and,
+for prompt-showing tasks, with the same prompt) share the candidates under the journal's
+lock (``Journal.transact``): each task goes to one call (the earliest sent first), calls
+left without one were not created and are sent once more. Where more than one of those
+calls could own a task and they differ (a seed), the adoption carries a ``doubt``:
+``info``, the result's notes and the sidecar say so, and the result is not indexed for
+reuse. More candidates than lost calls: none is adopted, the candidates are reported
+(``Finding.several``; with this key's id known their images are downloaded, which costs
+nothing). None once every lost call's grace period is over: not created, and
 ``create_or_find`` sends it once more.
+
+What evidence cannot tell apart: a task of the same key made elsewhere (another machine
+or journal) in the same seconds, with the same prompt (or for 3.0 with any prompt), is
+taken for this call's.
 
 Grace period (an assumption)
     How soon a new task appears in the list is not documented. ``Config.recovery_grace``
     (``QWEN_IMAGE_RECOVERY_GRACE``, default ``config.DEFAULT_RECOVERY_GRACE`` = 120 s after
     the failure was noticed) assumes the list shows a task within two minutes of its
     creation: a task query sees a task at once, and the list is the same task store read
-    another way. Only
-    a complete listing (every page read) can conclude "none"; a listing that fails or is
-    cut short leaves the request ambiguous.
+    another way. Only a complete listing (every page read) can conclude "none"; a listing
+    that fails or is cut short leaves the request ambiguous.
+
+One look reads at most ``MAX_PAGES`` list pages per time zone and makes at most
+``QUERIES_PER_LOOK`` task queries (the account has 20 per second for all its programs);
+candidates not read yet wait for the next look.
 
 The synchronous interface makes no task and cannot be recovered.
 """
@@ -43,6 +67,9 @@ from __future__ import annotations
 import datetime
 import logging
 import math
+import os
+import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
@@ -55,7 +82,7 @@ from ..errors import (
     ServerError,
     TransportError,
 )
-from ..storage.journal import AMBIGUOUS, CREATED, LOST, NOT_CREATED, Entry, Journal
+from ..storage.journal import AMBIGUOUS, CREATED, LOST, NOT_CREATED, SENDING, Entry, Journal
 from ..catalog.specs import ASYNC, TEXT2IMAGE_PATH, ModelSpec
 from ..storage.store import ResultStore
 from ..service.transport import Transport
@@ -67,15 +94,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CLOCK_SKEW = 300.0  # seconds of disagreement allowed between this clock and the service's
+WINDOW_SLACK = 5.0  # seconds the window reaches past [sent, noticed] on the service's clock
 LIST_STEP = 5.0  # seconds between two looks at the list
 PAGE_SIZE = 100  # the list's default is 10; no maximum is documented
-MAX_PAGES = 20  # a longer listing is not read to the end (then nothing is concluded)
+MAX_PAGES = 5  # per time zone; a longer listing is not read to the end (nothing concluded)
+QUERIES_PER_LOOK = 20  # task queries of one look (the account's rate per second)
 PROMPT_WAIT = 1800.0  # longest wait past the grace period for candidates to show a prompt
 MAX_CANDIDATE_DOWNLOADS = 6  # candidates whose images are fetched when none is adopted
+MAX_LISTED = 10  # candidate ids kept in a message or in the journal
 TASK_DATA_TTL = 24 * 3600.0  # the service keeps tasks and result URLs this long
 _UTC8 = datetime.timezone(datetime.timedelta(hours=8))
-_NO_IMAGES = ("FAILED", "CANCELED", "UNKNOWN")
 
 
 @dataclass(frozen=True)
@@ -130,10 +158,30 @@ class Finding:
     several: list[ListedTask] = field(default_factory=list)
     complete: bool = True  # False: the listing failed or was cut short
     key_unknown: bool = False  # this key's api_key_id is not known, so nothing is adopted
+    doubt: str = ""  # the adopted task may be another call's of this journal (why)
 
     @property
     def none(self) -> bool:
         return self.adopted is None and not self.several and self.complete
+
+
+@dataclass(frozen=True)
+class _Lost:
+    """A lost creation of the journal and its window on the service's clock."""
+
+    entry: Entry
+    sent: float  # this machine's clock
+    noticed: float
+    earliest: float  # the service's clock
+    latest: float
+
+    def holds(self, task: ListedTask) -> bool:
+        return task.created_ms is None or self.earliest <= task.created_ms / 1000 <= self.latest
+
+
+def _same_stream(a: Entry, b: Entry) -> bool:
+    """Whether the tasks of ``a`` and ``b`` look alike in the list (key, endpoint, model)."""
+    return (a.key, a.base_url, a.model, a.interface) == (b.key, b.base_url, b.model, ASYNC)
 
 
 class TaskFinder:
@@ -156,59 +204,173 @@ class TaskFinder:
         self.step = min(step, max(0.5, grace / 4))  # several looks within a short grace
 
     def find(self, entry: Entry, *, noticed: float, shows_prompt: bool,
+             sent: float | None = None,
              sleep: Callable[[float], None] = time.sleep) -> Finding:
-        """Look until a decision (module docstring); ``noticed``: epoch seconds when the
-        request ended without an answer."""
-        earliest, latest = entry.time - CLOCK_SKEW, noticed + CLOCK_SKEW
-        decide_at = noticed + self.grace
+        """Look until a decision (module docstring); ``sent``/``noticed``: epoch seconds
+        when the request left and when it ended without an answer."""
+        sent = sent or entry.sent_at or entry.time
         states: dict[str, TaskState] = {}
         while True:
+            offset = self._offset()
+            if offset is None:
+                log.warning("No answer of DashScope told its time (Date): the task list "
+                            "cannot be searched")
+                return Finding(complete=False)
+            entries = self.journal.entries()
+            mine = entries.get(entry.id, entry)
+            if mine.task_id:  # a sibling's decision gave it its task
+                return Finding(adopted=ListedTask(mine.task_id, None, entry.model, None, None,
+                                                  None), doubt=mine.doubt)
+            if mine.status == NOT_CREATED:  # a sibling's decision: it was not created
+                return Finding()
+            group = self._group(entry, entries, sent, noticed, offset, shows_prompt)
+            earliest = min(g.earliest for g in group)
+            latest = max(g.latest for g in group)
             listed, complete = self._list(entry.model, earliest, latest)
             if listed is None:  # the list cannot be read: nothing can be concluded now
                 return Finding(complete=False)
             own_id = self._own_key_id(listed, entry)
-            claimed = self.journal.claimed()
-            candidates = [
-                t for t in listed
-                if t.model in (None, entry.model)
-                and (t.created_ms is None or earliest <= t.created_ms / 1000 <= latest)
-                and claimed.get(t.task_id, entry.id) == entry.id
-                and (own_id is None or t.api_key_id == own_id)]
-            if shows_prompt:
-                for task in candidates:
-                    if task.task_id not in states or not states[task.task_id].terminal:
-                        states[task.task_id] = self.query(task.task_id)
-                candidates = [t for t in candidates if not self._other_prompt(
-                    states[t.task_id], entry.prompt)]
-            matched = shows_prompt and any(
-                prompt_matches(states[t.task_id].orig_prompt, entry.prompt) for t in candidates)
+            claimed = {e.task_id for e in entries.values() if e.task_id}
+            candidates = [t for t in listed if t.model in (None, entry.model)
+                          and t.task_id not in claimed
+                          and (own_id is None or t.api_key_id == own_id)
+                          and any(g.holds(t) for g in group)]
+            unread = self._read(candidates, states) if shows_prompt else False
+            if shows_prompt:  # a task showing another prompt (or none, at its end) is not ours
+                candidates = [t for t in candidates if not states.get(t.task_id)
+                              or not states[t.task_id].terminal
+                              or prompt_matches(states[t.task_id].orig_prompt, entry.prompt)]
             now = time.time()
-            unreadable = shows_prompt and now < decide_at + PROMPT_WAIT and any(
-                not states[t.task_id].terminal for t in candidates)
-            if (matched or now >= decide_at) and not unreadable:
-                return self._decide(entry, candidates, states, own_id, complete)
+            decide_at = max(g.noticed for g in group) + self.grace
+            patient = now < decide_at + PROMPT_WAIT
+            matched = shows_prompt and len(group) == 1 and any(
+                t.task_id in states and prompt_matches(states[t.task_id].orig_prompt,
+                                                       entry.prompt) for t in candidates)
+            if patient and (unread or self._awaiting(entry, entries, latest, offset[0])):
+                sleep(self.step)
+                continue
+            if matched or now >= decide_at:
+                finding = self._decide(entry, group, candidates, states, own_id, complete,
+                                       shows_prompt, latest, offset[0])
+                if finding is not None:
+                    return finding
             sleep(self.step)
+
+    def learn_key_id(self, task_id: str) -> None:
+        """Learn this key's ``api_key_id`` from its task ``task_id`` (one list look-up by
+        id, free), unless the journal knows it."""
+        if not self.journal.key_id(self.key, self.base_url):
+            self._look_up_key_id(task_id)
 
     # -- internals ----------------------------------------------------------------------
 
+    def _offset(self) -> tuple[float, float] | None:
+        """The service clock's offset; without one yet, one list page of one task is read
+        for its ``Date``."""
+        if self.transport.clock.offset() is None:
+            try:
+                self._get({"page_no": "1", "page_size": "1"})
+            except (ApiError, TransportError) as exc:
+                log.warning("The task list could not be read (%s)", exc.detail)
+        return self.transport.clock.offset()
+
+    def _group(self, entry: Entry, entries: dict[str, Entry], sent: float, noticed: float,
+               offset: tuple[float, float], shows_prompt: bool) -> list[_Lost]:
+        """This entry and the journal's other lost creations its tasks could be confused
+        with (same key, endpoint and model; the same prompt where tasks show it;
+        overlapping windows); this entry first."""
+        low, high = offset
+
+        def lost(e: Entry, sent_at: float, noticed_at: float) -> _Lost:
+            return _Lost(e, sent_at, noticed_at, sent_at + low - WINDOW_SLACK,
+                         noticed_at + high + WINDOW_SLACK)
+
+        me = lost(entry, sent, noticed)
+        group = [me]
+        for other in entries.values():
+            if (other.id == entry.id or other.status != LOST or other.task_id
+                    or not _same_stream(other, entry)
+                    or (shows_prompt and other.prompt != entry.prompt)):
+                continue
+            sibling = lost(other, other.sent_at or other.time, other.updated or other.time)
+            if sibling.earliest <= me.latest and me.earliest <= sibling.latest:
+                group.append(sibling)
+        return group
+
     @staticmethod
-    def _other_prompt(state: TaskState, prompt: str | None) -> bool:
-        return state.status == "SUCCEEDED" and bool(state.orig_prompt) and not prompt_matches(
-            state.orig_prompt, prompt)
+    def _awaiting(entry: Entry, entries: dict[str, Entry], latest: float, low: float) -> bool:
+        """Whether another creation of the same key and model, sent early enough to have
+        its task in the window, still awaits its answer (it will claim its task)."""
+        me = f"{socket.gethostname()}:{os.getpid()}"
+        return any(
+            other.id != entry.id and other.status == SENDING and not other.task_id
+            and other.sent_at and _same_stream(other, entry)
+            and other.sent_at + low - WINDOW_SLACK <= latest
+            and (other.owner == me or other.owner_alive)
+            for other in entries.values())
 
-    def _decide(self, entry: Entry, candidates: list[ListedTask], states: dict[str, TaskState],
-                own_id: str | None, complete: bool) -> Finding:
-        def status(task: ListedTask) -> str | None:
+    def _read(self, candidates: list[ListedTask], states: dict[str, TaskState]) -> bool:
+        """Query candidates whose prompt is not known yet (at most QUERIES_PER_LOOK);
+        whether some are left unread or unfinished."""
+        unread = [t for t in candidates
+                  if t.task_id not in states or not states[t.task_id].terminal]
+        for task in unread[:QUERIES_PER_LOOK]:
+            states[task.task_id] = self.query(task.task_id)
+        return any(t.task_id not in states or not states[t.task_id].terminal for t in unread)
+
+    def _decide(self, entry: Entry, group: list[_Lost], candidates: list[ListedTask],
+                states: dict[str, TaskState], own_id: str | None, complete: bool,
+                shows_prompt: bool, latest: float, low: float) -> Finding | None:
+        """Share the candidates among the group under the journal's lock and write every
+        member's outcome; this entry's finding, or None when the journal changed since it
+        was read (look again)."""
+        outcome: dict[str, object] = {}
+
+        def fits(member: _Lost, task: ListedTask) -> bool | None:
+            """Whether the task can be the member's; None: its prompt cannot be read yet."""
+            if not member.holds(task):
+                return False
+            if not shows_prompt:
+                return True
             state = states.get(task.task_id)
-            return state.status if state is not None else task.status
+            if state is None or not state.terminal:
+                return None
+            return prompt_matches(state.orig_prompt, member.entry.prompt)
 
-        live = [t for t in candidates if status(t) not in _NO_IMAGES]
-        pool = live or candidates
-        if len(pool) == 1 and own_id is not None:
-            if self.journal.claim(entry.id, pool[0].task_id):
-                return Finding(adopted=pool[0], complete=complete)
-            pool = []  # claimed by another entry a moment ago: not ours
-        return Finding(several=pool, complete=complete, key_unknown=own_id is None)
+        def decide(entries: dict[str, Entry]) -> dict[str, dict] | None:
+            for member in group:
+                now = entries.get(member.entry.id)
+                if now is None or now.task_id or now.status not in (LOST, SENDING):
+                    return None  # decided or answered meanwhile
+            if self._awaiting(entry, entries, latest, low):
+                return None
+            claimed = {e.task_id for e in entries.values() if e.task_id}
+            pool = [t for t in candidates if t.task_id not in claimed]
+            plan = _share(group, pool, fits, own_id is not None or shows_prompt)
+            if plan is None:
+                outcome["several"] = [t for t in pool if group[0].holds(t)]
+                return None
+            if not complete and any(task is None for task, _ in plan.values()):
+                outcome["incomplete"] = True  # "not created" needs every page read
+                return None
+            outcome["plan"] = plan
+            return {member_id: {"task_id": task.task_id, "status": CREATED, "doubt": doubt,
+                                "updated": time.time()} if task else
+                    {"status": NOT_CREATED, "updated": time.time(),
+                     "outcome": "the task list shows no task for it after the grace period: "
+                                "not created"}
+                    for member_id, (task, doubt) in plan.items()}
+
+        self.journal.transact(decide)
+        if "several" in outcome:
+            return Finding(several=outcome["several"], complete=complete,
+                           key_unknown=own_id is None)
+        if "incomplete" in outcome:
+            return Finding(complete=False)
+        if "plan" not in outcome:
+            return None
+        task, doubt = outcome["plan"][entry.id]
+        return Finding(adopted=task, complete=complete, doubt=doubt)
 
     def _list(self, model: str, earliest: float,
               latest: float) -> tuple[list[ListedTask] | None, bool]:
@@ -243,7 +405,7 @@ class TaskFinder:
             return known
         entries = self.journal.entries()
         mine = {e.task_id for e in entries.values() if e.task_id and e.key == self.key
-                and e.base_url == self.base_url and e.id != entry.id}
+                and e.base_url == self.base_url and e.id != entry.id and not e.doubt}
         for task in listed:
             if task.task_id in mine and task.api_key_id:
                 self.journal.learn_key_id(self.key, self.base_url, task.api_key_id)
@@ -251,16 +413,52 @@ class TaskFinder:
         recent = sorted((e for e in entries.values() if e.task_id in mine
                          and e.time > time.time() - TASK_DATA_TTL), key=lambda e: -e.time)
         for other in recent[:1]:  # one look-up by task id per search
-            try:
-                tasks, _ = read_task_list(self._get({"task_id": other.task_id}))
-            except (ApiError, TransportError) as exc:
-                log.info("Could not look up task %s in the task list (%s)", other.task_id, exc)
-                return None
-            for task in tasks:
-                if task.task_id == other.task_id and task.api_key_id:
-                    self.journal.learn_key_id(self.key, self.base_url, task.api_key_id)
-                    return task.api_key_id
+            return self._look_up_key_id(other.task_id)
         return None
+
+    def _look_up_key_id(self, task_id: str) -> str | None:
+        try:
+            tasks, _ = read_task_list(self._get({"task_id": task_id}))
+        except (ApiError, TransportError) as exc:
+            log.info("Could not look up task %s in the task list (%s)", task_id, exc)
+            return None
+        for task in tasks:
+            if task.task_id == task_id and isinstance(task.api_key_id, str) and task.api_key_id:
+                self.journal.learn_key_id(self.key, self.base_url, task.api_key_id)
+                return task.api_key_id
+        return None
+
+
+def _share(group: list[_Lost], pool: list[ListedTask],
+           fits: Callable[[_Lost, ListedTask], bool | None], evidence: bool
+           ) -> dict[str, tuple[ListedTask | None, str]] | None:
+    """{entry id: (its task or None, doubt)} for every member, each task to the earliest
+    sent member it fits; None when the candidates cannot be shared (more than the lost
+    calls, a prompt still unread, or tasks that only a key's id could tell apart while it
+    is unknown)."""
+    members = sorted(group, key=lambda m: m.sent)
+    if any(fits(m, t) is None for m in members for t in pool):
+        return None
+    tasks = sorted((t for t in pool if any(fits(m, t) for m in members)),
+                   key=lambda t: t.created_ms or 0)
+    if len(tasks) > len(members) or (tasks and not evidence):
+        return None
+    plan: dict[str, tuple[ListedTask | None, str]] = {m.entry.id: (None, "") for m in members}
+    for task in tasks:
+        owners = [m for m in members if fits(m, task)]
+        free = [m for m in owners if plan[m.entry.id][0] is None]
+        if not free:
+            return None
+        doubt = ""
+        if len({m.entry.fingerprint for m in owners}) > 1:
+            seeds = ", ".join(sorted((str(m.entry.request.get("seed")) for m in owners),
+                                     key=lambda seed: (len(seed), seed)))
+            doubt = (f"task {task.task_id} could be the task of any of {len(owners)} calls "
+                     f"sent in the same seconds (seeds {seeds}) whose answers were lost; "
+                     "which one is not known, so the seed and parameters recorded for it may "
+                     "be another of those calls'")
+        plan[free[0].entry.id] = (task, doubt)
+    return plan
 
 
 # -- task creation with a lost answer in a live call -------------------------------------
@@ -280,7 +478,9 @@ def create_or_find(generator: "Generator", spec: ModelSpec, send: Callable[..., 
         def before() -> None:
             if before_attempt is not None:
                 before_attempt()
-            sent.append(True)
+            sent.append(time.time())
+            if entry is not None:  # before it leaves: a finder waits for its answer
+                generator.journal.update(entry.id, sent_at=sent[-1])
 
         try:
             try:
@@ -293,7 +493,8 @@ def create_or_find(generator: "Generator", spec: ModelSpec, send: Callable[..., 
         except AmbiguousRequestError as lost:
             if entry is None:
                 raise
-            found = resolve_lost(generator, spec, entry, lost, job)
+            found = resolve_lost(generator, spec, entry, lost, job,
+                                 sent=sent[-1] if sent else entry.time)
             if found is not None:
                 return found.task_id, {"request_id": found.request_id,
                                        "output": {"task_id": found.task_id}}, entry
@@ -308,25 +509,59 @@ def create_or_find(generator: "Generator", spec: ModelSpec, send: Callable[..., 
                 generator.journal.unanswered(entry.id, sent=bool(sent), error=exc)
             raise
         if entry is not None:
-            generator.journal.update(entry.id, status=CREATED, task_id=task_id, sync=True)
+            if not generator.journal.claim(entry.id, task_id):
+                log.error("Task %s, named by its creation answer, was adopted by another "
+                          "call's recovery; this call keeps it", task_id)
+                generator.journal.update(entry.id, status=CREATED, task_id=task_id, sync=True)
+            learn_key_id_soon(generator.finder(), task_id)
         return task_id, answer, entry
     raise AssertionError("unreachable: the loop returns or raises")
 
 
+_learning: set[tuple[str, str]] = set()  # (key, base URL) whose id a thread is learning
+_learning_lock = threading.Lock()
+
+
+def learn_key_id_soon(finder: TaskFinder, task_id: str) -> None:
+    """Learn the key's id from its answered task ``task_id`` in a thread (the call goes on
+    meanwhile), unless known or being learned: a lost answer of a task without a prompt
+    (3.0) can then be found from the key's second call on."""
+    mark = (finder.key, finder.base_url)
+    with _learning_lock:
+        if mark in _learning or finder.journal.key_id(*mark):
+            return
+        _learning.add(mark)
+
+    def run() -> None:
+        try:
+            finder.learn_key_id(task_id)
+        except QwenImageError as exc:
+            log.info("This key's id in the task list could not be learned (%s)", exc)
+        finally:
+            with _learning_lock:
+                _learning.discard(mark)
+
+    threading.Thread(target=run, name="qwen-image-key-id", daemon=True).start()
+
+
 def resolve_lost(generator: "Generator", spec: ModelSpec, entry: Entry,
-                 lost: AmbiguousRequestError, job: Job | None) -> ListedTask | None:
-    """The task of a lost creation (adopted), or None when the list shows none (the
-    request was not processed and may be sent again); raises ``AmbiguousTaskError`` when
-    several could be it, or ``lost`` when the list could not tell."""
+                 lost: AmbiguousRequestError, job: Job | None, *,
+                 sent: float) -> ListedTask | None:
+    """The task of a lost creation (adopted; ``entry.doubt`` says when it may be another
+    call's), or None when the list shows none (the request was not processed and may be
+    sent again); raises ``AmbiguousTaskError`` when several could be it, or ``lost`` when
+    the list could not tell. ``sent``: when the lost attempt left (epoch seconds)."""
     journal = generator.journal
-    journal.update(entry.id, status=LOST, outcome=str(lost), sync=True)
+    noticed = time.time()
+    journal.update(entry.id, status=LOST, outcome=str(lost), sent_at=sent, sync=True)
     log.warning("%s Looking for the task in the task list (up to %g s).", lost.detail,
                 generator.config.recovery_grace)
     if job is not None:
         job.emit("queued", "answer lost: looking for the task in the task list")
-    finding = generator.finder().find(entry, noticed=time.time(),
+    finding = generator.finder().find(entry, noticed=noticed, sent=sent,
                                       shows_prompt=spec.async_path == TEXT2IMAGE_PATH)
     if finding.adopted is not None:
+        entry.doubt = finding.doubt
         if job is not None:
             job.notes.append(f"the answer to the task creation was lost; task "
                              f"{finding.adopted.task_id} was found in the task list")
@@ -347,10 +582,13 @@ def store_candidates(generator: "Generator", job: Job | None, entry: Entry, find
                      lost: AmbiguousRequestError | None = None, *,
                      store: ResultStore | None = None) -> None:
     """Download the images of every candidate (at most MAX_CANDIDATE_DOWNLOADS; none
-    without a ``job``) into the store, then raise ``AmbiguousTaskError`` listing them:
+    without a ``job``, nor while this key's id is unknown: they may be another key's)
+    into the store, then raise ``AmbiguousTaskError`` listing them (at most MAX_LISTED):
     downloads cost nothing, and one of them may be the lost call's."""
     several, saved, lines = finding.several, [], []
-    for task in several[:MAX_CANDIDATE_DOWNLOADS] if job is not None else []:
+    fetch = several[:MAX_CANDIDATE_DOWNLOADS] if job is not None and not finding.key_unknown \
+        else []
+    for task in fetch:
         try:
             final = generator.poll_until_done(job, task.task_id, time.monotonic())
             # Not indexed for reuse: the image may be another call's.
@@ -362,16 +600,29 @@ def store_candidates(generator: "Generator", job: Job | None, entry: Entry, find
         paths = [image.saved_path or image.url for image in result.images]
         saved += paths
         lines.append(f"{task.task_id}: {' '.join(paths)}")
-    lines += [f"{task.task_id}: not downloaded" for task in several[len(lines):]]
-    ids = [task.task_id for task in several]
-    generator.journal.update(entry.id, status=AMBIGUOUS, candidates=ids, saved=saved,
-                             outcome="candidate tasks not adopted; their images were stored")
-    why = ("this key's id in the task list is not known yet (it is learned from a task of "
-           "the key that the journal knows), so another key's task could not be told apart"
-           if finding.key_unknown else "several could be it")
+    lines += [f"{task.task_id}: not downloaded" for task in several[len(lines):MAX_LISTED]]
+    if len(several) > MAX_LISTED:
+        lines.append(f"and {len(several) - MAX_LISTED} more")
+    ids = [task.task_id for task in several[:MAX_LISTED]]
+    if finding.key_unknown:  # left open: once the key's id is known, `recover` looks again
+        changes = {"candidates": ids, "outcome": "candidate tasks not adopted: this key's id "
+                   "in the task list is not known yet"}  # "updated" stays: when it was lost
+        generator.journal.transact(lambda entries: {entry.id: changes})
+    else:
+        generator.journal.update(entry.id, status=AMBIGUOUS, candidates=ids, saved=saved,
+                                 outcome="candidate tasks not adopted; their images were "
+                                         "stored")
+    why = ("several could be it" if len(several) > 1 else
+           "this key's id in the task list is not known yet (it is learned from the key's "
+           "first answered task), so a task of another key could not be told apart")
+    if finding.key_unknown:
+        hint = ("Their images were not downloaded: they may be another key's. Once this key "
+                "has had an answered task, `qwen-image recover` looks again; or check the "
+                "task list of the Model Studio console.")
+    else:
+        hint = ("Their images are in the result store (downloading costs nothing); those you "
+                "did not ask for belong to another call of the same key and model.")
     raise AmbiguousTaskError(
         f"{lost.detail + ' ' if lost else ''}The task list shows {len(several)} candidate "
         f"task(s) and {why}; none was adopted: " + "; ".join(lines) + ".",
-        candidates=ids, saved=saved,
-        hint="Their images are in the result store (downloading costs nothing); those you "
-             "did not ask for belong to another call of the same account and model.")
+        candidates=ids, saved=saved, hint=hint)

@@ -30,6 +30,7 @@ from ..storage.journal import (
     AMBIGUOUS,
     EXPIRED,
     FAILED,
+    LOST,
     LOST_SYNC,
     NOT_CREATED,
     STORED,
@@ -42,6 +43,7 @@ from ..catalog.models import spec_for
 from .finder import TASK_DATA_TTL, store_candidates
 from ..schema import GenerationResult
 from ..storage.store import ResultStore
+from ..service.transport import CONNECT_TIMEOUT
 from ..call.waiting import Job
 
 if TYPE_CHECKING:
@@ -88,12 +90,17 @@ class Recoverer:
         if entry.base_url != config.base_url or entry.key != key_fingerprint(config.api_key()):
             return Recovered(entry, "skipped", f"sent to {entry.base_url} with another key or "
                              "endpoint than configured now; run with that configuration")
-        if entry.owner_alive:
-            return Recovered(entry, "skipped", f"still in progress in process {entry.owner}")
         store = self.out or (ResultStore(entry.store) if entry.store else None)
         if store is None:
             return Recovered(entry, "skipped", "no result store is recorded for it; name one "
                                                "(--out)")
+        with _recovering_lock:
+            mine = entry.id not in _recovering and self.journal.take_over(entry.id)
+            if mine:
+                _recovering.add(entry.id)
+        if not mine:  # its sender or another recovery has it: one image is stored once
+            return Recovered(entry, "skipped", f"still in progress in process {entry.owner}"
+                             if entry.owner_alive else "being recovered by another run")
         try:
             return self._recover(entry, store)
         except AmbiguousTaskError as exc:
@@ -102,6 +109,11 @@ class Recoverer:
             status = EXPIRED if exc.status == "UNKNOWN" else FAILED
             self.journal.update(entry.id, status=status, outcome=str(exc))
             return Recovered(entry, status, str(exc))
+        finally:
+            self.journal.transact(lambda entries: None if entries[entry.id].done
+                                  else {entry.id: {"owner": ""}})  # another run may try
+            with _recovering_lock:
+                _recovering.discard(entry.id)
 
     def _recover(self, entry: Entry, store: ResultStore) -> Recovered:
         generator = self.client.generator
@@ -120,7 +132,11 @@ class Recoverer:
             return Recovered(entry, LOST_SYNC, _SYNC_LOST)
         task_id, request_id = entry.task_id, None
         if task_id is None:
-            finding = generator.finder().find(entry, noticed=entry.updated or entry.time,
+            # A process that died waiting for the answer noticed nothing: the answer could
+            # have come until its timeout.
+            noticed = (entry.updated or entry.time) if entry.status == LOST else (
+                (entry.sent_at or entry.time) + CONNECT_TIMEOUT + self.client.config.timeout)
+            finding = generator.finder().find(entry, noticed=noticed,
                                               shows_prompt=spec.async_path == TEXT2IMAGE_PATH)
             if finding.several:
                 store_candidates(generator, job, entry, finding, store=store)
@@ -132,6 +148,7 @@ class Recoverer:
                 return Recovered(entry, entry.status, "the task list could not be read in "
                                                       "full; try again later")
             task_id, request_id = finding.adopted.task_id, finding.adopted.request_id
+            entry.doubt = finding.doubt
         final = generator.poll_until_done(job, task_id, time.monotonic())
         result = generator.finish_task(job, entry, task_id, final, request_id, store=store)
         return Recovered(entry, STORED, f"task {task_id} downloaded", _saved(result))
@@ -172,6 +189,8 @@ def _saved(result) -> list[str]:
     return [image.saved_path for image in result.images if image.saved_path]
 
 
+_recovering: set[str] = set()  # entry ids a Recoverer of this process is working on
+_recovering_lock = threading.Lock()
 _started: set[tuple] = set()
 _started_lock = threading.Lock()
 

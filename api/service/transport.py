@@ -58,6 +58,7 @@ from ..errors import (
 )
 from ..catalog.regions import region_name
 from .retry import Retry, RetryPolicy, retrying
+from .clock import ServiceClock
 from .answers import api_error
 from ..version import VERSION
 
@@ -140,6 +141,7 @@ class Transport:
                  retry: RetryPolicy | None = None):
         self.config = config
         self.retry = retry or RetryPolicy()
+        self.clock = ServiceClock()  # learned from every answer's Date header
         self.session = session or requests.Session()
         if session is None:
             # Enough pooled connections for concurrent polls and calls of one client.
@@ -185,6 +187,7 @@ class Transport:
         what = "task creation" if asynchronous else "generation"
 
         def attempt() -> dict:
+            started = time.time()
             try:
                 response = self.session.post(url, data=payload, headers=self._headers(extra),
                                              timeout=(CONNECT_TIMEOUT, self.config.timeout),
@@ -200,6 +203,7 @@ class Transport:
                     raise Retry(self._unreachable(exc)) from None
                 raise self._ambiguous(what, path, f"{type(exc).__name__}: {exc}") from None
             log.debug("POST %s -> %s", path, response.status_code)
+            self.clock.observe(response.headers.get("Date"), started, time.time())
             if response.is_redirect:
                 # Never re-sent elsewhere: the key and a billed request go where configured.
                 where = urlsplit(urljoin(url, response.headers.get("Location", ""))).netloc
@@ -286,10 +290,13 @@ class Transport:
         url = self.url(path, base_url)
 
         def attempt() -> dict:
+            started = time.time()
             response = self._send(base_url or self.config.base_url, lambda: self.session.request(
                 method, url, params=params, headers=self._headers(),
                 timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), proxies=proxies_for(url)))
             log.debug("%s %s -> %s", method, path, response.status_code)
+            if base_url is None:  # another host's clock says nothing of the service's
+                self.clock.observe(response.headers.get("Date"), started, time.time())
             body = _json_body(response)
             if response.status_code == 200 and body is not None:
                 return body

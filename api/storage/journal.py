@@ -19,10 +19,20 @@ Locking
     the file is opened after the lock is taken, so a compaction (rewrite to one line per
     entry, temporary file + rename) is never appended to behind its back.
 
+    ``transact`` runs a decision over the entries and writes its outcome under those
+    locks (recovery shares lost calls' candidates that way; ``claim`` and ``take_over``
+    are such decisions).
+
+Ownership
+    The folder and the file must belong to this user and be writable by nobody else
+    (POSIX): entries planted by another user could claim tasks, name result folders or
+    teach recovery a wrong key id. Otherwise the journal is refused (``ConfigurationError``).
+
 Pruning
     Entries older than ``KEEP_DONE`` (48 h) and done are dropped when the file is compacted
-    (when it grows past ``COMPACT_BYTES``, and on ``prune``). Unfinished entries stay until
-    recovery settles them (``recovery``).
+    (when it grows past ``COMPACT_BYTES`` and has doubled since this process last compacted
+    it, and on ``prune``). Unfinished entries stay until recovery settles them
+    (``recovery``).
 """
 from __future__ import annotations
 
@@ -36,7 +46,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ..config import Config, key_fingerprint
 from ..errors import AmbiguousRequestError, ConfigurationError, QwenImageError
@@ -50,6 +60,7 @@ log = logging.getLogger(__name__)
 JOURNAL_NAME = "qwen-image-journal.jsonl"
 KEEP_DONE = 48 * 3600.0  # seconds a finished entry is kept (task data lives 24 h)
 COMPACT_BYTES = 1 << 20  # a larger file is compacted on the next begin
+_compacted: dict[Path, int] = {}  # journal: its size after this process last compacted it
 
 # Statuses. An entry is done once nothing more can be fetched for it.
 SENDING = "sending"  # written before the request; no answer yet (or the process died)
@@ -90,7 +101,9 @@ class Entry:
     candidates: list[str] = field(default_factory=list)  # AMBIGUOUS: the task ids found
     outcome: str = ""  # a sentence for people
     updated: float = 0.0
-    owner: str = ""  # "host:pid" of the process that sent it
+    owner: str = ""  # "host:pid" of the process that sent it (or now recovers it)
+    sent_at: float = 0.0  # epoch seconds, local clock, when the last attempt left
+    doubt: str = ""  # why its task may be another call's (recovery could not tell)
 
     @property
     def owner_alive(self) -> bool:
@@ -159,7 +172,9 @@ class Journal:
         entry.updated = entry.time
         record = {"op": "begin", **dataclasses.asdict(entry)}
         with self._locked() as size:
-            if size > COMPACT_BYTES:
+            # Recent entries are kept by a compaction: the next one waits until the file
+            # has doubled, so a journal of many recent entries is not rewritten every time.
+            if size > max(COMPACT_BYTES, 2 * _compacted.get(self.path, 0)):
                 self._compact(time.time())
             self._append(record, sync=True)
         return entry
@@ -212,6 +227,33 @@ class Journal:
                                   "updated": time.time()}}, sync=True)
         return True
 
+    def transact(self, decide: Callable[[dict[str, Entry]], dict[str, dict] | None]
+                 ) -> dict[str, dict] | None:
+        """``decide(entries)`` under the journal's locks; the changes it returns
+        ({entry id: {field: value}}) are written (synced) before the locks are let go, so
+        no other process decides on the same entries in between."""
+        with self._locked():
+            changes = decide(self._fold()[0])
+            for entry_id, fields in (changes or {}).items():
+                unknown = set(fields) - _FIELDS
+                if unknown:
+                    raise TypeError(f"not journal fields: {sorted(unknown)}")
+                self._append({"op": "set", "id": entry_id, "set": fields}, sync=True)
+        return changes
+
+    def take_over(self, entry_id: str) -> bool:
+        """Make this process the entry's owner, unless it is done or a live process owns
+        it (another recovery): two recoveries never fetch the same entry."""
+        me = f"{socket.gethostname()}:{os.getpid()}"
+
+        def decide(entries: dict[str, Entry]) -> dict[str, dict] | None:
+            entry = entries.get(entry_id)
+            if entry is None or entry.done or entry.owner == me or entry.owner_alive:
+                return None
+            return {entry_id: {"owner": me}}
+
+        return bool(self.transact(decide))
+
     def learn_key_id(self, key: str, base_url: str, api_key_id: str) -> None:
         """Remember the task list's ``api_key_id`` of the key with fingerprint ``key``."""
         if self.key_id(key, base_url) == api_key_id:
@@ -263,6 +305,7 @@ class Journal:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise self._unusable(exc) from None
+        self._check_owner()
         with self._thread_lock, exclusive_lock(self._lock_path, self._unusable):
             try:
                 size = self.path.stat().st_size
@@ -335,12 +378,33 @@ class Journal:
                  for e in kept.values()]
         lines += [json.dumps({"op": "key", "key": k, "base_url": b, "api_key_id": v,
                               "time": now}, ensure_ascii=False) for (k, b), v in keys.items()]
+        data = "".join(line + "\n" for line in lines).encode("utf-8")
         try:
-            atomic_write(self.path, "".join(line + "\n" for line in lines).encode("utf-8"),
-                         mode=0o600)
+            atomic_write(self.path, data, mode=0o600)
         except OSError as exc:
             raise self._unusable(exc) from None
+        _compacted[self.path] = len(data)
         return len(entries) - len(kept)
+
+    def _check_owner(self) -> None:
+        """Refuse a journal folder or file that another user owns or may write: entries
+        planted there could claim tasks, name result folders or mislead recovery."""
+        if not hasattr(os, "getuid"):
+            return  # no POSIX owners (Windows): the user's profile folder is private
+        for path, look in ((self.path.parent, os.stat), (self.path, os.lstat)):
+            try:
+                status = look(path)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise self._unusable(exc) from None
+            if status.st_uid != os.getuid() or status.st_mode & 0o022:
+                raise ConfigurationError(
+                    f"The journal of billed requests {self.path} cannot be used: {path} is "
+                    + ("owned by another user" if status.st_uid != os.getuid()
+                       else "writable by other users") + ".",
+                    hint="Point QWEN_IMAGE_JOURNAL_DIR at a folder of your own that others "
+                         "cannot write to (chmod go-w).")
 
     def _unusable(self, exc: OSError) -> ConfigurationError:
         return ConfigurationError(

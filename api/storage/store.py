@@ -204,6 +204,7 @@ def _sidecar(result: GenerationResult, request, image: GeneratedImage, index: in
         "index": index,
         "call_cost_usd": result.cost_usd,
         "fingerprint": fingerprint,
+        **({"doubt": result.doubt} if result.doubt else {}),
     }
 
 
