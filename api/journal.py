@@ -250,7 +250,6 @@ class Journal:
             entry = entries.get(entry_id)
             if entry is None or entry.done or (entry.owner != me and entry.owner_alive):
                 return None  # this process's own entries stay recoverable here
-
             return {entry_id: {"owner": me}}
 
         return bool(self.transact(decide))
