@@ -248,8 +248,8 @@ class Journal:
 
         def decide(entries: dict[str, Entry]) -> dict[str, dict] | None:
             entry = entries.get(entry_id)
-            if entry is None or entry.done or entry.owner == me or entry.owner_alive:
-                return None
+            if entry is None or entry.done or (entry.owner != me and entry.owner_alive):
+                return None  # this process's own entries stay recoverable here
             return {entry_id: {"owner": me}}
 
         return bool(self.transact(decide))
