@@ -25,7 +25,7 @@ from qwen_image_dashscope.api import (
     TextToImageRequest,
 )
 from qwen_image_dashscope.api import cli
-from qwen_image_dashscope.api.recovery.finder import unfinished
+from qwen_image_dashscope.api.recovery import unfinished
 from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
 from qwen_image_dashscope.api.errors import AmbiguousTaskError
 from qwen_image_dashscope.api.storage.journal import (
