@@ -149,7 +149,11 @@ class QwenImageClient:
                                   hint="Use text_to_image(), which calls it synchronously.")
         limiter = self.generator.limiter(spec)
         reservation = self.charges.reserve(spec, request.n, request.size, 0, checked.notes)
-        slot = limiter.acquire()
+        try:
+            slot = limiter.acquire()
+        except BaseException:
+            self.charges.release(reservation)
+            raise
         try:
             task_id, _, entry = self.generator.create(spec, task_body(request, spec),
                                                       request=request,
@@ -231,12 +235,16 @@ class QwenImageClient:
             recover_in_background(self)
         inputs = len(getattr(request, "images", ()))
         reservation = self.charges.reserve(spec, request.n, request.size, inputs, notes)
-        expected = self.state.durations.expected(
-            self.generator.duration_key(spec, interface))[0]
-        job = Job(request, spec, interface, expected, notes=notes, reservation=reservation,
-                  input_transport=input_transport)
-        work = self.generator.run_async if interface == ASYNC else self.generator.run_sync
-        worker = Worker(lambda: guarded(job, work), f"qwen-image-{interface}-{spec.id}")
+        try:  # until the worker has the job, a failure gives the booking back here
+            expected = self.state.durations.expected(
+                self.generator.duration_key(spec, interface))[0]
+            job = Job(request, spec, interface, expected, notes=notes, reservation=reservation,
+                      input_transport=input_transport)
+            work = self.generator.run_async if interface == ASYNC else self.generator.run_sync
+            worker = Worker(lambda: guarded(job, work), f"qwen-image-{interface}-{spec.id}")
+        except BaseException:
+            self.charges.release(reservation)
+            raise
         try:
             result = wait_for(worker, job, on_progress, cancel_event)
         except Abandoned:

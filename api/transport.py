@@ -47,6 +47,7 @@ import requests
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 
 from . import __version__
+from .bounds import bounded
 from .config import Config
 from .errors import (
     AmbiguousRequestError,
@@ -71,18 +72,25 @@ READ_TIMEOUT = 30.0  # task queries and cancels; billed POSTs use Config.timeout
 _OSS_FIELD = re.compile(r"<(Code|Message|RequestId)>([^<]*)</\1>")
 
 
+# The longest Retry-After taken as given: DashScope's rate windows are a second or a
+# minute. A longer one (``Retry-After: 1e9`` would hold the model's gate for the life of
+# the process) counts as not given: the backoff and the limiter's own pause apply.
+MAX_RETRY_AFTER = 60.0
+
+
 def retry_after_seconds(response: requests.Response) -> float | None:
     value = response.headers.get("Retry-After")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
-        return max(0.0, when.timestamp() - time.time())
+        seconds = max(0.0, when.timestamp() - time.time())
+    return bounded(seconds, 0.0, MAX_RETRY_AFTER, "Retry-After")
 
 
 def _json_body(response: requests.Response) -> dict | None:

@@ -21,6 +21,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+from .bounds import bounded, warn_once
 from .errors import ServerError, ValidationError
 from .models import PARAMETER_DEFAULTS, ModelSpec
 from .schema import Usage
@@ -97,23 +98,43 @@ def needs_oss_resolve(images: list[str]) -> bool:
 # -- answers ------------------------------------------------------------------------------
 
 
+# Plausible ranges of usage figures: no Qwen-Image output or input has a side over 16384
+# pixels, and no call makes or takes more than 100 images.
+MAX_SIDE = 16384
+MAX_COUNT = 100
+
+
 def read_usage(usage: dict | None) -> Usage:
-    """``usage`` of either shape as one type (fields the answer lacks are None)."""
+    """``usage`` of either shape as one type (fields the answer lacks, or gives out of
+    range, are None)."""
     usage = usage if isinstance(usage, dict) else {}
 
-    def number(*names: str) -> int | None:
+    def number(high: int, *names: str) -> int | None:
         for name in names:
-            value = usage.get(name)
-            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-                return value
+            if usage.get(name) is not None:
+                return bounded(usage[name], 0, high, f"usage.{name}", whole=True)
         return None
 
-    return Usage(output_images=number("output_image_count", "image_count"),
-                 input_images=number("input_image_count"),
-                 width=number("output_width", "width"),
-                 height=number("output_height", "height"),
+    return Usage(output_images=number(MAX_COUNT, "output_image_count", "image_count"),
+                 input_images=number(MAX_COUNT, "input_image_count"),
+                 width=number(MAX_SIDE, "output_width", "width"),
+                 height=number(MAX_SIDE, "output_height", "height"),
                  output_tier=usage.get("output_image_type"),
                  input_tier=usage.get("input_image_type"))
+
+
+def within_asked(usage: Usage, outputs: int, inputs: int) -> Usage:
+    """``usage`` with its image counts no higher than what the call asked for (``outputs``
+    images from ``inputs`` input images): the spend guard and the cost never count more
+    than the request could have made, whatever an answer says."""
+    changes = {}
+    for name, asked in (("output_images", outputs), ("input_images", inputs)):
+        reported = getattr(usage, name)
+        if reported is not None and reported > asked:
+            warn_once(f"usage.{name}", "The service reported %s = %d for a call of %d; "
+                      "counting %d", name, reported, asked, asked)
+            changes[name] = asked
+    return dataclasses.replace(usage, **changes) if changes else usage
 
 
 def billed_count(usage: Usage, url_count: int) -> int:

@@ -21,7 +21,7 @@ from ..api.models import (
 )
 from ..api.pricing import usd_price
 from ..api.regions import REGIONS, SINGAPORE
-from ..api.validation import validate
+from ..api.validation import check_model_id, validate
 from .comfy_bridge import STORE_DIR_ENV
 from .prices import cost_table
 
@@ -163,8 +163,10 @@ def shared_tail_inputs() -> dict:
 
 
 def model_id(model: str, custom_model: str | None) -> str:
+    """custom_model when it is not empty (refused unless written as a model id), else
+    ``model``; checked at queue time and again at run time, for a linked value."""
     custom = (custom_model or "").strip()
-    return custom or model
+    return check_model_id(custom, "custom_model") if custom else model
 
 
 def region_id(choice: str | None) -> str | None:
