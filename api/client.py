@@ -14,12 +14,13 @@ import logging
 import threading
 import time
 from typing import Callable
+from urllib.parse import urlsplit
 
 import requests
 
 from .budget import BudgetStatus, SpendGuard
 from .charges import Charges
-from .config import Config
+from .config import Config, is_loopback
 from .download import Downloader
 from .errors import ApiError, AuthenticationError, CancelledError, TransportError, ValidationError
 from .generation import Generator
@@ -73,7 +74,10 @@ class QwenImageClient:
         self.journal = journal
         self.background_recovery = background_recovery
         self.transport = Transport(self.config, session=session, retry=retry)
-        self.downloader = Downloader(retry=retry)
+        # Plain-http results only from the emulator: a client of the real service
+        # never fetches http://127.0.0.1/... (a local service an answer points it at).
+        self.downloader = Downloader(retry=retry, loopback_http=is_loopback(
+            urlsplit(self.config.base_url).hostname or ""))
         self.charges = Charges(self.budget, self.config.region)
         self.generator = Generator(self.config, self.transport, self.downloader, store,
                                    self.state, self.charges, journal)

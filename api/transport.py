@@ -28,8 +28,8 @@ and nothing is resent here (for a task, ``recovery`` then looks for it in the ta
 
 A billed POST never follows a redirect (it would re-send the request, perhaps to another
 host): a 3xx answer is an error. A plain-http base URL (loopback only, ``config``)
-bypasses any HTTP proxy of the environment. Server-given task ids are URL-encoded before
-they go into a path.
+bypasses any HTTP proxy of the environment. Task ids are checked (``task_path``: "." and
+".." or anything with a slash are refused) and URL-encoded before they go into a path.
 """
 from __future__ import annotations
 
@@ -56,11 +56,13 @@ from .errors import (
     RateLimitError,
     ServerError,
     TransportError,
+    ValidationError,
     excerpt,
 )
 from .regions import region_name
 from .retry import Retry, RetryPolicy, retrying
 from .service_errors import api_error
+from .wire import TASK_ID_CHARS, plausible_task_id
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +110,13 @@ def snippet(response: requests.Response) -> str:
 
 
 def task_path(task_id: str) -> str:
-    """``/tasks/{task_id}`` with the server-given id URL-encoded: it can never add a path
-    segment or a query."""
+    """``/tasks/{task_id}``, for a plausible task id only (``wire.plausible_task_id``; else
+    ``ValidationError`` before anything is sent), URL-encoded besides: an id from a caller,
+    the journal or the service can never add a path segment or a query."""
+    if not plausible_task_id(task_id):
+        shown = repr(task_id)[:80] if isinstance(task_id, str) else type(task_id).__name__
+        raise ValidationError("task_id", f"{shown} is not a task id; nothing was sent",
+                              allowed=TASK_ID_CHARS)
     return f"/tasks/{quote(task_id, safe='')}"
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 
 from .bounds import bounded, warn_once
@@ -177,10 +178,22 @@ def read_generated(answer: dict) -> Generated:
                      output.get("rewrite_status"))
 
 
+# A task id as the service writes them (UUIDs): letters, digits, '-', '_' and '.', not
+# starting with a dot, so "." and ".." (and anything with a slash or a query) never get
+# into a URL path.
+_TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+TASK_ID_CHARS = ("up to 128 letters, digits, '-', '_' and '.', starting with a letter or "
+                 "digit (e.g. a UUID)")
+
+
+def plausible_task_id(task_id) -> bool:
+    return isinstance(task_id, str) and _TASK_ID.fullmatch(task_id) is not None
+
+
 def read_created(answer: dict) -> str:
     """The task id of a task-creation answer."""
     task_id = (answer.get("output") or {}).get("task_id")
-    if not isinstance(task_id, str) or not task_id:
+    if not plausible_task_id(task_id):
         raise _invalid("the task creation answer has no task id", answer,
                        "A task may have been created: check the task list in the Model Studio "
                        "console before running again.")
