@@ -144,15 +144,22 @@ class ResultStore:
             record = {"fingerprint": fingerprint, "time": now.isoformat(),
                       "files": [str(p.relative_to(self.directory)) for p in paths]}
             line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-            with self._lock:
-                descriptor = os.open(self.directory / _INDEX,
-                                     os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o644)
-                try:
-                    os.write(descriptor, line)
-                finally:
-                    os.close(descriptor)
+            try:
+                self._append_index(line)
+            except OSError as exc:  # the images are saved; only reuse is lost
+                log.warning("%s cannot be appended to (%s); these images will not be reused",
+                            self.directory / _INDEX, exc)
         log.info("Saved %d image(s) to %s", len(paths), folder)
         return paths
+
+    def _append_index(self, line: bytes) -> None:
+        with self._lock:
+            descriptor = os.open(self.directory / _INDEX,
+                                 os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o644)
+            try:
+                os.write(descriptor, line)
+            finally:
+                os.close(descriptor)
 
     def lookup(self, fingerprint: str) -> list[StoredImage] | None:
         """The newest complete set of images stored for ``fingerprint``, or None.
