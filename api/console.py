@@ -20,6 +20,10 @@ class TerminalStream:
     def write(self, text: str) -> int:
         return self._stream.write(printable(text))
 
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
     def flush(self) -> None:
         self._stream.flush()
 
