@@ -30,7 +30,7 @@ import os
 import re
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -91,10 +91,7 @@ class StoredImage:
     path: Path
     sidecar_path: Path
     metadata: dict
-
-    @property
-    def data(self) -> bytes:
-        return self.path.read_bytes()
+    data: bytes = field(repr=False)  # as read and checked by ``lookup``
 
 
 class ResultStore:
@@ -199,7 +196,8 @@ class ResultStore:
                 log.warning("The store's index names %r, outside %s; not reused", name, root)
                 return None
             metadata = json.loads(sidecar.read_text(encoding="utf-8"))
-            _, width, height = inspect_image(path.read_bytes())
+            data = path.read_bytes()
+            _, width, height = inspect_image(data)
         except (OSError, ValueError):
             return None
         if not isinstance(metadata, dict):
@@ -207,7 +205,7 @@ class ResultStore:
         if over_pixel_cap(width, height):
             log.warning("%s is %dx%d, over the pixel cap; not reused", path, width, height)
             return None
-        return StoredImage(path, sidecar, metadata)
+        return StoredImage(path, sidecar, metadata, data)
 
 
 def _sidecar(result: GenerationResult, request, image: GeneratedImage, index: int,
@@ -306,8 +304,11 @@ def exclusive_lock(path: Path, unusable: Callable[[OSError], Exception]) -> Iter
 
 
 def image_from_stored(stored: StoredImage) -> GeneratedImage:
-    meta = stored.metadata
-    return GeneratedImage(data=stored.data, url=meta.get("url") or "",
-                          width=int(meta.get("width") or 0), height=int(meta.get("height") or 0),
-                          saved_path=str(stored.path))
+    """The stored image as a result's image; its size read from the file, not the sidecar
+    (which anyone with access to the folder may have edited)."""
+    data = stored.data
+    _, width, height = inspect_image(data)
+    url = stored.metadata.get("url")
+    return GeneratedImage(data=data, url=url if isinstance(url, str) else "", width=width,
+                          height=height, saved_path=str(stored.path))
 
