@@ -43,7 +43,7 @@ def assemble(node_id: str, model: str, family: str, jobs: list[Job], outcomes: l
         used = one_line(result.actual_prompt or job.request.prompt)
         for image in result.images:
             datas.append(image.data)
-            files.append(image.saved_path or image.url)
+            files.append(image.saved_path or image.url.split("?", 1)[0])  # no signature
             prompts.append(used)
         notes.extend(result.notes)
         requests_info.append({
