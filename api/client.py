@@ -14,12 +14,13 @@ import logging
 import threading
 import time
 from typing import Callable
+from urllib.parse import urlsplit
 
 import requests
 
 from .storage.budget import BudgetStatus, SpendGuard
 from .storage.charges import Charges
-from .config import Config
+from .config import Config, is_loopback
 from .service.download import Downloader
 from .errors import ApiError, AuthenticationError, CancelledError, TransportError, ValidationError
 from .call.generation import Generator
@@ -74,7 +75,10 @@ class QwenImageClient:
         self.journal = journal
         self.background_recovery = background_recovery
         self.transport = Transport(self.config, session=session, retry=retry)
-        self.downloader = Downloader(retry=retry)
+        # Plain-http results only from the emulator: a client of the real service
+        # never fetches http://127.0.0.1/... (a local service an answer points it at).
+        self.downloader = Downloader(retry=retry, loopback_http=is_loopback(
+            urlsplit(self.config.base_url).hostname or ""))
         self.charges = Charges(self.budget, self.config.region)
         self.generator = Generator(self.config, self.transport, self.downloader, store,
                                    self.state, self.charges, journal)
@@ -150,7 +154,11 @@ class QwenImageClient:
                                   hint="Use text_to_image(), which calls it synchronously.")
         limiter = self.generator.limiter(spec)
         reservation = self.charges.reserve(spec, request.n, request.size, 0, checked.notes)
-        slot = limiter.acquire()
+        try:
+            slot = limiter.acquire()
+        except BaseException:
+            self.charges.release(reservation)
+            raise
         try:
             task_id, _, entry = self.generator.create(spec, task_body(request, spec),
                                                       request=request,
@@ -232,12 +240,16 @@ class QwenImageClient:
             recover_in_background(self)
         inputs = len(getattr(request, "images", ()))
         reservation = self.charges.reserve(spec, request.n, request.size, inputs, notes)
-        expected = self.state.durations.expected(
-            self.generator.duration_key(spec, interface))[0]
-        job = Job(request, spec, interface, expected, notes=notes, reservation=reservation,
-                  input_transport=input_transport)
-        work = self.generator.run_async if interface == ASYNC else self.generator.run_sync
-        worker = Worker(lambda: guarded(job, work), f"qwen-image-{interface}-{spec.id}")
+        try:  # until the worker has the job, a failure gives the booking back here
+            expected = self.state.durations.expected(
+                self.generator.duration_key(spec, interface))[0]
+            job = Job(request, spec, interface, expected, notes=notes, reservation=reservation,
+                      input_transport=input_transport)
+            work = self.generator.run_async if interface == ASYNC else self.generator.run_sync
+            worker = Worker(lambda: guarded(job, work), f"qwen-image-{interface}-{spec.id}")
+        except BaseException:
+            self.charges.release(reservation)
+            raise
         try:
             result = wait_for(worker, job, on_progress, cancel_event)
         except Abandoned:

@@ -28,10 +28,14 @@ _secrets_lock = threading.Lock()
 
 
 def register_secret(value: str) -> None:
-    """Have ``redact`` remove ``value`` (a configured key) wherever it appears."""
+    """Have ``redact`` remove ``value`` (a configured key) wherever it appears, and its body
+    without the ``sk-`` prefix (a service or a proxy may quote the key that way)."""
     if value:
         with _secrets_lock:
             _secrets.add(value)
+            body = value[3:] if value.startswith("sk-") else ""
+            if len(body) >= 8:
+                _secrets.add(body)
 
 
 def redact(text: str) -> str:
@@ -46,7 +50,17 @@ def redact(text: str) -> str:
     return _KEY_PATTERN.sub(lambda m: "sk-…" + m.group(0)[-4:], text)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]+")
+# Control characters (terminal escapes among them) and the invisible ones that reorder or
+# hide text (bidi overrides, zero-width spaces).
+_INVISIBLE = "\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[\\x00-\\x1f{_INVISIBLE}]+")
+_CONTROL_IN_LINES = re.compile(f"[\\x00-\\x08\\x0b-\\x1f{_INVISIBLE}]+")  # \t and \n stay
+
+
+def printable(text: str) -> str:
+    """``text`` fit for a terminal: every control character but line breaks and tabs (so
+    no escape sequence from outside reaches it) replaced by a space."""
+    return _CONTROL_IN_LINES.sub(" ", text)
 
 
 def excerpt(data: bytes, limit: int = 160) -> str:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from ..api.errors import CancelledError
+from .status import page_text
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +67,12 @@ class Comfy:
         bar.update_absolute(value, total, preview)
 
     def send_text(self, text: str, node_id) -> None:
+        """The status text under the node, escaped for the page (``status.page_text``)."""
         instance = getattr(self.server, "instance", None)
         if instance is None or node_id is None:
             log.debug("%s", text)
             return
-        instance.send_progress_text(text, node_id)
+        instance.send_progress_text(page_text(text), node_id)
 
     def shown_path(self, folder) -> str:
         """``folder`` as a ComfyUI user finds it: under "output/" when it is in ComfyUI's

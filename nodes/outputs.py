@@ -38,11 +38,12 @@ def assemble(node_id: str, model: str, family: str, jobs: list[Job], outcomes: l
     if not succeeded:
         raise next(result for result in outcomes if isinstance(result, QwenImageError))
     total = sum(job.n for job in jobs)
-    datas, prompts, requests_info = [], [], []
+    datas, files, prompts, requests_info = [], [], [], []
     for job, result in succeeded:
         used = one_line(result.actual_prompt or job.request.prompt)
         for image in result.images:
             datas.append(image.data)
+            files.append(image.saved_path or image.url.split("?", 1)[0])  # no signature
             prompts.append(used)
         notes.extend(result.notes)
         requests_info.append({
@@ -60,7 +61,7 @@ def assemble(node_id: str, model: str, family: str, jobs: list[Job], outcomes: l
             **({"actual_prompt": result.actual_prompt}
                if result.actual_prompt and result.actual_prompt != job.request.prompt else {}),
         })
-    images, padded = decode_images(datas)
+    images, padded = decode_images(datas, files)
     height, width = images.shape[1:3]
     if padded:
         notes.append(

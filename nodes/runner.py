@@ -66,17 +66,22 @@ def _consume(future) -> None:
 
 def _previews(result) -> list:
     """Small RGB pictures of a result's images for the node's preview; an image that does
-    not decode gets none (the run goes on: its file is in the store either way)."""
+    not decode, or is over the pixel cap, gets none (the run goes on: its file is in the
+    store either way)."""
     import io
 
     from PIL import Image
 
-    from ..api.images import flatten
+    from ..api.images import flatten, over_pixel_cap
 
     pictures = []
     for image in result.images:
         try:
-            picture = Image.open(io.BytesIO(image.data))
+            picture = Image.open(io.BytesIO(image.data))  # the header only, so far
+            if over_pixel_cap(*picture.size):
+                log.warning("No preview of %s: %dx%d is over the pixel cap",
+                            image.saved_path or image.url, *picture.size)
+                continue
             picture = picture if picture.mode == "RGB" else flatten(picture)
             picture.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
         except Exception as exc:  # Pillow raises many kinds; a preview is never worth a run

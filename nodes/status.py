@@ -5,10 +5,17 @@ so a batch of 16 gets counts by state, not a line per image: "3 done · 2 runnin
 11 queued (oldest 41 s) · waiting for the model's rate limit: next call in 23 s". The
 summary that replaces it says how many images, how long, the estimated cost and where
 the files are: "16 images in 1 min 12 s · about $0.48 · saved in output/qwen-image/...".
+
+Every text sent under a node goes through ``page_text`` (``comfy_bridge.Comfy.send_text``):
+ComfyUI's frontend (1.35) renders progress text as HTML, and newer ones turn ``[[label|url]]``
+and bare URLs into links, while the text carries model ids, task ids, paths and messages
+from outside.
 """
 from __future__ import annotations
 
+import html
 import os
+import re
 import time
 
 from ..api.errors import QwenImageError
@@ -16,6 +23,20 @@ from ..api.errors import QwenImageError
 SEP = " · "
 # Shown in this order; an image whose call has not reported yet counts as queued.
 _ORDER = ("done", "from store", "failed", "downloading", "running", "preparing", "queued")
+
+
+_ZERO_WIDTH = "\u200b"
+# What a frontend could turn into a link: its wiki-style [[label|url]], a scheme's "://", a
+# "mailto:"/"javascript:"-style "scheme:" before a word, and a dot before a domain's next
+# label ("www.example.com", "example.com").
+_LINKS = re.compile(r"\[\[|\]\]|:(?=//)|(?<=[A-Za-z])(?=:[^\s\d])|(?<=\w)\.(?=[A-Za-z])")
+
+
+def page_text(text: str) -> str:
+    """``text`` as it may reach the page: HTML special characters escaped, and a zero-width
+    space breaking up everything a frontend could make a link of (it shows nothing)."""
+    return html.escape(_LINKS.sub(lambda m: m.group(0)[:1] + _ZERO_WIDTH + m.group(0)[1:],
+                                  text), quote=False)
 
 
 def duration(seconds: float) -> str:

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..api.errors import ValidationError
-from ..api.images import decode_rgb, inspect_image
+from ..api.errors import DownloadError, ValidationError
+from ..api.images import MAX_RESULT_PIXELS, decode_rgb, inspect_image, over_pixel_cap
 
 log = logging.getLogger(__name__)
 
@@ -128,16 +128,28 @@ class Placement:
     y: int
 
 
-def decode_images(datas: list[bytes]) -> tuple[torch.Tensor, list[Placement]]:
+# The batch tensor's budget: 8 GiB of float32 RGB holds 96 images (16 calls of 6) of
+# 2560x2560, the largest size measured; padding frames of mixed shapes to their common
+# size may not take a frame past the pixel cap either.
+BATCH_TENSOR_BYTES = 8 << 30
+
+
+def decode_images(datas: list[bytes], files: list[str] | None = None
+                  ) -> tuple[torch.Tensor, list[Placement]]:
     """Encoded images of one output -> IMAGE [B, H, W, 3] float32, v/255 exactly.
 
     One IMAGE shares H and W (a ComfyUI rule). Results normally do. When they differ, the
     batch takes the largest width and the largest height, and each smaller image keeps its
     exact pixels, centred on black: resizing would change every pixel, and the store keeps
     the original files. The second value lists those smaller images (empty when none).
+
+    A batch whose frame would be over the pixel cap, or whose tensor over
+    ``BATCH_TENSOR_BYTES``, is refused before anything is decoded (``DownloadError``
+    naming the sizes and ``files``, where each image is kept).
     """
     sizes = [inspect_image(data)[1:] for data in datas]  # headers only; nothing decoded yet
     width, height = max(w for w, _ in sizes), max(h for _, h in sizes)
+    _check_budget(sizes, width, height, files)
     out = _new_output((len(datas), height, width, 3))
     placed = [Placement(i, w, h, (width - w) // 2, (height - h) // 2)
               for i, (w, h) in enumerate(sizes) if (w, h) != (width, height)]
@@ -154,6 +166,23 @@ def decode_images(datas: list[bytes]) -> tuple[torch.Tensor, list[Placement]]:
         # float32 division: exactly the v/255 that survives SaveImage's 255*x truncation.
         np.divide(array, np.float32(255), out=target, dtype=np.float32)
     return torch.from_numpy(out), placed
+
+
+def _check_budget(sizes: list[tuple[int, int]], width: int, height: int,
+                  files: list[str] | None) -> None:
+    tensor_bytes = len(sizes) * width * height * 3 * 4
+    if not over_pixel_cap(width, height) and tensor_bytes <= BATCH_TENSOR_BYTES:
+        return
+    problem = (f"padded to one size they would be {width}x{height}, over the "
+               f"{MAX_RESULT_PIXELS}-pixel cap" if over_pixel_cap(width, height) else
+               f"together they would take {tensor_bytes / 2**30:.1f} GiB, over the "
+               f"{BATCH_TENSOR_BYTES / 2**30:g} GiB budget of one batch")
+    shown = ", ".join(f"{w}x{h}" for w, h in sizes[:8]) + (", ..." if len(sizes) > 8 else "")
+    kept = f" They are kept: {', '.join(files)}." if files else ""
+    raise DownloadError(f"The {len(sizes)} results ({shown}) cannot share one IMAGE batch: "
+                        f"{problem}; nothing was decoded.{kept}",
+                        hint="Run the sizes in separate nodes (or fewer images per run), "
+                             "or open the stored files with an image viewer.")
 
 
 _POPULATE_BYTES = 16 << 20  # smaller outputs (under one 1328x1328 image) as usual

@@ -21,7 +21,7 @@ from ..api.catalog.specs import (
 from ..api.catalog.models import spec_for
 from ..api.catalog.pricing import usd_price
 from ..api.catalog.regions import REGIONS, SINGAPORE
-from ..api.catalog.validation import validate
+from ..api.catalog.validation import check_model_id, validate
 from .comfy_bridge import STORE_DIR_ENV
 from .prices import cost_table
 
@@ -163,8 +163,10 @@ def shared_tail_inputs() -> dict:
 
 
 def model_id(model: str, custom_model: str | None) -> str:
+    """custom_model when it is not empty (refused unless written as a model id), else
+    ``model``; checked at queue time and again at run time, for a linked value."""
     custom = (custom_model or "").strip()
-    return custom or model
+    return check_model_id(custom, "custom_model") if custom else model
 
 
 def region_id(choice: str | None) -> str | None:

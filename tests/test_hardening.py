@@ -266,13 +266,25 @@ def test_asdict_of_a_configuration_does_not_carry_the_key():
     assert config.api_key() == key
 
 
-def test_server_given_task_ids_are_url_encoded_in_paths(emu):
-    assert task_path("../../uploads?x=1#f") == "/tasks/..%2F..%2Fuploads%3Fx%3D1%23f"
+@pytest.mark.parametrize("task_id", [".", "..", "../../uploads?x=1#f", "a/b?c", "", "-x",
+                                     "x" * 129, "a b", "t\x1b[2J"])
+def test_task_ids_that_are_not_task_ids_never_get_into_a_url(emu, task_id):
+    with make_client(emu) as client, pytest.raises(ValidationError) as caught:
+        client.get_task(task_id)
+    assert str(caught.value).startswith("task_id: ") and "nothing was sent" in str(caught.value)
+    assert "\x1b" not in str(caught.value)
+    with pytest.raises(ValidationError):
+        task_path(task_id)
+    assert emu.requests == []
+
+
+def test_a_task_id_is_url_encoded_in_its_path(emu):
+    assert task_path("0385dc79-5ff8-4d82.bcb6_x") == "/tasks/0385dc79-5ff8-4d82.bcb6_x"
     with make_client(emu) as client:
-        answer = client.get_task("a/b?c")
+        answer = client.get_task("0385dc79-5ff8-4d82-bcb6-253f8f79aae8")
     assert answer["output"]["task_status"] == "UNKNOWN"
     [query] = [r for r in emu.requests if "/tasks/" in r.path]
-    assert query.path.endswith("/tasks/a%2Fb%3Fc") and query.query == ""
+    assert query.path.endswith("/tasks/0385dc79-5ff8-4d82-bcb6-253f8f79aae8")
 
 
 @pytest.mark.parametrize("url", ["http://example.com/r.png", "ftp://example.com/r.png",

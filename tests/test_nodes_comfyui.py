@@ -270,3 +270,57 @@ def test_a_batch_shows_its_cost_then_each_image_as_it_lands_then_a_summary(page,
     assert re.fullmatch(r"4 images in \d+ s · about \$0\.12 · saved in "
                         r"output/qwen-image/\d{4}-\d\d-\d\d", texts[-1]), texts[-1]
     assert len(harness.saved_images(entry, server.base / "output")) == 4
+
+
+# -- 4. no markup reaches the page ----------------------------------------------------------------
+
+# A store folder whose name is markup: the summary under the node names it ("saved in ...").
+_XSS = 'store <img src=x onerror="window.__qwenXss=1"> [[x|javascript:window.__qwenXss=2]] www.evil.example'
+
+
+@frontend
+def test_a_status_text_with_markup_arrives_escaped_and_runs_no_script(browser, tmp_path):
+    """A ComfyUI of its own (its store folder's name is markup), its real frontend: the
+    status text arrives over the websocket escaped, with every link broken, and no script
+    runs; a custom_model with markup is refused when the prompt is queued."""
+    from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
+
+    directory, python = _location
+    base = harness.make_base_dir(tmp_path / "comfyui-markup")
+    with Emulator(latency=0.2) as emu:
+        env = harness.comfyui_env(base, emu.base_url("ap-southeast-1"), SINGAPORE_KEY)
+        env["QWEN_IMAGE_STORE_DIR"] = str(tmp_path / _XSS)
+        server = harness.ComfyUI(directory, python, base, env)
+        server.start()
+        page = None
+        try:
+            page = harness.open_app(browser, server)  # the module's browser: one at a time
+            assert harness.load_workflow(page, harness.EMPTY_WORKFLOW)["toasts"] == []
+            node = harness.add_node(page, T2I)
+            harness.set_widgets(page, node, {"prompt": "<b>bold</b> [[a|https://evil.example]]",
+                                             "model": "qwen-image-plus"})
+            harness.add_node(page, "SaveImage", (700, 0), {"images": (node, 0)})
+            queued = harness.queue_from_frontend(page)
+            assert queued["ok"], queued
+            entry, events = harness.wait_for_run(page, server, queued["prompt_id"])
+            assert entry["status"]["status_str"] == "success", entry["status"]
+            texts = [e["detail"]["text"] for e in events
+                     if e["type"] == "progress_text" and e["detail"]["nodeId"] == str(node)]
+            summary = texts[-1]
+            assert summary.startswith("1 image in ") and "&lt;img src=x onerror=" in summary
+            for raw in ("<", ">", "[[", "javascript:", "www.evil", "://"):
+                assert not [t for t in texts if raw in t], (raw, texts)
+            assert page.evaluate("() => window.__qwenXss") is None
+            assert page.evaluate("() => document.querySelectorAll('img[src=\"x\"]').length") == 0
+
+            harness.set_widgets(page, node, {"custom_model": '<img src=x onerror="window.__qwenXss=3">'})
+            refused = harness.queue_from_frontend(page)
+            assert not refused["ok"] and "custom_model" in json.dumps(refused["node_errors"])
+            assert "letters, digits" in json.dumps(refused["node_errors"])
+            assert page.evaluate("() => window.__qwenXss") is None
+            assert harness.page_errors(page) == []
+        finally:
+            if page is not None:
+                page.close()
+            server.stop()
+            (base / "custom_nodes" / harness.PACK_FOLDER).unlink()

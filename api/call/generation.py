@@ -40,7 +40,7 @@ from ..catalog.specs import ASYNC, IMAGE_EDIT, SYNC, ModelSpec
 from .polling import service_duration
 from ..catalog.pricing import cost_usd
 from ..service.quotas import model_limits
-from ..schema import GeneratedImage, GenerationResult
+from ..schema import GeneratedImage, GenerationResult, Usage
 from ..service.answers import task_error
 from ..recovery.finder import TaskFinder, create_or_find
 from ..state import ProcessState
@@ -57,6 +57,7 @@ from ..service.wire import (
     read_generated,
     read_task,
     task_body,
+    within_asked,
 )
 
 log = logging.getLogger(__name__)
@@ -228,14 +229,13 @@ class Generator:
     def _release(self, job: Job, error: BaseException) -> None:
         """Give the booking back when nothing can have been billed: any failure before the
         request was sent (a local one included), or an error that proves it."""
-        if not job.sent and job.reservation is not None:
-            self.charges.guard.release(job.reservation)
+        if not job.sent:
+            self.charges.release(job.reservation)
         else:
             self.charges.release_unless_billed(job.reservation, error)
 
     def run_sync(self, job: Job) -> GenerationResult:
         request, spec = job.request, job.spec
-        limiter = self.limiter(spec, job.abandon_event)
         entry, sent = None, []  # sent: when each attempt left
 
         def before() -> None:
@@ -243,7 +243,8 @@ class Generator:
             job.emit("running", "generating")
             sent.append(time.monotonic())
 
-        try:
+        try:  # from here on, any failure before sending gives the booking back
+            limiter = self.limiter(spec, job.abandon_event)
             images = self._image_values(job)
             body = encode_body(messages_body(request, spec, images))
             slot = self._acquire(job, limiter)
@@ -264,9 +265,9 @@ class Generator:
         self.durations.record(self.duration_key(spec, SYNC), time.monotonic() - sent[-1])
         generated = read_generated(answer)
         self._journal(entry, status=SUCCEEDED, urls=generated.urls, sync=True)
-        cost = cost_usd(spec, self.config.region, generated.usage, len(generated.urls),
-                        len(images))
-        self._settle(job, billed_count(generated.usage, len(generated.urls)), cost)
+        usage, made = self._billed(job, generated.usage, generated.urls, len(images))
+        cost = cost_usd(spec, self.config.region, usage, made, len(images))
+        self._settle(job, billed_count(usage, made), cost)
         result = GenerationResult(
             images=[], model=spec.id, region=self.config.region, interface=SYNC,
             request_id=generated.request_id, orig_prompt=request.prompt,
@@ -275,9 +276,9 @@ class Generator:
 
     def run_async(self, job: Job) -> GenerationResult:
         request, spec = job.request, job.spec
-        limiter = self.limiter(spec, job.abandon_event)
         created = entry = None
-        try:
+        try:  # from here on, any failure before sending gives the booking back
+            limiter = self.limiter(spec, job.abandon_event)
             images = self._image_values(job)
             slot = self._acquire(job, limiter)
             try:
@@ -318,7 +319,8 @@ class Generator:
                 f"({'; '.join(final.failed) or 'no results'}).",
                 task_id=task_id, status="SUCCEEDED", request_id=final.request_id,
                 hint="Failed images are not billed; run again.")
-        cost = cost_usd(spec, self.config.region, final.usage, len(final.urls), inputs)
+        usage, made = self._billed(job, final.usage, final.urls, inputs)
+        cost = cost_usd(spec, self.config.region, usage, made, inputs)
         job.notes.extend(f"{item} of task {task_id} failed (not billed)" for item in final.failed)
         output = final.output
         return GenerationResult(
@@ -344,8 +346,15 @@ class Generator:
             raise
         self._journal(entry, status=SUCCEEDED, urls=final.urls)
         if settle:
-            self._settle(job, billed_count(final.usage, len(final.urls)), result.cost_usd)
+            usage, made = self._billed(job, final.usage, final.urls, inputs)
+            self._settle(job, billed_count(usage, made), result.cost_usd)
         return self.collect(job, result, final.urls, store=store, entry=entry, index=index)
+
+    @staticmethod
+    def _billed(job: Job, usage: Usage, urls: list[str], inputs: int) -> tuple[Usage, int]:
+        """What the answer says was billed, and its URL count, each bounded by what the
+        call asked for (``wire.within_asked``)."""
+        return within_asked(usage, job.request.n, inputs), min(len(urls), job.request.n)
 
     def _settle(self, job: Job, images: int, usd: float | None) -> None:
         """Settle the booking; a ledger that fails now is reported, never allowed to cost

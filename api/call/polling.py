@@ -33,6 +33,8 @@ import math
 import threading
 from typing import Callable
 
+from ..bounds import bounded
+
 MIN_INTERVAL = 0.55  # under 2 polls per second per task, with room for network jitter
 PAIR_WINDOW = 2 * MIN_INTERVAL  # a poll comes at least this long after the one before last
 MIN_GAP = 0.3  # and never closer than this to the last
@@ -42,9 +44,22 @@ MAX_SPARSE_INTERVAL = 5.0
 MAX_LATE_INTERVAL = 3.0
 INITIAL_EXPECTED = 15.0  # seconds; a typical Qwen-Image task, for progress display only
 UNKNOWN_DENSE = 30.0  # seconds of dense polls for a task of a model with no duration known
+# The longest duration learned: the service keeps a task 24 hours, and one running an hour
+# is far past any Qwen-Image task seen. A longer one, or one that is not a finite number
+# (a file saying 1e400, a service's clock jumping), teaches nothing.
+MAX_DURATION = 3600.0
 _WEIGHT = 0.5
 
 Estimate = tuple[float, float]  # (mean, deviation) in seconds
+
+
+def plausible(estimate: Estimate) -> bool:
+    """Whether ``(mean, deviation)`` are finite numbers of seconds, within MAX_DURATION (a
+    mean above 0); logged once when not."""
+    mean, deviation = estimate
+    return (bool(bounded(mean, 0.0, MAX_DURATION, "a learned task duration"))
+            and bounded(deviation, 0.0, MAX_DURATION, "a learned duration deviation")
+            is not None)
 
 
 class DurationEstimator:
@@ -65,14 +80,17 @@ class DurationEstimator:
             return self._stats.get(key)
 
     def seed(self, known: dict[tuple, Estimate]) -> None:
-        """Take estimates learned by earlier processes, where this one has none yet."""
+        """Take estimates learned by earlier processes, where this one has none yet; one
+        out of range (``plausible``) is left out: no prior rather than a wrong one."""
         with self._lock:
             for key, estimate in known.items():
-                self._stats.setdefault(key, estimate)
+                if plausible(estimate):
+                    self._stats.setdefault(key, estimate)
 
     def record(self, key: tuple, seconds: float) -> Estimate | None:
         """Learn one duration; the new estimate (None when ``seconds`` is not usable)."""
-        if seconds <= 0:
+        seconds = bounded(seconds, 0.0, MAX_DURATION, "a task duration")
+        if not seconds:
             return None
         with self._lock:
             if key not in self._stats:

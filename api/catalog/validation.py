@@ -40,6 +40,8 @@ from .specs import (
 from .models import spec_for
 from .regions import REGIONS
 
+_MODEL_ID = re.compile(r"[A-Za-z0-9._-]+")
+MODEL_ID_CHARS = "letters, digits, '.', '_' and '-'"
 _SIZE_PATTERN = re.compile(r"^(\d+)\*(\d+)$")
 _LOOSE_SIZE = re.compile(r"^\s*(\d+)\s*[*xX×]\s*(\d+)\s*$")
 _DATA_URI_PATTERN = re.compile(r"^data:([^;,]+);base64,", re.IGNORECASE)
@@ -76,6 +78,24 @@ def normalize_size(text: str | None) -> str | None:
     return f"{int(match.group(1))}*{int(match.group(2))}"
 
 
+def check_model_id(model, parameter: str = "model") -> str:
+    """``model`` if it is written as a model id is, else ``ValidationError`` naming
+    ``parameter``: every id on Model Studio's model list is made of letters, digits, dots,
+    underscores and dashes, and the id is shown in status lines, file names and logs. The
+    message names the characters by code point, never echoing the text."""
+    if isinstance(model, str) and _MODEL_ID.fullmatch(model):
+        return model
+    if not isinstance(model, str) or not model:
+        problem = f"must be a model id, not {type(model).__name__ if model != '' else 'empty'}"
+    else:
+        odd = sorted({char for char in model if not _MODEL_ID.fullmatch(char)})
+        shown = ", ".join(f"U+{ord(char):04X}" for char in odd[:6])
+        problem = (f"holds {len(odd)} kind{'s' if len(odd) != 1 else ''} of character a model "
+                   f"id never has ({shown}{', ...' if len(odd) > 6 else ''})")
+    raise ValidationError(parameter, problem, allowed=MODEL_ID_CHARS,
+                          hint="Copy the id from the model list of Model Studio.")
+
+
 def estimate_tokens(text: str) -> int:
     """A rough token count: one per CJK character, one per four other characters."""
     cjk = len(_CJK.findall(text))
@@ -85,6 +105,7 @@ def estimate_tokens(text: str) -> int:
 def validate(request, region: str | None = None) -> Checked:
     """Check a ``TextToImageRequest`` or ``ImageEditRequest`` (for ``region`` when given)."""
     family = request.family
+    check_model_id(request.model)
     spec = spec_for(request.model, family)
     notes: list[str] = []
     if not spec.known:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from ..config import BUDGET_IMAGES_ENV, BUDGET_USD_ENV, Config
-from .console import Console
+from .console import Console, TerminalStream
 from ..errors import CancelledError, ConfigurationError, QwenImageError, ValidationError
 from ..catalog.specs import (
     IMAGE_EDIT,
@@ -45,7 +45,7 @@ def _client(args, config: Config | None = None):
 
 
 def _report(result) -> None:
-    stream = sys.stdout
+    stream = TerminalStream(sys.stdout)  # prompts, notes and ids come from outside
     for image in result.images:
         stream.write(f"{image.saved_path or image.url}  ({image.width}x{image.height})\n")
     cost = f"${result.cost_usd:.4f}" if result.cost_usd is not None else "unknown"
@@ -118,7 +118,7 @@ def cmd_doctor(args) -> int:
     from ..client import QwenImageClient
 
     default = Config.resolve(region=args.region)
-    out = sys.stdout
+    out = TerminalStream(sys.stdout)
     out.write(f"default region  {default.region} ({default.region_info.name})\n")
     accepted = {}
     for region in sorted(REGIONS, key=lambda r: r != default.region):
@@ -169,7 +169,8 @@ def cmd_recover(args) -> int:
     if out is not None:
         out.ensure_writable()
     journal = Journal.in_folder(Config.resolve(region=args.region).journal_dir)
-    return 0 if recover_all(journal, out, sys.stdout, recovery_clients(journal)) else 1
+    return 0 if recover_all(journal, out, TerminalStream(sys.stdout),
+                            recovery_clients(journal)) else 1
 
 
 def recovery_clients(journal):
@@ -324,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.console = console = Console()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+                        format="%(levelname)s %(name)s: %(message)s",
+                        stream=TerminalStream(sys.stderr))  # log lines quote the service
     try:
         return args.func(args)
     except CancelledError as error:  # cancelled before it started: nothing to wait for

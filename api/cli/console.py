@@ -7,7 +7,25 @@ import sys
 import threading
 from pathlib import Path
 
-from ..errors import CancelledError
+from ..errors import CancelledError, printable
+
+
+class TerminalStream:
+    """A stream whose text reaches the terminal without control characters (``printable``):
+    task ids, messages and prompts from outside can hold escape sequences."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(printable(text))
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        self._stream.flush()
 
 
 class Console:
@@ -27,7 +45,7 @@ class Console:
 
     def progress(self, progress) -> None:
         self.task_id = progress.task_id or self.task_id
-        task = f"  task {progress.task_id}" if progress.task_id else ""
+        task = f"  task {printable(progress.task_id)}" if progress.task_id else ""
         if self.tty:
             sys.stderr.write(f"\r{progress.stage:<11} {progress.elapsed:5.1f} s{task}".ljust(70))
             self._open = progress.stage != "done"
@@ -38,8 +56,9 @@ class Console:
         sys.stderr.flush()
 
     def say(self, text: str) -> None:
-        """A message on a line of its own."""
-        sys.stderr.write(("\n" if self._open else "") + text + "\n")
+        """A message on a line of its own (without control characters: it may quote the
+        service)."""
+        sys.stderr.write(("\n" if self._open else "") + printable(text) + "\n")
         sys.stderr.flush()
         self._open = False
 

@@ -8,7 +8,8 @@ result run concurrently.
 
 Result URLs point at Alibaba Cloud OSS, not DashScope, so the download session is a
 separate one that never carries the API key. Only https URLs are fetched (plain http only
-from loopback, the emulator), redirects included; each download, retries included, ends
+from loopback, and only for a client whose base URL is on loopback too: the emulator),
+redirects included; each download, retries included, ends
 within ``DOWNLOAD_DEADLINE``; an error answer is quoted in a short sanitised excerpt only.
 An image over ``MAX_RESULT_PIXELS`` is kept as sent (its header read, never decoded):
 ``over_pixel_cap`` tells the caller not to decode it.
@@ -28,7 +29,8 @@ from PIL import Image
 
 from ..config import is_loopback
 from ..errors import DownloadError, excerpt
-from ..images import inspect_image
+from .. import images
+from ..images import MAX_RESULT_PIXELS, inspect_image
 from ..schema import GeneratedImage
 from .retry import Retry, RetryPolicy, retrying
 from .transport import CONNECT_TIMEOUT, USER_AGENT, proxies_for, retry_after_seconds
@@ -36,10 +38,6 @@ from .transport import CONNECT_TIMEOUT, USER_AGENT, proxies_for, retry_after_sec
 log = logging.getLogger(__name__)
 
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
-# Decoded results above this many pixels are kept as sent but never decoded: 16 MP covers
-# the largest outputs measured (3.0: 2560x2560 = 6.6 MP; edits without a size:
-# 1520x2736 = 4.2 MP) with a wide margin.
-MAX_RESULT_PIXELS = 16 * 1024 * 1024
 READ_TIMEOUT = 60.0
 DOWNLOAD_DEADLINE = 180.0  # seconds for one image, every attempt included
 MAX_REDIRECTS = 3
@@ -49,18 +47,19 @@ _PNG_HEADER = struct.Struct(">8sI4sII")  # signature, IHDR length, "IHDR", width
 
 def over_pixel_cap(image: GeneratedImage) -> bool:
     """Whether ``image`` is too large to decode safely (it is stored, not returned)."""
-    return image.width * image.height > MAX_RESULT_PIXELS
+    return images.over_pixel_cap(image.width, image.height)
 
 
-def check_result_url(url: str) -> None:
-    """Refuse a result URL that is not https (plain http only to loopback)."""
+def check_result_url(url: str, loopback_http: bool = True) -> None:
+    """Refuse a result URL that is not https (plain http only to loopback, and only with
+    ``loopback_http``: a client whose base URL is itself on loopback, the emulator)."""
     try:
         parts = urlsplit(url)
         host = parts.hostname
     except ValueError:
         parts, host = None, None
-    if parts is None or not host or not (
-            parts.scheme == "https" or (parts.scheme == "http" and is_loopback(host))):
+    if parts is None or not host or not (parts.scheme == "https" or (
+            loopback_http and parts.scheme == "http" and is_loopback(host))):
         raise DownloadError(f"The result URL {_short(url)!r} is not an https URL; it was not "
                             "fetched.", hint="Check the base URL: DashScope serves results "
                                              "over https only.")
@@ -69,7 +68,8 @@ def check_result_url(url: str) -> None:
 class Downloader:
     def __init__(self, *, session: requests.Session | None = None,
                  retry: RetryPolicy | None = None, max_bytes: int = MAX_IMAGE_BYTES,
-                 deadline: float = DOWNLOAD_DEADLINE):
+                 deadline: float = DOWNLOAD_DEADLINE, loopback_http: bool = True):
+        self.loopback_http = loopback_http  # see check_result_url
         self.session = session or requests.Session()
         self.retry = retry or RetryPolicy()
         self.max_bytes = max_bytes
@@ -97,7 +97,7 @@ class Downloader:
                 hint="The link stays valid for 24 hours after generation: open it in a browser "
                      f"to save the image ({url}).")
 
-        check_result_url(url)
+        check_result_url(url, self.loopback_http)
         ends = time.monotonic() + self.deadline
         return retrying(lambda: self._image(url, self._get(url, ends)), self.retry,
                         what=f"download of {_short(url)}", give_up=give_up)
@@ -114,7 +114,7 @@ class Downloader:
                 return response
             url = urljoin(url, response.headers["Location"])
             response.close()
-            check_result_url(url)
+            check_result_url(url, self.loopback_http)
         raise DownloadError(f"The result {_short(url)} redirects more than {MAX_REDIRECTS} "
                             "times; it was not fetched.")
 
@@ -179,7 +179,7 @@ class Downloader:
     def _image(self, url: str, data: bytes) -> GeneratedImage:
         header = _PNG_HEADER.unpack_from(data) if len(data) >= _PNG_HEADER.size else None
         if header and header[0] == b"\x89PNG\r\n\x1a\n" and header[2] == b"IHDR" \
-                and header[3] * header[4] > MAX_RESULT_PIXELS:
+                and images.over_pixel_cap(header[3], header[4]):
             # Too large to open safely: kept as the service sent it, never decoded.
             log.warning("Result %s is %dx%d, over the %d-pixel cap", _short(url), header[3],
                         header[4], MAX_RESULT_PIXELS)

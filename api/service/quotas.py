@@ -9,7 +9,8 @@ limit, when set, is the tighter one for calls in it.
 ``QuotaBook`` (in the process state) asks once per process, base URL, key and model, before
 the model's first billed call, and again after ``REFRESH_AFTER`` (a day): an account with
 more slots than the table's gets them, without a restart when they change. Figures the
-answer leaves null keep the table's (``limiter.ModelLimits.from_spec``).
+answer leaves null, or states outside a plausible range (``bounds``), keep the table's
+(``limiter.ModelLimits.from_spec``).
 
 Where the key may not read it, the table's figures are used quietly (one INFO line): 401 or
 403 (a key without the permission), or 404 (the page documents the API on workspace
@@ -27,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from ..bounds import bounded
 from ..config import key_fingerprint
 from ..errors import ApiError, QwenImageError
 from ..call.limiter import ModelLimits
@@ -66,21 +68,23 @@ class QuotasUnavailable(Exception):
     """The quotas API cannot be read with this key on this host (401/403/404)."""
 
 
-def _positive(value) -> float | None:
-    # bool is an int in Python: a stray true must not read as 1.
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-        return float(value)
-    return None
+# Plausible ranges of the quotas answer's figures; one outside them (1e400, a negative or
+# fractional count) counts as not stated, so the table's figure holds.
+MAX_REQUESTS = 100_000  # per period
+MAX_PERIOD = 86400.0  # seconds
+MAX_CONCURRENT = 10_000  # tasks at once
 
 
 def _one(limit: dict) -> AccountLimits:
-    requests, period = _positive(limit.get("request_limit")), _positive(
-        limit.get("request_limit_period"))
-    concurrent = _positive(limit.get("async_user_concurrency_limit"))
+    requests = bounded(limit.get("request_limit"), 1, MAX_REQUESTS, "quotas request_limit",
+                       whole=True)
+    period = bounded(limit.get("request_limit_period"), 1, MAX_PERIOD,
+                     "quotas request_limit_period")
+    concurrent = bounded(limit.get("async_user_concurrency_limit"), 1, MAX_CONCURRENT,
+                         "quotas async_user_concurrency_limit", whole=True)
     if requests is None or period is None:
         requests = period = None
-    return AccountLimits(int(requests) if requests else None, period,
-                         int(concurrent) if concurrent else None)
+    return AccountLimits(requests, period, concurrent)
 
 
 def _tightest(limits: list[AccountLimits]) -> AccountLimits:

@@ -28,8 +28,8 @@ and nothing is resent here (for a task, ``recovery`` then looks for it in the ta
 
 A billed POST never follows a redirect (it would re-send the request, perhaps to another
 host): a 3xx answer is an error. A plain-http base URL (loopback only, ``config``)
-bypasses any HTTP proxy of the environment. Server-given task ids are URL-encoded before
-they go into a path.
+bypasses any HTTP proxy of the environment. Task ids are checked (``task_path``: "." and
+".." or anything with a slash are refused) and URL-encoded before they go into a path.
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ from urllib.parse import quote, urljoin, urlsplit
 import requests
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 
+from ..bounds import bounded
 from ..config import Config
 from ..errors import (
     AmbiguousRequestError,
@@ -54,12 +55,14 @@ from ..errors import (
     RateLimitError,
     ServerError,
     TransportError,
+    ValidationError,
     excerpt,
 )
 from ..catalog.regions import region_name
 from .retry import Retry, RetryPolicy, retrying
 from .clock import ServiceClock
 from .answers import api_error
+from .wire import TASK_ID_CHARS, plausible_task_id
 from ..version import VERSION
 
 log = logging.getLogger(__name__)
@@ -72,18 +75,25 @@ READ_TIMEOUT = 30.0  # task queries and cancels; billed POSTs use Config.timeout
 _OSS_FIELD = re.compile(r"<(Code|Message|RequestId)>([^<]*)</\1>")
 
 
+# The longest Retry-After taken as given: DashScope's rate windows are a second or a
+# minute. A longer one (``Retry-After: 1e9`` would hold the model's gate for the life of
+# the process) counts as not given: the backoff and the limiter's own pause apply.
+MAX_RETRY_AFTER = 60.0
+
+
 def retry_after_seconds(response: requests.Response) -> float | None:
     value = response.headers.get("Retry-After")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
-        return max(0.0, when.timestamp() - time.time())
+        seconds = max(0.0, when.timestamp() - time.time())
+    return bounded(seconds, 0.0, MAX_RETRY_AFTER, "Retry-After")
 
 
 def _json_body(response: requests.Response) -> dict | None:
@@ -101,8 +111,13 @@ def snippet(response: requests.Response) -> str:
 
 
 def task_path(task_id: str) -> str:
-    """``/tasks/{task_id}`` with the server-given id URL-encoded: it can never add a path
-    segment or a query."""
+    """``/tasks/{task_id}``, for a plausible task id only (``wire.plausible_task_id``; else
+    ``ValidationError`` before anything is sent), URL-encoded besides: an id from a caller,
+    the journal or the service can never add a path segment or a query."""
+    if not plausible_task_id(task_id):
+        shown = repr(task_id)[:80] if isinstance(task_id, str) else type(task_id).__name__
+        raise ValidationError("task_id", f"{shown} is not a task id; nothing was sent",
+                              allowed=TASK_ID_CHARS)
     return f"/tasks/{quote(task_id, safe='')}"
 
 

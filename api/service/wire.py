@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 
+from ..bounds import bounded, warn_once
 from ..errors import ServerError, ValidationError
 from ..catalog.specs import PARAMETER_DEFAULTS, ModelSpec
 from ..schema import Usage
@@ -98,23 +100,43 @@ def needs_oss_resolve(images: list[str]) -> bool:
 # -- answers ------------------------------------------------------------------------------
 
 
+# Plausible ranges of usage figures: no Qwen-Image output or input has a side over 16384
+# pixels, and no call makes or takes more than 100 images.
+MAX_SIDE = 16384
+MAX_COUNT = 100
+
+
 def read_usage(usage: dict | None) -> Usage:
-    """``usage`` of either shape as one type (fields the answer lacks are None)."""
+    """``usage`` of either shape as one type (fields the answer lacks, or gives out of
+    range, are None)."""
     usage = usage if isinstance(usage, dict) else {}
 
-    def number(*names: str) -> int | None:
+    def number(high: int, *names: str) -> int | None:
         for name in names:
-            value = usage.get(name)
-            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-                return value
+            if usage.get(name) is not None:
+                return bounded(usage[name], 0, high, f"usage.{name}", whole=True)
         return None
 
-    return Usage(output_images=number("output_image_count", "image_count"),
-                 input_images=number("input_image_count"),
-                 width=number("output_width", "width"),
-                 height=number("output_height", "height"),
+    return Usage(output_images=number(MAX_COUNT, "output_image_count", "image_count"),
+                 input_images=number(MAX_COUNT, "input_image_count"),
+                 width=number(MAX_SIDE, "output_width", "width"),
+                 height=number(MAX_SIDE, "output_height", "height"),
                  output_tier=usage.get("output_image_type"),
                  input_tier=usage.get("input_image_type"))
+
+
+def within_asked(usage: Usage, outputs: int, inputs: int) -> Usage:
+    """``usage`` with its image counts no higher than what the call asked for (``outputs``
+    images from ``inputs`` input images): the spend guard and the cost never count more
+    than the request could have made, whatever an answer says."""
+    changes = {}
+    for name, asked in (("output_images", outputs), ("input_images", inputs)):
+        reported = getattr(usage, name)
+        if reported is not None and reported > asked:
+            warn_once(f"usage.{name}", "The service reported %s = %d for a call of %d; "
+                      "counting %d", name, reported, asked, asked)
+            changes[name] = asked
+    return dataclasses.replace(usage, **changes) if changes else usage
 
 
 def billed_count(usage: Usage, url_count: int) -> int:
@@ -157,10 +179,22 @@ def read_generated(answer: dict) -> Generated:
                      output.get("rewrite_status"))
 
 
+# A task id as the service writes them (UUIDs): letters, digits, '-', '_' and '.', not
+# starting with a dot, so "." and ".." (and anything with a slash or a query) never get
+# into a URL path.
+_TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+TASK_ID_CHARS = ("up to 128 letters, digits, '-', '_' and '.', starting with a letter or "
+                 "digit (e.g. a UUID)")
+
+
+def plausible_task_id(task_id) -> bool:
+    return isinstance(task_id, str) and _TASK_ID.fullmatch(task_id) is not None
+
+
 def read_created(answer: dict) -> str:
     """The task id of a task-creation answer."""
     task_id = (answer.get("output") or {}).get("task_id")
-    if not isinstance(task_id, str) or not task_id:
+    if not plausible_task_id(task_id):
         raise _invalid("the task creation answer has no task id", answer,
                        "A task may have been created: check the task list in the Model Studio "
                        "console before running again.")

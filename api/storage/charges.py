@@ -14,7 +14,7 @@ from ..errors import AmbiguousRequestError, QwenImageError
 from ..catalog.specs import ModelSpec
 from ..catalog.pricing import estimate_usd
 from ..catalog.regions import region_name
-from ..service.wire import TaskState, billed_count
+from ..service.wire import TaskState, billed_count, within_asked
 
 
 class Charges:
@@ -35,6 +35,11 @@ class Charges:
                          "its images against the daily image budget only, not the dollar one")
         return self.guard.reserve(spec.id, n, None if usd is None else usd / n,
                                   what=f"n={n} in {region_name(self.region)}")
+
+    def release(self, reservation: Reservation | None) -> None:
+        """Give the charge back: nothing was sent, so nothing can have been billed."""
+        if reservation is not None:
+            self.guard.release(reservation)
 
     def release_unless_billed(self, reservation: Reservation | None,
                               error: BaseException) -> None:
@@ -67,6 +72,8 @@ class Charges:
         if reservation is None:
             return
         if state is not None and state.status == "SUCCEEDED":
-            self.guard.settle(reservation, billed_count(state.usage, len(state.urls)), usd)
+            usage = within_asked(state.usage, reservation.images, 0)
+            self.guard.settle(reservation, billed_count(
+                usage, min(len(state.urls), reservation.images)), usd)
         elif state is None or state.status in ("FAILED", "CANCELED"):
             self.guard.release(reservation)

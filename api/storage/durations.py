@@ -10,13 +10,14 @@ One entry per (base URL, model, interface): the base URL names the region (and t
 real service from a proxy or the emulator). A client's generator reads the file once per
 process (``LearnedDurations``: the process state's estimator is seeded with what it does
 not know yet) and writes an entry back after every duration it learns. Each write is a
-read-modify-write under an exclusive ``fcntl.flock`` on a sibling ``.lock`` file (threads of
-one process also share a lock), then an atomic rename. Entries not updated for
+read-modify-write under an exclusive ``fcntl.flock`` on a sibling ``.lock`` file
+(``store.exclusive_lock``: never followed through a symlink; threads of one process also
+share a lock), then an atomic rename. Entries not updated for
 ``KEEP_DAYS`` are dropped, and at most ``MAX_ENTRIES`` kept.
 
 The file only spares the first tasks of a process a few polls (``polling`` needs no prior),
-so any problem with it (unwritable folder, a file of another shape) is logged once and
-otherwise ignored: it never fails a call.
+so any problem with it (unwritable folder, a file of another shape, a duration that is not
+a plausible number of seconds) is logged once and otherwise ignored: it never fails a call.
 """
 from __future__ import annotations
 
@@ -30,16 +31,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from ..call.polling import DurationEstimator, Estimate
+from ..bounds import bounded
+from ..call.polling import DurationEstimator, Estimate, plausible
+from .store import exclusive_lock
 
 if TYPE_CHECKING:
     from ..config import Config
     from ..state import ProcessState
-
-try:
-    import fcntl
-except ImportError:  # Windows: the threads of one process are still serialised
-    fcntl = None
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +85,8 @@ class DurationFile:
                               deviation=round(estimate[1], 3), updated=time.time())
                 kept = [e for e in entries if tuple(e[f] for f in _FIELDS) != key]
                 oldest = time.time() - KEEP_DAYS * 86400
-                kept = [e for e in kept if e.get("updated", 0) >= oldest]
-                kept.sort(key=lambda e: e.get("updated", 0))
+                kept = [e for e in kept if _updated(e) >= oldest]
+                kept.sort(key=_updated)
                 self._write(kept[-(MAX_ENTRIES - 1):] + [record])
         except OSError as exc:
             _warn_once(self.path, exc)
@@ -96,16 +94,9 @@ class DurationFile:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         with self._thread_lock:
-            if fcntl is None:
-                yield
-                return
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX)
+            with exclusive_lock(Path(f"{self.path}.lock"), lambda exc: exc):
                 yield
-            finally:
-                os.close(descriptor)  # closing the descriptor drops the lock
 
     def _read(self) -> list[dict]:
         try:
@@ -115,10 +106,10 @@ class DurationFile:
         entries = document.get("durations") if isinstance(document, dict) else None
         if not isinstance(entries, list):
             raise ValueError("not a durations file of this pack")
+        # An entry out of range (1e400, NaN, a year) is dropped: no prior for its model.
         return [e for e in entries if isinstance(e, dict)
                 and all(isinstance(e.get(f), str) for f in _FIELDS)
-                and all(isinstance(e.get(f), (int, float)) and e[f] >= 0
-                        for f in ("mean", "deviation")) and e["mean"] > 0]
+                and plausible((e.get("mean"), e.get("deviation")))]
 
     def _write(self, entries: list[dict]) -> None:
         data = json.dumps({"version": 1, "durations": entries}, indent=1).encode("utf-8")
@@ -134,6 +125,12 @@ class DurationFile:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
+
+
+def _updated(entry: dict) -> float:
+    """When an entry was written; 0 (the oldest) when it says no plausible time."""
+    return bounded(entry.get("updated"), 0.0, time.time() + 86400,
+                   "a learned duration's time") or 0.0
 
 
 class LearnedDurations:

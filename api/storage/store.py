@@ -10,10 +10,13 @@ written: the sidecar is built from an explicit list of fields.
 ``request_fingerprint(request, region)`` hashes everything that determines the output. With
 a fixed seed, an identical request gives (nearly) the same image, so ``lookup`` lets the
 client serve it from disk instead of paying again. ``index.jsonl`` maps fingerprints to
-files; it is append-only and each line is one ``write`` of a complete record.
+files; it is append-only, each line is one ``write`` of a complete record, and it is
+never opened through a symlink. Reuse takes only files inside the store and within the
+pixel cap (``images.MAX_RESULT_PIXELS``); a result with an image over it is not indexed.
 
-``atomic_write`` and ``exclusive_lock`` are the file primitives the spend guard's ledger
-and the journal share.
+``atomic_write`` and ``exclusive_lock`` are the file primitives the spend guard's ledger,
+the journal and the learned durations share: every lock file of the pack is opened by
+``exclusive_lock`` (0600, never through a symlink).
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import os
 import re
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -37,6 +40,7 @@ except ImportError:  # Windows
     fcntl = None
 
 from ..errors import ConfigurationError
+from ..images import inspect_image, over_pixel_cap
 from ..catalog.models import spec_for
 from ..schema import GeneratedImage, GenerationResult
 from ..service.wire import resolved
@@ -47,6 +51,7 @@ _INDEX = "index.jsonl"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MODEL_NAME_CHARS = 48  # of a file name; a custom model id can be any length
 _warned_no_fcntl: set[Path] = set()
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # the index and lock files: never through a symlink
 
 
 def request_fingerprint(request, region: str) -> str:
@@ -86,10 +91,7 @@ class StoredImage:
     path: Path
     sidecar_path: Path
     metadata: dict
-
-    @property
-    def data(self) -> bytes:
-        return self.path.read_bytes()
+    data: bytes = field(repr=False)  # as read and checked by ``lookup``
 
 
 class ResultStore:
@@ -133,24 +135,39 @@ class ResultStore:
                           json.dumps(metadata, ensure_ascii=False, indent=2).encode("utf-8"))
             image.saved_path = str(path)
             paths.append(path)
-        if fingerprint and request.seed is not None and len(paths) == request.n:
+        # An image over the pixel cap is kept, never served again: reuse would decode it.
+        decodable = not any(over_pixel_cap(image.width, image.height) for image in result.images)
+        if fingerprint and request.seed is not None and len(paths) == request.n and decodable:
             record = {"fingerprint": fingerprint, "time": now.isoformat(),
                       "files": [str(p.relative_to(self.directory)) for p in paths]}
             line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-            with self._lock:
-                descriptor = os.open(self.directory / _INDEX,
-                                     os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                try:
-                    os.write(descriptor, line)
-                finally:
-                    os.close(descriptor)
+            try:
+                self._append_index(line)
+            except OSError as exc:  # the images are saved; only reuse is lost
+                log.warning("%s cannot be appended to (%s); these images will not be reused",
+                            self.directory / _INDEX, exc)
         log.info("Saved %d image(s) to %s", len(paths), folder)
         return paths
 
+    def _append_index(self, line: bytes) -> None:
+        with self._lock:
+            descriptor = os.open(self.directory / _INDEX,
+                                 os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o644)
+            try:
+                os.write(descriptor, line)
+            finally:
+                os.close(descriptor)
+
     def lookup(self, fingerprint: str) -> list[StoredImage] | None:
-        """The newest complete set of images stored for ``fingerprint``, or None."""
+        """The newest complete set of images stored for ``fingerprint``, or None.
+
+        The index is a file anyone with access to the folder may have edited: a record is
+        used only when each file it names lies inside the store (symlinks resolved), is an
+        image within the pixel cap, and has its sidecar."""
         try:
-            lines = (self.directory / _INDEX).read_text(encoding="utf-8").splitlines()
+            descriptor = os.open(self.directory / _INDEX, os.O_RDONLY | _NOFOLLOW)
+            with os.fdopen(descriptor, "rb") as handle:
+                lines = handle.read().decode("utf-8", "replace").splitlines()
         except OSError:
             return None
         for line in reversed(lines):
@@ -158,22 +175,37 @@ class ResultStore:
                 record = json.loads(line)
             except ValueError:
                 continue
-            if record.get("fingerprint") != fingerprint:
+            if not isinstance(record, dict) or record.get("fingerprint") != fingerprint:
                 continue
-            stored = []
-            for name in record.get("files", []):
-                path = self.directory / name
-                try:
-                    metadata = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    break
-                if not path.is_file():
-                    break
-                stored.append(StoredImage(path, path.with_suffix(".json"), metadata))
-            else:
-                if stored:
-                    return stored
+            names = record.get("files")
+            stored = [self._stored(name) for name in names] if isinstance(names, list) else []
+            if stored and None not in stored:
+                return stored
         return None
+
+    def _stored(self, name) -> StoredImage | None:
+        """The stored image an index record names, or None (outside the store, missing,
+        not an image, over the pixel cap, no readable sidecar)."""
+        if not isinstance(name, str) or not name:
+            return None
+        path = self.directory / name
+        sidecar = path.with_suffix(".json")
+        try:
+            root = self.directory.resolve()
+            if not (path.resolve().is_relative_to(root) and sidecar.resolve().is_relative_to(root)):
+                log.warning("The store's index names %r, outside %s; not reused", name, root)
+                return None
+            metadata = json.loads(sidecar.read_text(encoding="utf-8"))
+            data = path.read_bytes()
+            _, width, height = inspect_image(data)
+        except (OSError, ValueError):
+            return None
+        if not isinstance(metadata, dict):
+            return None
+        if over_pixel_cap(width, height):
+            log.warning("%s is %dx%d, over the pixel cap; not reused", path, width, height)
+            return None
+        return StoredImage(path, sidecar, metadata, data)
 
 
 def _sidecar(result: GenerationResult, request, image: GeneratedImage, index: int,
@@ -262,7 +294,7 @@ def exclusive_lock(path: Path, unusable: Callable[[OSError], Exception]) -> Iter
         yield
         return
     try:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o600)
     except OSError as exc:
         raise unusable(exc) from None
     try:
@@ -273,8 +305,11 @@ def exclusive_lock(path: Path, unusable: Callable[[OSError], Exception]) -> Iter
 
 
 def image_from_stored(stored: StoredImage) -> GeneratedImage:
-    meta = stored.metadata
-    return GeneratedImage(data=stored.data, url=meta.get("url") or "",
-                          width=int(meta.get("width") or 0), height=int(meta.get("height") or 0),
-                          saved_path=str(stored.path))
+    """The stored image as a result's image; its size read from the file, not the sidecar
+    (which anyone with access to the folder may have edited)."""
+    data = stored.data
+    _, width, height = inspect_image(data)
+    url = stored.metadata.get("url")
+    return GeneratedImage(data=data, url=url if isinstance(url, str) else "", width=width,
+                          height=height, saved_path=str(stored.path))
 
