@@ -44,7 +44,8 @@ class Emulator:
     quotas: {model: {quota field: value}} over the defaults, which the rate limits obey
     (limits.py); quotas_status: 200, or 403 / 404 for a quotas API that refuses or does
     not exist; sync_concurrency: synchronous calls in flight per (key, model) before 429
-    Throttling (None: unlimited).
+    Throttling (None: unlimited); rgba: serve every result as an RGBA PNG, transparent
+    in places (images.py), as the Qwen-Image 2.1 family can make them.
     """
 
     def __init__(self, latency: float = 0.2, rate_limits: bool = True,
@@ -53,7 +54,8 @@ class Emulator:
                  host: str = "127.0.0.1", port: int = 0, body_limit: int | None = None,
                  upload_body_limit: int | None = None,
                  quotas: Mapping[str, Mapping[str, Any]] | None = None,
-                 quotas_status: int = 200, sync_concurrency: int | None = None) -> None:
+                 quotas_status: int = 200, sync_concurrency: int | None = None,
+                 rgba: bool = False) -> None:
         require_loopback(host)
         if quotas_status not in (200, 403, 404):
             raise ValueError("quotas_status must be 200, 403 or 404")
@@ -65,7 +67,7 @@ class Emulator:
             latency=float(latency), rate_limits=bool(rate_limits), result_ttl=float(result_ttl),
             body_limit=rules.BODY_LIMIT if body_limit is None else int(body_limit),
             upload_body_limit=(rules.UPLOAD_BODY_LIMIT if upload_body_limit is None
-                               else int(upload_body_limit))))
+                               else int(upload_body_limit)), rgba=bool(rgba)))
         self._host, self._port = host, port
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
@@ -137,6 +139,14 @@ class Emulator:
     def set_latency(self, seconds: float) -> None:
         with self._shared.lock:
             self._shared.settings.latency = float(seconds)
+
+    @property
+    def rgba(self) -> bool:
+        return self._shared.settings.rgba
+
+    def set_rgba(self, rgba: bool) -> None:
+        with self._shared.lock:
+            self._shared.settings.rgba = bool(rgba)
 
     @property
     def rate_limits(self) -> bool:

@@ -24,6 +24,7 @@ class Settings:
     result_ttl: float  # seconds result URLs and finished tasks live
     body_limit: int  # bytes of a request body but on the upload host; 0: no limit
     upload_body_limit: int  # bytes of a request body on the upload host; 0: no limit
+    rgba: bool = False  # results as RGBA PNGs (images.rgba_alpha)
 
 
 class Stats:
