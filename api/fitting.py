@@ -148,7 +148,11 @@ def fit_exact(rgb: np.ndarray, alpha: np.ndarray | None, width: int,
     if (w0, h0) == (width, height):
         return rgb, alpha, "unchanged (returned at that size)"
     scale = max(width / w0, height / h0)
-    box_w, box_h = width / scale, height / scale
+    # The source box of the target's aspect: one side whole, the other centred within.
+    if width / w0 >= height / h0:
+        box_w, box_h = w0, min(h0, height * w0 / width)
+    else:
+        box_w, box_h = min(w0, width * h0 / height), h0
     left, top = (w0 - box_w) / 2, (h0 - box_h) / 2
     box = (left, top, left + box_w, top + box_h)
 

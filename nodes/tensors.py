@@ -12,7 +12,10 @@ Decisions (each is visible to the user as a note in the node's info output and t
   C = 4 (RGBA) and C = 2 (grey + alpha) are composited over white, as ``api.images.flatten``
   does for encoded images: dropping alpha would expose whatever colour hides under
   transparent pixels.
-- Out: every result becomes RGB float32 [B, H, W, 3] with value v/255 (float32 division).
+- Out: every result becomes RGB float32 [B, H, W, 3] with value v/255 (float32 division),
+  the colour channels as served (never composited: the Qwen-Image 2.1 family makes
+  transparent images), and a MASK [B, H, W] of 1 - alpha/255 as ComfyUI's LoadImage makes
+  it (zeros for opaque results and for padding).
   For every v in 0..255, ``np.clip(255. * x, 0, 255).astype(np.uint8)`` (ComfyUI's SaveImage)
   gives v back, so saving an output stores the very pixels the service returned
   (tests/test_tensors.py checks all 256 values). Results of one output that differ in size
@@ -37,7 +40,7 @@ import numpy as np
 import torch
 
 from ..api.errors import ValidationError
-from ..api.images import decode_rgb, inspect_image
+from ..api.images import decode_pixels, inspect_image
 
 log = logging.getLogger(__name__)
 
@@ -128,32 +131,47 @@ class Placement:
     y: int
 
 
-def decode_images(datas: list[bytes]) -> tuple[torch.Tensor, list[Placement]]:
-    """Encoded images of one output -> IMAGE [B, H, W, 3] float32, v/255 exactly.
+def decode_images(datas: list[bytes]) -> tuple[torch.Tensor, torch.Tensor, list[Placement]]:
+    """Encoded images of one output -> IMAGE [B, H, W, 3] float32 (v/255 exactly), MASK
+    [B, H, W] (``alpha_mask``; zeros where a result has no alpha) and the padded ones.
 
     One IMAGE shares H and W (a ComfyUI rule). Results normally do. When they differ, the
     batch takes the largest width and the largest height, and each smaller image keeps its
     exact pixels, centred on black: resizing would change every pixel, and the store keeps
-    the original files. The second value lists those smaller images (empty when none).
+    the original files. The third value lists those smaller images (empty when none).
     """
     sizes = [inspect_image(data)[1:] for data in datas]  # headers only; nothing decoded yet
     width, height = max(w for w, _ in sizes), max(h for _, h in sizes)
     out = _new_output((len(datas), height, width, 3))
+    masks = torch.zeros(len(datas), height, width)  # calloc'd: untouched pages cost nothing
     placed = [Placement(i, w, h, (width - w) // 2, (height - h) // 2)
               for i, (w, h) in enumerate(sizes) if (w, h) != (width, height)]
     corners = {p.index: (p.x, p.y) for p in placed}
     # One after the other: Pillow decodes in 64 KiB steps, each taking the GIL back, so
     # threads here wait on each other more than they gain (measured: 3x slower on 2 CPUs).
     for index, data in enumerate(datas):
-        array = decode_rgb(data)
-        target = out[index]
+        array, alpha = decode_pixels(data)
+        target, mask = out[index], masks[index]
         if index in corners:
             target[:] = 0
             x, y = corners[index]
             target = target[y:y + array.shape[0], x:x + array.shape[1]]
-        # float32 division: exactly the v/255 that survives SaveImage's 255*x truncation.
-        np.divide(array, np.float32(255), out=target, dtype=np.float32)
-    return torch.from_numpy(out), placed
+            mask = mask[y:y + array.shape[0], x:x + array.shape[1]]
+        to_float(array, target)
+        if alpha is not None:
+            mask.copy_(alpha_mask(alpha))
+    return torch.from_numpy(out), masks, placed
+
+
+def to_float(pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 pixels -> float32 v/255: exactly the value that survives SaveImage's 255*x
+    truncation (float32 division)."""
+    return np.divide(pixels, np.float32(255), out=out, dtype=np.float32)
+
+
+def alpha_mask(alpha: np.ndarray) -> torch.Tensor:
+    """uint8 alpha [H, W] -> MASK values 1 - alpha/255, computed as ComfyUI's LoadImage does."""
+    return 1.0 - torch.from_numpy(alpha.astype(np.float32) / 255.0)
 
 
 _POPULATE_BYTES = 16 << 20  # smaller outputs (under one 1328x1328 image) as usual

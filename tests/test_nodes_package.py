@@ -44,8 +44,10 @@ def test_node_definition(node_id):
     inputs = {**types["required"], **types.get("optional", {})}
     for name, spec in inputs.items():
         assert len(spec) == 2 and spec[1].get("tooltip"), f"{name} has no tooltip"
-    assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == 3
-    assert cls.RETURN_TYPES == ("IMAGE", "STRING", "STRING")
+    assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == 4
+    # mask came later: appended, so saved workflows keep their links by slot.
+    assert cls.RETURN_TYPES == ("IMAGE", "STRING", "STRING", "MASK")
+    assert cls.RETURN_NAMES == ("images", "prompt_used", "info", "mask")
     assert cls.CATEGORY.startswith("api node/") and len(cls.DESCRIPTION) > 100
     assert inspect.iscoroutinefunction(getattr(cls, cls.FUNCTION))
     # ComfyUI passes VALIDATE_INPUTS only the inputs it names: a misspelt name would mean
@@ -219,6 +221,16 @@ def widget_values(node: dict) -> dict:
 # -- last month's workflows (frozen) --------------------------------------------------------------
 
 FROZEN_WORKFLOWS = sorted(FROZEN.glob("*.json")) + sorted(FROZEN.glob("saved-after-run/*.json"))
+
+
+@pytest.mark.parametrize("node_id", sorted(pack.NODE_CLASS_MAPPINGS))
+def test_the_widgets_are_the_frozen_ones_then_those_added_since_in_order(node_id):
+    names = json.loads((FROZEN / "expected" / "widget_names.json").read_text(encoding="utf-8"))
+    frozen = next(entry["widgets"] for workflow, nodes in names.items()
+                  if not workflow.startswith("_") and workflow != "added_since"
+                  for entry in nodes.values() if entry["type"] == node_id)
+    widgets, _, _ = pack_node_shape(pack.NODE_CLASS_MAPPINGS[node_id])
+    assert widgets == frozen + names["added_since"][node_id]
 
 
 @pytest.mark.parametrize("path", FROZEN_WORKFLOWS, ids=lambda p: p.relative_to(FROZEN).as_posix())

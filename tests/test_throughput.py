@@ -266,7 +266,7 @@ def test_partial_failure_keeps_every_successful_image_on_disk(service, comfy, st
                      on_partial_failure=choice)
         wait_for_background_work()  # the task running beside the failed one ends later
     else:
-        images, _, info = run_node(T2I, prompt="three kites", seed=80, batch=3,
+        images, _, info, _ = run_node(T2I, prompt="three kites", seed=80, batch=3,
                                    reuse_stored=False, on_partial_failure=choice)
         record = json.loads(info)
         assert images.shape[0] == 2 and len(record["failures"]) == 1
@@ -282,10 +282,10 @@ def test_partial_failure_keeps_every_successful_image_on_disk(service, comfy, st
 
 def test_reusing_an_edit_batch_sends_nothing(service, comfy, store_dir):
     inputs = picture(batch=2, seed=4)
-    first, _, _ = run_node(Edit, image=inputs, prompt="make it autumn", seed=3,
+    first, _, _, _ = run_node(Edit, image=inputs, prompt="make it autumn", seed=3,
                            reuse_stored=True)
     sent, billed = len(service.requests), service.stats["images_billed"]
-    again, _, info = run_node(Edit, image=inputs, prompt="make it autumn", seed=3,
+    again, _, info, _ = run_node(Edit, image=inputs, prompt="make it autumn", seed=3,
                               reuse_stored=True)
     assert len(service.requests) == sent and service.stats["images_billed"] == billed == 2
     record = json.loads(info)
@@ -298,7 +298,7 @@ def test_reusing_an_edit_batch_sends_nothing(service, comfy, store_dir):
 def test_a_batch_reuses_what_it_can_and_pays_only_for_the_rest(service, comfy, store_dir):
     run_node(T2I, prompt="a tea house", seed=5, batch=2, reuse_stored=True)
     before = len(posts(service, "/image-synthesis"))
-    images, _, info = run_node(T2I, prompt="a tea house", seed=5, batch=3, reuse_stored=True)
+    images, _, info, _ = run_node(T2I, prompt="a tea house", seed=5, batch=3, reuse_stored=True)
     new = posts(service, "/image-synthesis")[before:]
     assert [r.json["parameters"]["seed"] for r in new] == [7]  # only the image not stored
     record = json.loads(info)
