@@ -38,7 +38,8 @@ REGION_MAX_ASPECT = 2.0  # a narrow region is widened (within the picture) to th
 _LANCZOS = Image.Resampling.LANCZOS
 
 
-def _needs_n1(spec: ModelSpec) -> bool:
+def needs_n1(spec: ModelSpec) -> bool:
+    """Whether a size is sent only with n = 1 (officially, or as a third party reports)."""
     return spec.needs_n1 or any(r.changes.get("needs_n1") for r in spec.reported)
 
 
@@ -67,10 +68,8 @@ def asked_size(spec: ModelSpec, width: int, height: int, n: int,
                area: int | None = None) -> tuple[int, int] | None:
     """The edit output size to ask for a picture of ``width`` x ``height`` (see the module
     docstring); ``area``: the area to aim at instead of the picture's own."""
-    if "size" not in spec.takes_in(IMAGE_EDIT) or (n != 1 and _needs_n1(spec)):
-        return None
     rule = size_rule(spec)
-    if rule is None:
+    if rule is None or "size" not in spec.takes_in(IMAGE_EDIT) or (n != 1 and needs_n1(spec)):
         return None
     if rule.fixed:  # the listed size of the nearest aspect
         return min((tuple(int(v) for v in s.split("*")) for s in rule.sizes),
@@ -106,6 +105,17 @@ def asked_size(spec: ModelSpec, width: int, height: int, n: int,
     valid = [s for s in options if fits(s)] or options
     return min(valid, key=lambda s: (abs(math.log(s[0] / s[1] / aspect)),
                                      abs(s[0] * s[1] - w * h)))
+
+
+def area_range(spec: ModelSpec) -> tuple[int | None, int | None] | None:
+    """The smallest and largest edit output area ``asked_size`` may ask for (None: no bound);
+    None when it asks for no size at all."""
+    rule = size_rule(spec)
+    if rule is None or "size" not in spec.takes_in(IMAGE_EDIT):
+        return None
+    low, high = rule.side or (None, None)
+    return (max(filter(None, (rule.min_area, low and low * low)), default=None),
+            min(filter(None, (rule.max_area, high and high * high)), default=None))
 
 
 def context_box(box: tuple[int, int, int, int], width: int, height: int,

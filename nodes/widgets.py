@@ -282,7 +282,7 @@ def with_frontend_options(types: dict, family: str, models: list[str], first_rel
     depends, taken = _model_inputs(family, models, inputs)
     types["required"]["model"][1]["qwen_image"] = {
         "depends": depends, "applies": taken, "first_release_values": saved,
-        "cost": cost_table(family, models, REGION_CHOICES, CUSTOM, presets or {})}
+        "cost": cost_table(family, models, REGION_CHOICES, CUSTOM, presets or {}, MATCH)}
     return types
 
 

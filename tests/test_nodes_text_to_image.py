@@ -28,8 +28,9 @@ def served_by_seed(emu):
 
 
 def test_batch_uses_consecutive_seeds_and_returns_the_served_pixels(service, comfy):
-    images, prompts, info, _ = run_node(T2I, prompt="a red kite over a beach", size=WIDE,
-                                     seed=41, batch=3)
+    images, prompts, info, masks = run_node(T2I, prompt="a red kite over a beach", size=WIDE,
+                                            seed=41, batch=3)
+    assert tuple(masks.shape) == (3, 928, 1664) and not masks.any()  # opaque: zeros
     bodies = [r.json for r in generation_posts(service)]
     assert sorted(b["parameters"]["seed"] for b in bodies) == [41, 42, 43]
     assert all(b["parameters"]["size"] == "1664*928" for b in bodies)
@@ -261,3 +262,25 @@ def test_every_size_label_names_a_size_and_its_aspect():
     assert SIZES == ["1664*928 (16:9)", "1472*1140 (4:3)", "1328*1328 (1:1)",
                      "1140*1472 (3:4)", "928*1664 (9:16)", "auto", "custom"]
     assert T2I.INPUT_TYPES()["required"]["size"][1]["default"] == SQUARE
+
+
+@pytest.mark.parametrize("emulator", [{"rgba": True}], indirect=True)
+def test_an_rgba_result_keeps_its_colours_and_gives_the_mask_1_minus_alpha(service, comfy):
+    import io
+
+    import torch
+    from PIL import Image
+
+    images, _, info, masks = run_node(T2I, prompt="a cut-out teapot", seed=3,
+                                      model="qwen-image-2.1-pro", size="custom", width=640,
+                                      height=480)
+    (data,) = service.served_images.values()
+    picture = Image.open(io.BytesIO(data))
+    assert picture.mode == "RGBA" and tuple(images.shape) == (1, 480, 640, 3)
+    assert np.array_equal(saved_pixels(images)[0], np.asarray(picture)[..., :3])  # not flattened
+    alpha = np.asarray(picture.getchannel("A"))
+    expected = 1.0 - torch.from_numpy(alpha.astype(np.float32) / 255.0)  # as LoadImage does
+    assert torch.equal(masks[0], expected)
+    assert float(masks[0].max()) == 1.0 and float(masks[0].min()) == 0.0
+    notes = json.loads(info)["notes"]
+    assert any("colour channels as served" in n and "composited over white" in n for n in notes)
