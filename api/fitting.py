@@ -14,15 +14,14 @@ mask to edit, and fitting a result to an exact size.
   W x H and centre-cropped, never stretched; Lanczos in both directions; colour and alpha
   resized apart, so the colours under transparent pixels are kept.
 
-Pillow and numpy only (no torch): the nodes use it, and the command line could.
+Pillow and numpy only (no torch), imported by ``fit_exact`` alone: the nodes' widgets read
+the size rules when ComfyUI lists them, and importing the pack must stay light.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 from typing import TYPE_CHECKING
-
-from PIL import Image
 
 from .models import IMAGE_EDIT, ModelSpec, SizeRule
 from .pricing import TIER_1K_MAX_PIXELS
@@ -35,7 +34,6 @@ GOOD_AREA = 1024 * 1024  # a masked region is asked at least at this area (the e
 CONTEXT_SHARE = 0.5  # context around a mask: half its bounding box's longer side, each way
 CONTEXT_MIN = 64  # px of context at least, each way
 REGION_MAX_ASPECT = 2.0  # a narrow region is widened (within the picture) to this aspect
-_LANCZOS = Image.Resampling.LANCZOS
 
 
 def needs_n1(spec: ModelSpec) -> bool:
@@ -153,6 +151,7 @@ def fit_exact(rgb: np.ndarray, alpha: np.ndarray | None, width: int,
     """``rgb`` (uint8 [h, w, 3]) and ``alpha`` ([h, w] or None) at exactly ``width`` x
     ``height``, and how that was done, in words."""
     import numpy as np
+    from PIL import Image
 
     h0, w0 = rgb.shape[:2]
     if (w0, h0) == (width, height):
@@ -166,9 +165,9 @@ def fit_exact(rgb: np.ndarray, alpha: np.ndarray | None, width: int,
     left, top = (w0 - box_w) / 2, (h0 - box_h) / 2
     box = (left, top, left + box_w, top + box_h)
 
-    def resized(array: np.ndarray, mode: str) -> np.ndarray:
-        return np.asarray(Image.fromarray(array, mode).resize((width, height), _LANCZOS,
-                                                              box=box))
+    def resized(array: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(array).resize(
+            (width, height), Image.Resampling.LANCZOS, box=box))
 
     how = f"{'scaled up' if scale > 1 else 'scaled down'} (Lanczos)"
     cut_w, cut_h = round(w0 - box_w), round(h0 - box_h)
@@ -177,7 +176,7 @@ def fit_exact(rgb: np.ndarray, alpha: np.ndarray | None, width: int,
                 f"({cut_w} px of the width, {cut_h} px of the height cut at the returned size)")
     else:
         how += f" to {width}*{height} (the same aspect)"
-    return resized(rgb, "RGB"), None if alpha is None else resized(alpha, "L"), how
+    return resized(rgb), None if alpha is None else resized(alpha), how
 
 
 def size_text(size: tuple[int, int] | None) -> str | None:

@@ -75,7 +75,7 @@ class Placement:
         if plan.box is None:
             return pixels
         left, top, right, bottom = plan.box
-        crop = Image.fromarray(np.ascontiguousarray(pixels[top:bottom, left:right]), "RGB")
+        crop = Image.fromarray(np.ascontiguousarray(pixels[top:bottom, left:right]))
         return np.asarray(crop.resize(plan.send, Image.Resampling.LANCZOS))
 
     def compose(self, succeeded: list) -> tuple[torch.Tensor, torch.Tensor, dict, list[str]]:
