@@ -100,7 +100,7 @@ def test_nodes_running_together_share_one_limiter_per_model(service, comfy, stor
         node_call(T2I, "2", prompt="a blue kite", seed=50, batch=3, reuse_stored=False),
         node_call(Edit, "3", image=picture(batch=3), prompt="paint it in ink", seed=7,
                   reuse_stored=False))
-    assert [int(images.shape[0]) for images, _, _ in outputs] == [3, 3, 3]
+    assert [int(images.shape[0]) for images, _, _, _ in outputs] == [3, 3, 3]
     stats = service.stats
     (key_id,) = {key for key, _ in stats["max_requests_per_second"]}
     t2i, edit = (key_id, T2I_MODEL), (key_id, EDIT_MODEL)
@@ -121,7 +121,7 @@ def test_nodes_running_together_share_one_limiter_per_model(service, comfy, stor
 def test_two_qwen_nodes_started_together_run_side_by_side(service, comfy):
     latency = service.latency
     started = time.monotonic()
-    (t2i_images, _, _), (edit_images, _, _) = run_graph(
+    (t2i_images, _, _, _), (edit_images, _, _, _) = run_graph(
         node_call(T2I, "1", prompt="a lantern", seed=1, reuse_stored=False),
         node_call(Edit, "2", image=picture(), prompt="add a lantern", seed=1,
                   reuse_stored=False))
@@ -171,7 +171,7 @@ def test_429_storms_are_absorbed_and_nothing_is_created_twice(service, comfy, st
              "retry_after": retry_after}
     for path in ("/image-synthesis", "/generation", "/tasks/"):  # create, edit, task query
         service.inject("http_error", count=4, path=path, **storm)
-    (t2i_images, _, t2i_info), (edit_images, _, edit_info) = run_graph(
+    (t2i_images, _, t2i_info, _), (edit_images, _, edit_info, _) = run_graph(
         node_call(T2I, "1", prompt="a storm", seed=30, batch=3, reuse_stored=False),
         node_call(Edit, "2", image=picture(batch=2), prompt="after the storm", seed=30,
                   reuse_stored=False))
@@ -212,7 +212,7 @@ def test_server_errors_are_survived(service, comfy, store_dir):
                    code="ServiceUnavailable", message="The service is busy.")
     service.inject("http_error", count=2, path="/tasks/", status=500)
     service.inject("non_json", count=2, path="/tasks/")  # a gateway's page: a query repeats safely
-    (t2i_images, _, _), (edit_images, _, _) = run_graph(
+    (t2i_images, _, _, _), (edit_images, _, _, _) = run_graph(
         node_call(T2I, "1", prompt="a lighthouse", seed=60, batch=2, reuse_stored=False),
         node_call(Edit, "2", image=picture(), prompt="a lighthouse at dawn", seed=60,
                   reuse_stored=False))
@@ -239,7 +239,7 @@ def test_a_failing_downstream_node_loses_no_image(service, comfy, store_dir):
     seen = {}
 
     async def graph():
-        images, _, info = await node_call(T2I, prompt="a paper crane", seed=40, batch=3,
+        images, _, info, _ = await node_call(T2I, prompt="a paper crane", seed=40, batch=3,
                                           reuse_stored=False)
         seen["images"], seen["info"] = images, json.loads(info)
         raise RuntimeError("the downstream node failed")  # e.g. a save node on a full disk
