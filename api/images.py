@@ -1,5 +1,5 @@
 """Encoded image helpers: identify the real format, build data URIs, fit the size limits,
-encode RGB pixel arrays losslessly and decode results to RGB.
+encode RGB pixel arrays losslessly and decode results to their colour channels and alpha.
 
 Pillow reads only the header when checking (``Image.open`` is lazy), so checking an input
 costs microseconds whatever its size; pixels are decoded only when an image must be
@@ -196,16 +196,26 @@ def flatten(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_rgb(data: bytes) -> np.ndarray:
-    """Encoded image bytes -> uint8 [H, W, 3], transparency over white (``flatten``).
-    ``ValueError`` before decoding anything over ``MAX_RESULT_PIXELS``."""
+def decode_pixels(data: bytes) -> tuple[np.ndarray, np.ndarray | None]:
+    """Encoded image bytes -> (uint8 [H, W, 3], uint8 alpha [H, W] or None).
+
+    The colour channels as served, never composited: a transparent result (the Qwen-Image
+    2.1 family makes RGBA images) keeps the colours under its transparent pixels, and its
+    alpha comes back separately; None when the file has no transparency. ``ValueError``
+    before decoding anything over ``MAX_RESULT_PIXELS``.
+    """
     import numpy as np
 
     image = Image.open(io.BytesIO(data))
     if over_pixel_cap(*image.size):
         raise ValueError(f"the image is {image.width}x{image.height}, over the "
                          f"{MAX_RESULT_PIXELS}-pixel cap; it is not decoded")
-    return np.asarray(image if image.mode == "RGB" else flatten(image))  # RGB: no extra copy
+    if image.mode == "RGB":
+        return np.asarray(image), None  # no extra copy
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        pixels = np.asarray(image.convert("RGBA"))
+        return pixels[..., :3], pixels[..., 3]
+    return np.asarray(image.convert("RGB")), None
 
 
 # -- RGB pixels -> an input the service accepts ---------------------------------------------

@@ -53,7 +53,7 @@ def bench_edit_batch(latency: float, runs: int = 3) -> dict:
         for index in range(runs):
             emu.reset_stats()
             started = time.monotonic()
-            images, _, _ = run_node(Edit, image=inputs, prompt="paint it in ink",
+            images, _, _, _ = run_node(Edit, image=inputs, prompt="paint it in ink",
                                     seed=100 * index, reuse_stored=False)
             wall = time.monotonic() - started
             stats = emu.stats
@@ -80,7 +80,7 @@ def bench_quota_batch(latency: float, runs: int = 3) -> dict:
         for index in range(runs):
             emu.reset_stats()
             started = time.monotonic()
-            images, _, _ = run_node(T2I, prompt="three kites at once", seed=100 * index,
+            images, _, _, _ = run_node(T2I, prompt="three kites at once", seed=100 * index,
                                     batch=BATCH, reuse_stored=False)
             wall = time.monotonic() - started
             stats = emu.stats
@@ -104,7 +104,7 @@ def child_batch(base_url: str, key: str, home: str, seed: int) -> dict:
 
     with environment(base_url, key, home):
         started_at, started = time.time(), time.monotonic()
-        images, _, _ = run_node(T2I, prompt="a lighthouse at dusk", seed=seed, batch=8,
+        images, _, _, _ = run_node(T2I, prompt="a lighthouse at dusk", seed=seed, batch=8,
                                 reuse_stored=False)
         wall = time.monotonic() - started
     return {"wall": wall, "images": int(images.shape[0]), "started_at": started_at}
@@ -152,7 +152,7 @@ def bench_per_minute(latency: float) -> dict:
             environment(emu.base_url("ap-southeast-1"), SINGAPORE_KEY, store), \
             activate(Path(store) / "output") as comfy:  # records the node's status texts
         started = time.monotonic()
-        images, _, _ = run_node(T2I, prompt="a harbour at dawn", model="qwen-image-max",
+        images, _, _, _ = run_node(T2I, prompt="a harbour at dawn", model="qwen-image-max",
                                 seed=5, batch=3, reuse_stored=False)
         wall = time.monotonic() - started
         stats = emu.stats

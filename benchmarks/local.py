@@ -90,7 +90,7 @@ def overhead_at(side: int, repeats: int) -> dict:
     kept = []  # ComfyUI keeps a node's outputs (its cache): the memory is not handed back
 
     def ours_out():
-        images, _ = tensors.decode_images([response_png])
+        images, _, _ = tensors.decode_images([response_png])
         kept.append(images)
         return images
 
@@ -164,7 +164,7 @@ def child_memory(base_url: str, key: str, store: str, count: int, side: int,
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         started = time.monotonic()
-        images, _, info = run_node(Edit, image=inputs, prompt="make it snow", size="custom",
+        images, _, info, _ = run_node(Edit, image=inputs, prompt="make it snow", size="custom",
                                    width=side, height=side, n=1, seed=11, reuse_stored=False)
         wall = time.monotonic() - started
         stop.set()

@@ -71,7 +71,7 @@ def bench_batch(latency: float, warm_runs: int = 3) -> list[dict]:
         for index in range(1 + warm_runs):
             emu.reset_stats()
             started, started_wall = time.monotonic(), time.time()
-            images, _, _ = run_node(T2I, prompt="a lighthouse at dusk", seed=1000 * index,
+            images, _, _, _ = run_node(T2I, prompt="a lighthouse at dusk", seed=1000 * index,
                                        batch=8, reuse_stored=False)
             wall = time.monotonic() - started
             stats = emu.stats

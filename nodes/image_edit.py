@@ -27,6 +27,8 @@ IMAGE_INPUTS = ("image", *(f"image{k}" for k in range(2, IMAGES_MAX + 1)))
 # passed by validation without being fetched.
 _PLACEHOLDER_IMAGE = "https://example.invalid/queued.png"
 FIRST_RELEASE_LAST = "input_transport"  # the inputs after it were added later
+SIZES = [widgets.AUTO, widgets.CUSTOM, widgets.MATCH]
+SOFT_EDGE_DEFAULT, SOFT_EDGE_MAX = 16, 256  # px, the mask_soft_edge widget
 _IMAGE_NOTE = (f" Inputs are sent as lossless PNG; sides outside {EDIT_INPUT_SIDE_MIN}-"
                f"{EDIT_INPUT_SIDE_MAX} px are resized (aspect kept), transparency is "
                "composited over white.")
@@ -93,7 +95,10 @@ class DashScopeQwenImageEdit(widgets.QwenImageNode):
         f"(DASHSCOPE_API_KEY), never from a widget.")
     FUNCTION = "edit"
     OUTPUT_TOOLTIPS = widgets.output_tooltips(
-        "edited images", "the n outputs of edit 1, then those of edit 2, ...")
+        "edited images", "the n outputs of edit 1, then those of edit 2, ...",
+        " With size = match input or a mask, every image has image 1's exact size: fitted "
+        "(cover and centre-crop, never stretched) or stitched into image 1.",
+        " With a mask: only inside the edited region.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -108,11 +113,18 @@ class DashScopeQwenImageEdit(widgets.QwenImageNode):
                 "model": (MODELS, {"default": DEFAULT_MODEL[IMAGE_EDIT],
                                    "tooltip": widgets.TOOLTIPS["model"]}),
                 "n": widgets.n_input(N_MAX, "Outputs per edit,"),
-                "size": ([widgets.AUTO, widgets.CUSTOM], {
+                "size": (SIZES, {
                     "default": widgets.AUTO,
                     "tooltip": "auto: the model's default (most keep the last input image's "
                                "aspect ratio; some pick a size). custom: width*height below, "
-                               "within the model's range (edit-plus models: n = 1 only)."}),
+                               "within the model's range (edit-plus models: n = 1 only). "
+                               "match input: every output has image 1's exact width and "
+                               "height; image 1's aspect is asked for at about its area, "
+                               "within the model's range and price tier (no size for models "
+                               "that take none, or edit-plus with n > 1), and the result is "
+                               "fitted (Lanczos; cover and centre-crop where the aspect "
+                               "differs, never stretched). 'info' says what was asked and "
+                               "how it was fitted."}),
                 "width": widgets.side_input("width"),
                 "height": widgets.side_input("height"),
                 "seed": widgets.seed_input(" With a batch of B images, edit i uses seed + i."),
@@ -139,6 +151,20 @@ class DashScopeQwenImageEdit(widgets.QwenImageNode):
                 # A combo first: see widgets.rewriting_mode.
                 **widgets.rewriting_inputs(),
                 **{name: _image_input(k) for k, name in enumerate(IMAGE_INPUTS, 1) if k > 3},
+                "mask": ("MASK", {
+                    "tooltip": "Optional: only this region of image 1 changes (1 = change, as "
+                               "LoadImage's mask of a picture's transparency or the mask "
+                               "editor give it). The region around the mask, with context, "
+                               "is sent in place of image 1 at a good resolution, and the "
+                               "result is stitched back: outside the mask and its soft edge "
+                               "the output is image 1, bit for bit, at image 1's size. A "
+                               "batch of masks pairs with the images; one mask serves every "
+                               "image; another size is resized. An empty mask is refused "
+                               "before anything is sent."}),
+                "mask_soft_edge": ("INT", {
+                    "default": SOFT_EDGE_DEFAULT, "min": 0, "max": SOFT_EDGE_MAX,
+                    "tooltip": "With a mask: how many pixels outside the mask the edit fades "
+                               "into image 1 (0: a hard edge)."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -151,10 +177,12 @@ class DashScopeQwenImageEdit(widgets.QwenImageNode):
                         enable_thinking=None):
         # ComfyUI skips its own list and range checks for the inputs named here; these
         # rules (api.validation's) cover them. Linked inputs arrive as None.
-        if size is not None and size not in (widgets.AUTO, widgets.CUSTOM):
-            return f"size: {size!r} is not in the list. Allowed: {widgets.AUTO}, {widgets.CUSTOM}."
-        if width is None or height is None:
-            size = widgets.AUTO  # a custom size is judged when the linked side is known
+        if size is not None and size not in SIZES:
+            return f"size: {size!r} is not in the list. Allowed: {', '.join(SIZES)}."
+        if width is None or height is None or size == widgets.MATCH:
+            # A custom size is judged when the linked side is known; match input's, once
+            # image 1's size is.
+            size = widgets.AUTO
         return widgets.queue_time_check(MODELS, model, custom_model, region, lambda: _request(
             "x" if prompt is None else prompt, negative_prompt,
             widgets.model_id(model or DEFAULT_MODEL[IMAGE_EDIT], custom_model),
@@ -165,23 +193,40 @@ class DashScopeQwenImageEdit(widgets.QwenImageNode):
                    prompt_extend, watermark, reuse_stored, on_partial_failure, image2=None,
                    image3=None, custom_model="", region=widgets.REGION_DEFAULT,
                    input_transport=INPUT_TRANSPORTS[0], prompt_extend_mode=None,
-                   enable_thinking=None, unique_id=None, **more_images):
+                   enable_thinking=None, unique_id=None, mask=None,
+                   mask_soft_edge=SOFT_EDGE_DEFAULT, **more_images):
         # more_images: image4, image5, ... (IMAGE_INPUTS), as ComfyUI passes them by name.
         comfy = Comfy()
         model = widgets.model_id(model, custom_model)
         region = widgets.region_id(region)
         given = _connected({"image": image, "image2": image2, "image3": image3,
                             **{name: more_images.get(name) for name in IMAGE_INPUTS[3:]}})
-        count = _pair_batches({name: _batch_size(tensor) for name, tensor in given.items()})
-        encoded, notes = await runner.in_thread(comfy, _encode_inputs, given)
+        batches = {name: _batch_size(tensor) for name, tensor in given.items()}
+        if mask is not None:
+            batches["mask"] = 1 if mask.ndim == 2 else int(mask.shape[0])
+        count = _pair_batches(batches)
+        if not (isinstance(mask_soft_edge, int) and 0 <= mask_soft_edge <= SOFT_EDGE_MAX):
+            raise ValidationError("mask_soft_edge", f"{mask_soft_edge!r} is not a width in px",
+                                  allowed=f"a whole number from 0 to {SOFT_EDGE_MAX}")
         request, ignored = _request(prompt, negative_prompt, model, (), size, width, height, n,
                                     seed, prompt_extend, watermark, prompt_extend_mode,
                                     enable_thinking)
+        placement = None
+        if mask is not None or size == widgets.MATCH:
+            from .placement import Placement
+
+            # Refuses an empty mask here, before anything is encoded or sent.
+            placement = await runner.in_thread(
+                comfy, Placement, spec_for(model, IMAGE_EDIT), image, request.n, size,
+                request.size, mask, mask_soft_edge, count)
+        encoded, notes = await runner.in_thread(comfy, _encode_inputs, given, placement, count)
         notes.extend(ignored)
-        # Edits differ only in seed and in input images the node encoded to fit: the client
-        # validates each before sending it, so an invalid request is refused before any is sent.
+        # Edits differ only in seed, in input images the node encoded to fit and (fitted
+        # back) in size: the client validates each before sending it, so an invalid request
+        # is refused before any is sent.
         jobs = [runner.Job(replace(
                     request, seed=runner.seed_for(seed, i),
+                    size=request.size if placement is None else placement.plan(i).size,
                     images=tuple(batch[i if len(batch) > 1 else 0] for batch in encoded.values())),
                     first=i * request.n, n=request.n)
                 for i in range(count)]
@@ -197,14 +242,17 @@ class DashScopeQwenImageEdit(widgets.QwenImageNode):
         outcomes = await runner.run_jobs(jobs, call, comfy=comfy, node_id=unique_id,
                                          fail_fast=on_partial_failure == widgets.FAIL)
         return await runner.in_thread(comfy, outputs.assemble, NODE_ID, model, IMAGE_EDIT, jobs,
-                                      outcomes, notes)
+                                      outcomes, notes,
+                                      None if placement is None else placement.compose)
 
 
 def _batch_size(tensor) -> int:
     return 1 if tensor.ndim == 3 else int(tensor.shape[0])
 
 
-def _encode_inputs(given: dict) -> tuple[dict[str, list[bytes]], list[str]]:
+def _encode_inputs(given: dict, placement, count: int) -> tuple[dict[str, list[bytes]], list[str]]:
+    """Each input's frames as the service takes them; with a mask, image 1 of each of the
+    ``count`` edits is the region around its mask (``placement``)."""
     from ..api.images import encode_image
     from .tensors import to_uint8_rgb
 
@@ -212,6 +260,9 @@ def _encode_inputs(given: dict) -> tuple[dict[str, list[bytes]], list[str]]:
     for name, tensor in given.items():
         pixels, pixel_notes = to_uint8_rgb(tensor, name)
         notes.extend(pixel_notes)
+        if name == "image" and placement is not None and placement.masks is not None:
+            pixels = [placement.image_1(i, pixels[i if len(pixels) > 1 else 0])
+                      for i in range(count)]
         encoded[name] = []
         for i, frame in enumerate(pixels):
             label = name if len(pixels) == 1 else f"{name}[{i}]"

@@ -1,4 +1,4 @@
-"""The three outputs of a node run: IMAGE, prompt_used and the info JSON."""
+"""The four outputs of a node run: IMAGE, prompt_used, the info JSON and MASK."""
 from __future__ import annotations
 
 import json
@@ -29,8 +29,11 @@ def _dedupe(notes: list[str]) -> list[str]:
 
 
 def assemble(node_id: str, model: str, family: str, jobs: list[Job], outcomes: list,
-             notes: list[str]):
-    """(IMAGE, prompt_used, info) from the results; raises the first error if none worked."""
+             notes: list[str], compose=None):
+    """(IMAGE, prompt_used, info, MASK) from the results; raises the first error if none
+    worked. ``compose(succeeded)``, when given, makes IMAGE and MASK from the (job, result)
+    pairs instead of decoding the results as they are, and returns ``(images, masks,
+    {job.first: facts for that request's info}, notes)`` (nodes/placement.py)."""
     from .tensors import decode_images
 
     succeeded = [(job, result) for job, result in zip(jobs, outcomes)
@@ -61,7 +64,18 @@ def assemble(node_id: str, model: str, family: str, jobs: list[Job], outcomes: l
             **({"actual_prompt": result.actual_prompt}
                if result.actual_prompt and result.actual_prompt != job.request.prompt else {}),
         })
-    images, padded = decode_images(datas, files)
+    if compose is None:
+        images, masks, padded = decode_images(datas, files)
+        fitted = {}
+    else:
+        (images, masks, fitted, composed), padded = compose(succeeded), []
+        notes.extend(composed)
+    for (job, _), facts in zip(succeeded, requests_info):
+        facts.update(fitted.get(job.first, {}))
+    if bool(masks.any()):
+        notes.append("A result has transparency: 'images' holds its colour channels as "
+                     "served and 'mask' its 1 - alpha, as LoadImage gives them (input images "
+                     "are still composited over white before they are sent).")
     height, width = images.shape[1:3]
     if padded:
         notes.append(
@@ -94,4 +108,5 @@ def assemble(node_id: str, model: str, family: str, jobs: list[Job], outcomes: l
         "budget": _budget(),  # None: no daily limit is set
         "notes": _dedupe(notes),
     }
-    return images, "\n".join(prompts), json.dumps(info, ensure_ascii=False, indent=2)
+    return (images, "\n".join(prompts), json.dumps(info, ensure_ascii=False, indent=2),
+            masks)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from ..api.config import configured_region
 from ..api.errors import QwenImageError
+from ..api.fitting import area_range, needs_n1
+from ..api.catalog.specs import IMAGE_EDIT
 from ..api.catalog.models import spec_for
 from ..api.catalog.pricing import TIER_1K_MAX_PIXELS, usd_price
 from ..api.catalog.regions import DEFAULT_REGION, REGIONS
 from ..api.catalog.validation import normalize_size
-
 
 
 def _pixels(size: str | None) -> int | None:
@@ -39,13 +40,16 @@ def default_region() -> str | None:
 
 
 def cost_table(family: str, models: list[str], region_choices: dict, custom: str,
-               presets: dict[str, str]) -> dict:
+               presets: dict[str, str], match: str | None = None) -> dict:
     """``cost`` of the model combo's option: ``prices`` {model: {region: {output, output_2k,
     input}}} (regions with a published price), ``auto_pixels`` {model: pixels of its
     default size, None when it picks one}, ``sizes`` {size choice: pixels}, ``custom`` (the
     choice that means width*height), ``regions`` {region choice: id}, ``region_names``,
     ``default_region`` (None: unknown, show ``fallback_region``'s) and ``tier_max_pixels``
-    (larger outputs are billed at the upper price, as is a size the model picks)."""
+    (larger outputs are billed at the upper price, as is a size the model picks). Edits
+    also have ``match``: the choice that fits image 1 (``match``), per model the output
+    areas it may ask (``areas``: [smallest, largest], None where it asks no size) and the
+    models that ask none with n > 1 (``n1_only``), as ``api.fitting.asked_size`` does."""
     prices, auto = {}, {}
     for model in models:
         spec = spec_for(model, family)
@@ -67,4 +71,9 @@ def cost_table(family: str, models: list[str], region_choices: dict, custom: str
         "default_region": default_region(),
         "fallback_region": DEFAULT_REGION,
         "tier_max_pixels": TIER_1K_MAX_PIXELS,
+        "match": None if family != IMAGE_EDIT else {
+            "choice": match,
+            "areas": {model: area_range(spec_for(model, family)) for model in models},
+            "n1_only": [model for model in models if needs_n1(spec_for(model, family))],
+        },
     }

@@ -12,7 +12,10 @@ Decisions (each is visible to the user as a note in the node's info output and t
   C = 4 (RGBA) and C = 2 (grey + alpha) are composited over white, as ``api.images.flatten``
   does for encoded images: dropping alpha would expose whatever colour hides under
   transparent pixels.
-- Out: every result becomes RGB float32 [B, H, W, 3] with value v/255 (float32 division).
+- Out: every result becomes RGB float32 [B, H, W, 3] with value v/255 (float32 division),
+  the colour channels as served (never composited: the Qwen-Image 2.1 family makes
+  transparent images), and a MASK [B, H, W] of 1 - alpha/255 as ComfyUI's LoadImage makes
+  it (zeros for opaque results and for padding).
   For every v in 0..255, ``np.clip(255. * x, 0, 255).astype(np.uint8)`` (ComfyUI's SaveImage)
   gives v back, so saving an output stores the very pixels the service returned
   (tests/test_tensors.py checks all 256 values). Results of one output that differ in size
@@ -37,7 +40,7 @@ import numpy as np
 import torch
 
 from ..api.errors import DownloadError, ValidationError
-from ..api.images import MAX_RESULT_PIXELS, decode_rgb, inspect_image, over_pixel_cap
+from ..api.images import MAX_RESULT_PIXELS, decode_pixels, inspect_image, over_pixel_cap
 
 log = logging.getLogger(__name__)
 
@@ -128,22 +131,23 @@ class Placement:
     y: int
 
 
-# The batch tensor's budget: 8 GiB of float32 RGB holds 96 images (16 calls of 6) of
-# 2560x2560, the largest size measured; padding frames of mixed shapes to their common
+# The batch tensors' budget: 10 GiB of float32 RGB and MASK holds 96 images (16 calls of 6)
+# of 2560x2560, the largest size measured; padding frames of mixed shapes to their common
 # size may not take a frame past the pixel cap either.
-BATCH_TENSOR_BYTES = 8 << 30
+BATCH_TENSOR_BYTES = 10 << 30
 
 
 def decode_images(datas: list[bytes], files: list[str] | None = None
-                  ) -> tuple[torch.Tensor, list[Placement]]:
-    """Encoded images of one output -> IMAGE [B, H, W, 3] float32, v/255 exactly.
+                  ) -> tuple[torch.Tensor, torch.Tensor, list[Placement]]:
+    """Encoded images of one output -> IMAGE [B, H, W, 3] float32 (v/255 exactly), MASK
+    [B, H, W] (``alpha_mask``; zeros where a result has no alpha) and the padded ones.
 
     One IMAGE shares H and W (a ComfyUI rule). Results normally do. When they differ, the
     batch takes the largest width and the largest height, and each smaller image keeps its
     exact pixels, centred on black: resizing would change every pixel, and the store keeps
-    the original files. The second value lists those smaller images (empty when none).
+    the original files. The third value lists those smaller images (empty when none).
 
-    A batch whose frame would be over the pixel cap, or whose tensor over
+    A batch whose frame would be over the pixel cap, or whose tensors over
     ``BATCH_TENSOR_BYTES``, is refused before anything is decoded (``DownloadError``
     naming the sizes and ``files``, where each image is kept).
     """
@@ -151,26 +155,40 @@ def decode_images(datas: list[bytes], files: list[str] | None = None
     width, height = max(w for w, _ in sizes), max(h for _, h in sizes)
     _check_budget(sizes, width, height, files)
     out = _new_output((len(datas), height, width, 3))
+    masks = torch.zeros(len(datas), height, width)  # calloc'd: untouched pages cost nothing
     placed = [Placement(i, w, h, (width - w) // 2, (height - h) // 2)
               for i, (w, h) in enumerate(sizes) if (w, h) != (width, height)]
     corners = {p.index: (p.x, p.y) for p in placed}
     # One after the other: Pillow decodes in 64 KiB steps, each taking the GIL back, so
     # threads here wait on each other more than they gain (measured: 3x slower on 2 CPUs).
     for index, data in enumerate(datas):
-        array = decode_rgb(data)
-        target = out[index]
+        array, alpha = decode_pixels(data)
+        target, mask = out[index], masks[index]
         if index in corners:
             target[:] = 0
             x, y = corners[index]
             target = target[y:y + array.shape[0], x:x + array.shape[1]]
-        # float32 division: exactly the v/255 that survives SaveImage's 255*x truncation.
-        np.divide(array, np.float32(255), out=target, dtype=np.float32)
-    return torch.from_numpy(out), placed
+            mask = mask[y:y + array.shape[0], x:x + array.shape[1]]
+        to_float(array, target)
+        if alpha is not None:
+            mask.copy_(alpha_mask(alpha))
+    return torch.from_numpy(out), masks, placed
+
+
+def to_float(pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 pixels -> float32 v/255: exactly the value that survives SaveImage's 255*x
+    truncation (float32 division)."""
+    return np.divide(pixels, np.float32(255), out=out, dtype=np.float32)
+
+
+def alpha_mask(alpha: np.ndarray) -> torch.Tensor:
+    """uint8 alpha [H, W] -> MASK values 1 - alpha/255, computed as ComfyUI's LoadImage does."""
+    return 1.0 - torch.from_numpy(alpha.astype(np.float32) / 255.0)
 
 
 def _check_budget(sizes: list[tuple[int, int]], width: int, height: int,
                   files: list[str] | None) -> None:
-    tensor_bytes = len(sizes) * width * height * 3 * 4
+    tensor_bytes = len(sizes) * width * height * (3 + 1) * 4  # IMAGE and MASK
     if not over_pixel_cap(width, height) and tensor_bytes <= BATCH_TENSOR_BYTES:
         return
     problem = (f"padded to one size they would be {width}x{height}, over the "

@@ -11,6 +11,7 @@ import re
 
 from ..api.errors import ValidationError
 from ..api.catalog.specs import (
+    IMAGE_EDIT,
     NEGATIVE_PROMPT_MAX_CHARS,
     PARAMETER_DEFAULTS,
     PROMPT_EXTEND_MODES,
@@ -31,6 +32,7 @@ REGION_DEFAULT = "default"
 REGION_CHOICES = {REGION_DEFAULT: None,
                   **{f"{region.id} ({region.name})": region.id for region in REGIONS.values()}}
 AUTO, CUSTOM = "auto", "custom"  # size choices: the model's default; width*height below
+MATCH = "match input"  # edit size choice: image 1's exact size (api.fitting)
 # Width and height widgets accept every size some model could take; the chosen model's own
 # rules (sides, area, aspect) are checked from the table when the prompt is queued.
 SIDE_MIN, SIDE_MAX, SIDE_STEP, SIDE_DEFAULT = 128, 8192, 16, 1024
@@ -84,18 +86,25 @@ TOOLTIPS = {
 
 
 class QwenImageNode:
-    """What both nodes share as ComfyUI node classes: their menu and their three outputs."""
+    """What both nodes share as ComfyUI node classes: their menu and their four outputs
+    (``mask`` came later: appended, so saved workflows keep their links)."""
 
     CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE", "STRING", "STRING")
-    RETURN_NAMES = ("images", "prompt_used", "info")
+    RETURN_TYPES = ("IMAGE", "STRING", "STRING", "MASK")
+    RETURN_NAMES = ("images", "prompt_used", "info", "mask")
 
 
-def output_tooltips(images: str, order: str) -> tuple[str, str, str]:
-    """The outputs' tooltips: ``images`` names the node's images, ``order`` their order."""
-    return (f"The {images}, RGB, exactly the pixels the service returned: {order} Images of "
-            "different sizes share the batch padded to the largest ('info' says how).",
-            OUTPUT_TOOLTIPS_PROMPT, OUTPUT_TOOLTIPS_INFO)
+def output_tooltips(images: str, order: str, fitted: str = "",
+                    mask: str = "") -> tuple[str, str, str, str]:
+    """The outputs' tooltips: ``images`` names the node's images, ``order`` their order,
+    ``fitted`` and ``mask`` what a node changes in them."""
+    return (f"The {images}, RGB, exactly the pixels the service returned (the colour "
+            f"channels as served; transparency is in 'mask'): {order} Images of different "
+            f"sizes share the batch padded to the largest ('info' says how).{fitted}",
+            OUTPUT_TOOLTIPS_PROMPT, OUTPUT_TOOLTIPS_INFO,
+            "1 - alpha of each image, as LoadImage gives a picture's MASK: 1 where a result "
+            f"is transparent, 0 where it is opaque; zeros for opaque results and for padding."
+            f"{mask}")
 
 
 OUTPUT_TOOLTIPS_PROMPT = ("The prompt each image was made from, one line per image: the "
@@ -181,12 +190,13 @@ def region_id(choice: str | None) -> str | None:
 
 
 def size_value(choice: str, width: int, height: int, presets: dict[str, str]) -> str | None:
-    """The request's size: a preset's W*H, None for auto (the model's default), W*H of the
-    width and height widgets for custom. Anything else (a label from an older list, a
-    plain W*H) is passed on for validation to judge."""
+    """The request's size: a preset's W*H, None for auto (the model's default) and for
+    match input (the edit node asks per edit), W*H of the width and height widgets for
+    custom. Anything else (a label from an older list, a plain W*H) is passed on for
+    validation to judge."""
     if choice == CUSTOM:
         return f"{width}*{height}"
-    if choice == AUTO:
+    if choice in (AUTO, MATCH):
         return None
     return presets.get(choice, choice)
 
@@ -207,7 +217,8 @@ def _free_size(spec: ModelSpec, family: str) -> bool:
 
 MODEL_DEPENDENT = {
     "negative_prompt": _takes("negative_prompt"),
-    "size": _takes("size"),
+    # Edits: shown for every model, for "match input" (the node fits the result itself).
+    "size": lambda spec, family: family == IMAGE_EDIT or "size" in spec.takes_in(family),
     "width": _free_size,
     "height": _free_size,
     "n": lambda spec, family: spec.n_max != 1,
@@ -273,7 +284,7 @@ def with_frontend_options(types: dict, family: str, models: list[str], first_rel
     depends, taken = _model_inputs(family, models, inputs)
     types["required"]["model"][1]["qwen_image"] = {
         "depends": depends, "applies": taken, "first_release_values": saved,
-        "cost": cost_table(family, models, REGION_CHOICES, CUSTOM, presets or {})}
+        "cost": cost_table(family, models, REGION_CHOICES, CUSTOM, presets or {}, MATCH)}
     return types
 
 

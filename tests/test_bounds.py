@@ -357,7 +357,7 @@ def test_a_padded_batch_over_the_cap_fails_before_decoding(monkeypatch):
     from qwen_image_dashscope.nodes import tensors
 
     decoded = []
-    monkeypatch.setattr(tensors, "decode_rgb", lambda data: decoded.append(data))
+    monkeypatch.setattr(tensors, "decode_pixels", lambda data: decoded.append(data))
     wide, tall = png(8192, 2048), png(2048, 8192)  # each exactly at the 16 MP cap
     with pytest.raises(DownloadError) as caught:
         tensors.decode_images([wide, tall], ["/store/a.png", "/store/b.png"])
@@ -372,9 +372,9 @@ def test_a_node_whose_padded_batch_is_over_budget_fails_naming_sizes_and_files(
     from qwen_image_dashscope.nodes import tensors
     from qwen_image_dashscope.nodes.text_to_image import DashScopeQwenImageTextToImage as T2I
 
-    # The budget scaled down to what two 1024x1024 frames take, less one byte: a wide and a
-    # tall result padded to 1024x1024 are over it.
-    monkeypatch.setattr(tensors, "BATCH_TENSOR_BYTES", 2 * 1024 * 1024 * 12 - 1)
+    # The budget scaled down to what two 1024x1024 frames take (RGB and MASK), less one
+    # byte: a wide and a tall result padded to 1024x1024 are over it.
+    monkeypatch.setattr(tensors, "BATCH_TENSOR_BYTES", 2 * 1024 * 1024 * 16 - 1)
     service.inject("oversized", width=1024, height=512, path=ASYNC_PATH)
     service.inject("oversized", width=512, height=1024, path=ASYNC_PATH)
     with pytest.raises(DownloadError) as caught:
@@ -386,12 +386,13 @@ def test_a_node_whose_padded_batch_is_over_budget_fails_naming_sizes_and_files(
     assert len(files) == 2 and all(str(f) in message for f in files)
 
 
-def test_decode_rgb_refuses_an_image_over_the_cap():
-    from qwen_image_dashscope.api.images import decode_rgb
+def test_decode_pixels_refuses_an_image_over_the_cap():
+    from qwen_image_dashscope.api.images import decode_pixels
 
     with pytest.raises(ValueError, match="over the 16777216-pixel cap"):
-        decode_rgb(png(4200, 4200))
-    assert decode_rgb(png(8, 4, "RGB")).shape == (4, 8, 3)
+        decode_pixels(png(4200, 4200))
+    colours, alpha = decode_pixels(png(8, 4, "RGB"))
+    assert colours.shape == (4, 8, 3) and alpha is None
 
 
 # -- the low findings ---------------------------------------------------------------------------

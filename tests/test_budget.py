@@ -206,7 +206,7 @@ def test_the_node_info_and_doctor_show_the_budget_left(service, comfy, monkeypat
     monkeypatch.setenv("QWEN_IMAGE_BUDGET_FILE", str(ledger))
     monkeypatch.setenv("QWEN_IMAGE_BUDGET_IMAGES_PER_DAY", "10")
     monkeypatch.setenv("QWEN_IMAGE_BUDGET_USD_PER_DAY", "1")
-    _, _, info = run_node(T2I, prompt="a lighthouse", batch=2)
+    _, _, info, _ = run_node(T2I, prompt="a lighthouse", batch=2)
     budget = json.loads(info)["budget"]
     assert budget["images_used"] == 2 and budget["images_left"] == 8
     assert budget["usd_used"] == pytest.approx(0.06) and budget["usd_left"] == pytest.approx(0.94)
@@ -218,7 +218,7 @@ def test_the_node_info_and_doctor_show_the_budget_left(service, comfy, monkeypat
 
     monkeypatch.delenv("QWEN_IMAGE_BUDGET_IMAGES_PER_DAY")
     monkeypatch.delenv("QWEN_IMAGE_BUDGET_USD_PER_DAY")
-    _, _, info = run_node(T2I, prompt="a lighthouse at night")
+    _, _, info, _ = run_node(T2I, prompt="a lighthouse at night")
     assert json.loads(info)["budget"] is None
     main(["doctor"])
     assert "budget     none (set QWEN_IMAGE_BUDGET_IMAGES_PER_DAY" in capsys.readouterr().out

@@ -146,3 +146,10 @@ def test_edit_with_each_family_prints_the_cost(emulator, env, capsys, model):
     assert len(_saved_pngs(out)) == 2
     printed = capsys.readouterr().out
     assert f"model {model}" in printed and "estimated cost $" in printed
+
+
+def test_the_emulator_command_serves_rgba_results_on_request():
+    from qwen_image_dashscope.api.cli.commands import build_parser
+
+    assert build_parser().parse_args(["emulator", "--rgba"]).rgba is True
+    assert build_parser().parse_args(["emulator"]).rgba is False

@@ -177,7 +177,9 @@ def test_object_info_lists_every_node(comfy):
         assert info["input_order"]["hidden"] == ["unique_id"]
     # What the example workflows wire up.
     t2i, edit = comfy.object_info[T2I], comfy.object_info[EDIT]
-    assert t2i["output"] == ["IMAGE", "STRING", "STRING"]
+    assert t2i["output"] == edit["output"] == ["IMAGE", "STRING", "STRING", "MASK"]
+    assert edit["input"]["optional"]["mask"][0] == "MASK"
+    assert "match input" in edit["input"]["required"]["size"][0]
     assert edit["input"]["required"]["image"][0] == "IMAGE"
     assert [edit["input"]["optional"][name][0] for name in ("image2", "image3")] == ["IMAGE", "IMAGE"]
     assert t2i["input"]["required"]["seed"][1]["control_after_generate"] is True
@@ -262,7 +264,11 @@ def test_example_workflow_runs(comfy, path):
     served_before, requests_before = len(comfy.emu.served_images), len(comfy.emu.requests)
 
     missing = harness.missing_local_models(comfy.object_info, prompt)
-    if not missing:
+    masked = [i for i in qwen_ids if "mask" in prompt[i]["inputs"]]
+    if masked:
+        entry = comfy.run(prompt, workflow)
+        saved = _check_stitched(comfy, entry, prompt, masked[0], requests_before, inputs)
+    elif not missing:
         entry = comfy.run(prompt, workflow)
         saved = _check_exact(comfy, entry, served_before, requests_before, inputs)
     else:
@@ -278,6 +284,40 @@ def test_example_workflow_runs(comfy, path):
     comfy.first_output[path.stem] = saved[0]
     if os.environ.get(THUMBNAIL_ENV) == "1":
         path.with_suffix(".jpg").write_bytes(thumbnail_jpeg(saved[0]))
+
+
+def _check_stitched(session: Session, entry: dict, prompt: dict, edit_id: str,
+                    requests_before: int, inputs: dict[str, bytes]) -> list[Path]:
+    """An edit whose mask is the LoadImage picture's transparency: the saved image has the
+    picture's size, its pixels outside the mask and the soft edge are the picture's own,
+    the inside is edited, and the emulator got the region around the mask, not the picture."""
+    import numpy as np
+    from PIL import ImageFilter
+
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    [saved] = harness.saved_images(entry, session.output)
+    source = prompt[prompt[edit_id]["inputs"]["image"][0]]["inputs"]["image"]
+    with Image.open(io.BytesIO(inputs[source])) as picture:
+        assert picture.mode == "RGBA"
+        colours, alpha = picture.convert("RGB"), picture.getchannel("A")
+    with Image.open(saved) as result:
+        assert result.size == colours.size
+        out = np.asarray(result.convert("RGB")).astype(int)
+    original = np.asarray(colours).astype(int)
+    edge = prompt[edit_id]["inputs"].get("mask_soft_edge", 16)
+    region = alpha.point(lambda a: 255 if a < 255 else 0)  # the mask: 1 - alpha > 0
+    near = np.asarray(region.filter(ImageFilter.MaxFilter(2 * edge + 1))) > 0
+    assert (out[~near] == original[~near]).all(), "a pixel outside the mask changed"
+    inside = np.asarray(alpha) == 0
+    assert np.abs(out[inside] - original[inside]).mean() > 40, "the masked region is unchanged"
+    [call] = [r for r in new_generation_requests(session.emu, requests_before)
+              if r.json["model"] == prompt[edit_id]["inputs"]["model"]]
+    [sent] = session.emu.input_images(call)
+    with Image.open(io.BytesIO(sent)) as region_sent:
+        sent_size = region_sent.size
+    assert sent_size != colours.size  # the region around the mask, scaled up
+    assert sent_size[0] * sent_size[1] >= 1024 * 1024 * 0.98
+    return [saved]
 
 
 def _refine_without_checkpoint(session, name, workflow, prompt, missing, qwen_ids,
@@ -331,6 +371,78 @@ def test_thumbnails_beside_workflows_are_served(comfy):
             fresh = thumbnail_jpeg(comfy.first_output[path.stem])
             assert mean_difference(fresh, thumbnail.read_bytes()) < 2.0, \
                 f"{thumbnail.name} is stale: run with {THUMBNAIL_ENV}=1"
+
+
+# -- 4b. masks, match input and transparency ----------------------------------------------------
+
+
+def test_a_loadimage_alpha_region_is_the_only_part_edited_at_the_pictures_size(comfy):
+    """LoadImage of a picture whose transparency marks a region -> the edit node with that
+    MASK and size = match input (a model that takes no size) -> SaveImage."""
+    name = "qwen_masked_balloon_input.png"
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": name}},
+        "2": qwen_node(comfy, EDIT, image=["1", 0], mask=["1", 1], model="qwen-image-edit",
+                       prompt=f"A red balloon here {uuid.uuid4()}", size="match input",
+                       reuse_stored=False),
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0],
+                                                    "filename_prefix": "masked-edit"}},
+    }
+    inputs = place_inputs(comfy, prompt)
+    requests_before = len(comfy.emu.requests)
+    entry = comfy.run(prompt)
+    _check_stitched(comfy, entry, prompt, "2", requests_before, inputs)
+
+
+def test_a_picture_without_alpha_gives_an_empty_mask_and_the_run_sends_nothing(comfy):
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "qwen_edit_input.png"}},
+        "2": qwen_node(comfy, EDIT, image=["1", 0], mask=["1", 1], prompt="A red balloon here",
+                       reuse_stored=False),
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0],
+                                                    "filename_prefix": "empty-mask"}},
+    }
+    place_inputs(comfy, prompt)
+    before = len(comfy.emu.requests)
+    entry = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "error"
+    error = harness.messages(entry)["execution_error"]
+    assert error["node_type"] == EDIT
+    assert error["exception_message"].startswith("mask: is empty")
+    assert len(comfy.emu.requests) == before
+
+
+def test_the_text_to_image_mask_output_through_mask_to_image_is_1_minus_alpha(comfy):
+    import numpy as np
+
+    emu = comfy.emu
+    prompt = {
+        "1": qwen_node(comfy, T2I, prompt=f"A teapot cut out {uuid.uuid4()}",
+                       model="qwen-image-2.1-pro", size="custom", width=640, height=480,
+                       reuse_stored=False),
+        "2": {"class_type": "MaskToImage", "inputs": {"mask": ["1", 3]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0],
+                                                    "filename_prefix": "alpha-mask"}},
+    }
+    served_before = len(emu.served_images)
+    emu.set_rgba(True)
+    try:
+        entry = comfy.run(prompt)
+    finally:
+        emu.set_rgba(False)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    [saved] = harness.saved_images(entry, comfy.output)
+    [served] = list(emu.served_images.values())[served_before:]
+    with Image.open(io.BytesIO(served)) as picture:
+        assert picture.mode == "RGBA" and picture.size == (640, 480)
+        alpha = np.asarray(picture.getchannel("A"))
+    # 1 - alpha as LoadImage computes it, then MaskToImage and SaveImage's 255 * x.
+    mask = 1.0 - alpha.astype(np.float32) / 255.0
+    expected = np.clip(255. * mask, 0, 255).astype(np.uint8)
+    with Image.open(saved) as image:
+        got = np.asarray(image.convert("RGB"))
+    assert (got == expected[..., None]).all()
+    assert expected.min() == 0 and expected.max() == 255  # opaque and transparent both seen
 
 
 # -- 5. queue-time validation -------------------------------------------------------------------
@@ -559,9 +671,29 @@ def test_key_never_appears_in_outputs_workflows_history_or_log(comfy):
     assert any(r.headers.get("Authorization", "").endswith(key[-4:]) for r in comfy.emu.requests)
 
 
+def _tracebacks(log: str) -> list[tuple[list[str], str]]:
+    """(the frame lines, the exception line) of each traceback in a log."""
+    found, frames = [], None
+    for line in log.splitlines():
+        if line.startswith("Traceback (most recent call last):"):
+            frames = []
+        elif frames is not None:
+            if line.startswith(" "):
+                frames.append(line)
+            else:
+                found.append((frames, line))
+                frames = None
+    return found
+
+
 def test_log_has_no_traceback_from_the_pack(comfy):
-    """Nothing of the above left a traceback through the pack's files in ComfyUI's log."""
+    """Nothing of the above left a traceback through the pack's files in ComfyUI's log, but
+    the pack's own refusals (ValidationError, e.g. the empty mask above): ComfyUI logs every
+    exception a node raises with its traceback, and a refusal is the run's message by design."""
     log = comfy.server.log_text()
-    ours = [line for line in log.splitlines()
+    ours = [line for frames, error in _tracebacks(log)
+            if ".api.errors.ValidationError: " not in error for line in frames
             if re.search(rf'File ".*custom_nodes/{re.escape(PACK)}/', line)]
     assert not ours, "\n".join(ours)
+    # Every node exception ComfyUI logged was parsed as a traceback (none slipped through).
+    assert len(_tracebacks(log)) >= log.count("!!! Exception during processing !!!")

@@ -178,7 +178,7 @@ def test_quotas_answer_the_default_limits():
         answer = get_quotas(emu, page_size=100).json()
         assert set(answer) == {"request_id", "output"} and set(answer["output"]) == {"quotas"}
         quotas = {q["model"]: q for q in answer["output"]["quotas"]}
-        assert len(quotas) == 20
+        assert len(quotas) == 21  # every model of catalog.py, 2.1-turbo included
         plus = quotas["qwen-image-plus"]
         assert set(plus) == {"model", "workspace_id", "model_limit", "workspace_limit"}
         assert plus["model_limit"] == {

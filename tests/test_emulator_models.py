@@ -1,5 +1,6 @@
 """The emulator's model families: legacy and newer text to image, the edit family, 2.0,
-3.0 (sync and async) and 2.1-pro, each with its rules and its answer shape."""
+3.0 (sync and async), 2.1-pro and 2.1-turbo, each with its rules and its answer shape;
+RGBA results."""
 import io
 import math
 
@@ -46,6 +47,7 @@ ALL_MODELS = {  # model: kind ("t2i", "edit" or "unified")
     "qwen-image-2.0-pro": "unified", "qwen-image-2.0-pro-2026-06-22": "unified",
     "qwen-image-2.0-pro-2026-04-22": "unified", "qwen-image-2.0-pro-2026-03-03": "unified",
     "qwen-image-3.0": "unified", "qwen-image-3.0-pro": "unified", "qwen-image-2.1-pro": "unified",
+    "qwen-image-2.1-turbo": "unified",
 }
 
 
@@ -340,6 +342,54 @@ def test_2_1_pro_takes_ten_references_and_no_negative_prompt(emu):
     for size in ("511*512", "2049*2048", "4096*256"):
         assert_error(generate(emu, t2i_body(model=model, size=size)), 400, "InvalidParameter")
     assert create_generation_task(emu, t2i_body(model=model, size="512*512")).status_code == 200
+
+
+def test_2_1_turbo_takes_a_negative_prompt_and_ignores_the_rewriting_switches(emu):
+    model = "qwen-image-2.1-turbo"
+    answer = generate(emu, t2i_body(model=model, size="512*512", negative_prompt="blurry",
+                                    prompt_extend_mode="garbage", enable_thinking="garbage"))
+    assert answer.status_code == 200, answer.text
+    assert sizes_of(answer) == [(512, 512)]
+    references = generate(emu, edit_body([SMALL] * 10, model=model, n=2, size="1024*512"))
+    assert references.status_code == 200 and sizes_of(references) == [(1024, 512)] * 2
+    assert_error(generate(emu, t2i_body(model=model, size="4096*256")), 400, "InvalidParameter")
+
+
+def rgba_alpha_rule(size):
+    """The documented alpha of an RGBA result, written out independently of the emulator."""
+    width, height = size
+    ramp = Image.linear_gradient("L").rotate(90)
+    alpha = ramp.resize(size, Image.Resampling.BICUBIC).point(lambda v: v // 2)
+    from PIL import ImageDraw
+
+    ImageDraw.Draw(alpha).ellipse((width // 8, height // 8, 7 * width // 8, 7 * height // 8),
+                                  fill=255)
+    return alpha
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_rgba_results_keep_the_colours_and_add_the_documented_alpha(asynchronous):
+    with Emulator(latency=0.02, rate_limits=False, rgba=True) as emu:
+        body = t2i_body(model="qwen-image-2.1-pro", size="640*480", seed=3)
+        if asynchronous:
+            task_id = create_generation_task(emu, body).json()["output"]["task_id"]
+            content = wait_until(emu, task_id)["output"]["choices"][0]["message"]["content"]
+            picture = download(content[0]["image"])[0]
+        else:
+            picture = download(image_urls(generate(emu, body))[0])[0]
+        assert picture.mode == "RGBA" and picture.size == (640, 480)
+        alpha = picture.getchannel("A")
+        assert alpha.tobytes() == rgba_alpha_rule((640, 480)).tobytes()
+        assert alpha.getpixel((320, 240)) == 255 and alpha.getpixel((0, 0)) == 0
+        assert 0 < alpha.getpixel((639, 0)) <= 127
+        emu.set_rgba(False)
+        plain = download(image_urls(generate(emu, body))[0])[0]
+    assert plain.mode == "RGB" and plain.tobytes() == picture.convert("RGB").tobytes()
+    # An edit result, too.
+    with Emulator(latency=0.02, rate_limits=False, rgba=True) as emu:
+        edited = download(image_urls(generate(emu, edit_body([SMALL], size="512*512")))[0])[0]
+        assert edited.mode == "RGBA"
+        assert edited.getchannel("A").tobytes() == rgba_alpha_rule((512, 512)).tobytes()
 
 
 def test_unified_models_on_the_synchronous_path_take_the_same_body_as_their_async_one(emu):

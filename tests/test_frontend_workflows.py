@@ -52,6 +52,7 @@ PACK = harness.PACK_FOLDER
 T2I, EDIT = "DashScopeQwenImageTextToImage", "DashScopeQwenImageEdit"
 PACK_NODES = (T2I, EDIT)
 SCREENSHOT_ENV = "QWEN_IMAGE_SCREENSHOT_DIR"
+MASKED_TEMPLATE = REPO_ROOT / "example_workflows" / "qwen-image-edit-masked-region.json"
 # Widget values the frontend saves but never sends to the server.
 FRONTEND_ONLY = {"control_after_generate", "upload"}
 
@@ -83,7 +84,8 @@ def comfy(tmp_path_factory):
     directory, python = _location
     base = harness.make_base_dir(tmp_path_factory.mktemp("comfyui-frontend"))
     # Before the page loads: LoadImage's choices come from /object_info at start-up.
-    names = [name for path in FROZEN for name in harness.workflow_load_image_files(load(path))]
+    names = [name for path in FROZEN + [MASKED_TEMPLATE]
+             for name in harness.workflow_load_image_files(load(path))]
     inputs = harness.write_inputs(base / "input", names)
     with Emulator(latency=0.2) as emu:
         env = harness.comfyui_env(base, emu.base_url("ap-southeast-1"), SINGAPORE_KEY)
@@ -369,4 +371,40 @@ def test_screenshot_of_each_model(page, comfy, node_type, tmp_path):
             assert image.size == (shot["clip"]["width"], shot["clip"]["height"])
             # a node of its real size: taller than its widgets at 20 px each, not cut off
             assert image.size[1] >= shot["size"][1] and image.size[0] >= shot["size"][0]
+    assert harness.page_errors(page) == []
+
+
+def test_screenshot_of_the_masked_region_template(page, comfy, tmp_path):
+    """The template as the Templates browser opens it: LoadImage's MASK wired into the edit
+    node's mask, size = match input shown, and the canvas as a user sees it."""
+    workflow = load(MASKED_TEMPLATE)
+    assert harness.load_workflow(page, workflow) == {"missing_node_types": [], "dialogs": [],
+                                                     "toasts": []}
+    live = {n["type"]: n for n in harness.graph_nodes(page)}
+    assert not any(n["has_errors"] for n in live.values())
+    widgets = {w["name"]: w for w in live[EDIT]["widgets"]}
+    assert widgets["size"]["value"] == "match input" and not widgets["size"]["hidden"]
+    assert "match input" in widgets["size"]["values"]
+    assert widgets["mask_soft_edge"]["value"] == 16
+    linked = page.evaluate(f"""() => {{
+      const app = {harness._APP};
+      const node = app.graph._nodes.find((n) => n.type === "{EDIT}");
+      const slot = node.inputs.find((input) => input.name === "mask");
+      const link = app.graph.links.get?.(slot.link) ?? app.graph.links[slot.link];
+      return {{type: slot.type, origin: app.graph.getNodeById(link.origin_id).type,
+               origin_slot: link.origin_slot}};
+    }}""")
+    assert linked == {"type": "MASK", "origin": "LoadImage", "origin_slot": 1}
+    page.evaluate(f"""() => {{
+      const app = {harness._APP};
+      app.canvas.ds.scale = 0.8;
+      app.canvas.ds.offset = [40, 60];
+      app.canvas.setDirty(true, true);
+    }}""")
+    page.wait_for_timeout(500)
+    path = screenshot_dir(tmp_path) / "qwen-image-edit-masked-region.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path))
+    with Image.open(path) as image:
+        assert image.size[0] > 800 and image.size[1] > 500
     assert harness.page_errors(page) == []

@@ -27,14 +27,13 @@ V2 = ("qwen-image-2.0", "qwen-image-2.0-2026-03-03", "qwen-image-2.0-pro",
       "qwen-image-2.0-pro-2026-06-22", "qwen-image-2.0-pro-2026-04-22",
       "qwen-image-2.0-pro-2026-03-03")
 V3 = ("qwen-image-3.0", "qwen-image-3.0-pro")
-V21 = ("qwen-image-2.1-pro",)
+V21 = ("qwen-image-2.1-pro", "qwen-image-2.1-turbo")
 EVERY_ID = SEED_T2I + SEED_EDIT + PAGE_T2I + PAGE_EDIT + V2 + V3 + V21
 BJ_SG = {"cn-beijing", "ap-southeast-1"}
 
 
 def test_every_id_of_the_sheet_is_in_the_table_and_nothing_else():
     assert sorted(MODELS) == sorted(EVERY_ID)
-    assert "qwen-image-2.1-turbo" not in MODELS  # Qwen Cloud only
     assert all(spec.id == model and spec.known for model, spec in MODELS.items())
 
 
@@ -171,6 +170,26 @@ def test_a_request_with_only_the_required_fields_is_valid_for_every_model(model)
             checked = validate(request, region)
             assert checked.spec is spec
             assert [n for n in checked.notes if "only some of its limits" not in n] == []
+
+
+def test_2_1_turbo_is_a_reported_model_of_the_2_1_family_without_price_or_limits():
+    turbo = MODELS["qwen-image-2.1-turbo"]
+    assert turbo.kind == UNIFIED and not turbo.documented and turbo.known
+    # The parameters reported for it are sent; 3.0's rewriting switches are not.
+    assert turbo.takes == {"negative_prompt", "size", "prompt_extend", "watermark", "seed"}
+    assert turbo.prices == {} and usd_price(turbo, "ap-southeast-1") is None
+    assert turbo.n_max is None and turbo.inputs.count == (1, None) and turbo.regions is None
+    assert any("price: none published" == fact for fact in turbo.unconfirmed)
+    # Reported limits are notes, never refusals: the service judges them.
+    checked = validate(TextToImageRequest("a cat", model=turbo.id, negative_prompt="n" * 501,
+                                          size="4096*4096", n=9))
+    assert checked.request.size == "4096*4096" and checked.request.n == 9
+    notes = " ".join(checked.notes)
+    assert "Unconfirmed limit: negative_prompt: is 501 characters long" in notes
+    assert "Unconfirmed limit: size: 4096*4096 is 16,777,216 pixels" in notes
+    checked = validate(TextToImageRequest("a cat", model=turbo.id, prompt_extend_mode="agent"))
+    assert checked.request.prompt_extend_mode is None
+    assert "prompt_extend_mode is not sent: qwen-image-2.1-turbo does not take it" in checked.notes
 
 
 def test_unknown_ids_get_only_the_common_rules():

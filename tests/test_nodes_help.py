@@ -61,7 +61,7 @@ def _row(model: str, family: str, regions: list[str]) -> list[str]:
     cells = [n, sizes]
     if family == IMAGE_EDIT:  # edits are synchronous
         low, high = spec.inputs.count
-        cells.append(f"{low}-{high}")
+        cells.append(f"{low}-{high}" if high else f"{low} or more (no limit published)")
     else:
         cells.append(" + ".join(spec.interfaces))
     cells += [_price(spec, region, family) for region in regions]

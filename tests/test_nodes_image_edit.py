@@ -49,7 +49,7 @@ def served_pixels(emu):
 
 def test_batch_of_edits_times_n_outputs_with_exact_pixels_both_ways(service, comfy):
     inputs = image(batch=2)
-    images, prompts, info = run_node(Edit, image=inputs, prompt="make the sky pink", n=2, seed=10)
+    images, prompts, info, _ = run_node(Edit, image=inputs, prompt="make the sky pink", n=2, seed=10)
 
     sent = pixels_sent(inputs)
     got = received(service)
@@ -77,7 +77,7 @@ def test_batch_of_edits_times_n_outputs_with_exact_pixels_both_ways(service, com
 
 def test_outputs_keep_the_order_edit_by_edit(service, comfy):
     inputs = torch.stack([torch.zeros(400, 400, 3), torch.ones(400, 400, 3)])
-    images, _, _ = run_node(Edit, image=inputs, prompt="invert", n=1)
+    images, _, _, _ = run_node(Edit, image=inputs, prompt="invert", n=1)
     # The emulator inverts the last input: black in gives white out, and the reverse.
     out = saved_pixels(images)
     assert out[0, 200, 200].tolist() == [255, 255, 255]
@@ -87,7 +87,7 @@ def test_outputs_keep_the_order_edit_by_edit(service, comfy):
 def test_image2_and_image3_of_batch_1_are_shared_by_every_edit(service, comfy):
     first, second = image(batch=3, seed=1), image(seed=2)
     third = image(height=512, width=512, seed=3)
-    images, _, _ = run_node(Edit, image=first, image2=second, image3=third,
+    images, _, _, _ = run_node(Edit, image=first, image2=second, image3=third,
                             prompt="image 1 wears the hat of image 2 in the room of image 3")
     assert images.shape[0] == 3
     got = received(service)
@@ -129,7 +129,7 @@ def test_rgba_greyscale_and_out_of_range_inputs(service, comfy):
     grey = torch.linspace(0, 1, 400 * 400).reshape(1, 400, 400, 1)
     wild = image(seed=6) * 1.6 - 0.3
     wild[0, 0, 0, 0] = float("nan")
-    _, _, info = run_node(Edit, image=rgba, image2=grey, image3=wild, prompt="collage")
+    _, _, info, _ = run_node(Edit, image=rgba, image2=grey, image3=wild, prompt="collage")
     (edit,) = received(service)
     assert edit[0][0, 0].tolist() == [255, 0, 0] and edit[0][0, 399].tolist() == [255, 255, 255]
     assert np.array_equal(edit[1], np.repeat(pixels_sent(grey)[0], 3, axis=-1))
@@ -144,7 +144,7 @@ def test_rgba_greyscale_and_out_of_range_inputs(service, comfy):
 def test_inputs_outside_384_to_3072_px_are_resized(service, comfy):
     small = image(height=200, width=300)
     large = image(height=400, width=3200)
-    _, _, info = run_node(Edit, image=small, image2=large, prompt="combine")
+    _, _, info, _ = run_node(Edit, image=small, image2=large, prompt="combine")
     (edit,) = received(service)
     assert edit[0].shape == (384, 576, 3) and edit[1].shape == (384, 3072, 3)
     notes = json.loads(info)["notes"]
@@ -164,7 +164,7 @@ def test_an_input_over_10_mb_is_re_encoded_to_fit(service, comfy):
     # body_limit 0: the emulator refuses no body; the node fits the 10 MB item limit, and
     # the client then the body limit it keeps to everywhere (Singapore: by shrinking).
     noise = torch.rand(1, 2000, 2400, 3, generator=torch.Generator().manual_seed(7))
-    _, _, info = run_node(Edit, image=noise, prompt="denoise")
+    _, _, info, _ = run_node(Edit, image=noise, prompt="denoise")
     (post,) = edit_posts(service)
     item = post.json["input"]["messages"][0]["content"][0]["image"]
     assert item.startswith("data:image/png;base64,") and len(item) <= 10485760
@@ -181,7 +181,7 @@ def test_a_body_over_the_limit_is_never_sent_in_singapore(service, comfy):
     # client re-encodes them before sending, so the service never refuses a body.
     noise = [torch.rand(1, 900, 1100, 3, generator=torch.Generator().manual_seed(seed))
              for seed in (1, 2, 3)]
-    images, _, info = run_node(Edit, image=noise[0], image2=noise[1], image3=noise[2],
+    images, _, info, _ = run_node(Edit, image=noise[0], image2=noise[1], image3=noise[2],
                                prompt="collage of image 1, image 2 and image 3")
     assert images.shape[0] == 1
     (accepted,) = edit_posts(service)
@@ -198,7 +198,7 @@ def test_a_body_over_the_limit_is_never_sent_in_singapore(service, comfy):
 
 
 def test_custom_size_is_sent_for_n_1(service, comfy):
-    images, _, _ = run_node(Edit, image=image(), prompt="widen", size="custom", width=1280,
+    images, _, _, _ = run_node(Edit, image=image(), prompt="widen", size="custom", width=1280,
                             height=720)
     (post,) = edit_posts(service)
     assert post.json["parameters"]["size"] == "1280*720"
@@ -206,7 +206,7 @@ def test_custom_size_is_sent_for_n_1(service, comfy):
 
 
 def test_inputs_qwen_image_edit_does_not_take_are_not_sent_and_info_says_so(service, comfy):
-    images, _, info = run_node(Edit, image=image(), prompt="remove the tree",
+    images, _, info, _ = run_node(Edit, image=image(), prompt="remove the tree",
                                model="qwen-image-edit", prompt_extend=False, size="custom", n=3)
     (post,) = edit_posts(service)
     assert post.json["model"] == "qwen-image-edit"
@@ -314,3 +314,176 @@ def test_run_time_refusal_sends_nothing(service, comfy):
     with pytest.raises(ValidationError, match="size: can be set only when n is 1"):
         run_node(Edit, image=image(), prompt="edit", n=2, size="custom")
     assert service.requests == []
+
+
+# -- size = match input, the mask input, transparency ---------------------------------------
+
+
+def served(emu):
+    """The PNGs the emulator served, in the order it served them."""
+    return list(emu.served_images.values())
+
+
+def cover_crop(data: bytes, width: int, height: int) -> np.ndarray:
+    """The served result scaled (Lanczos) to cover width x height and centre-cropped."""
+    picture = Image.open(io.BytesIO(data)).convert("RGB")
+    if width / picture.width >= height / picture.height:
+        box_w, box_h = picture.width, height * picture.width / width
+    else:
+        box_w, box_h = width * picture.height / height, picture.height
+    left, top = (picture.width - box_w) / 2, (picture.height - box_h) / 2
+    return np.asarray(picture.resize((width, height), Image.Resampling.LANCZOS,
+                                     box=(left, top, left + box_w, top + box_h)))
+
+
+@pytest.mark.parametrize("model, n, asked", [
+    ("qwen-image-edit-plus", 1, "688*512"),  # sides 512-2048: the short side raised to 512
+    ("qwen-image-edit-plus", 2, None),  # size only with n = 1: asked without one
+    ("qwen-image-edit", 1, None),  # takes no size: its own size, fitted
+    ("qwen-image-2.0", 1, "640*480"),  # free area: its own size
+    ("qwen-image-3.0", 1, "640*480"),  # size ignored with images (emulator: ~2048*2048)
+])
+def test_match_input_gives_image_1s_exact_size(service, comfy, model, n, asked):
+    first = image(height=480, width=640, seed=21)
+    images, _, info, masks = run_node(Edit, image=first, prompt="make it autumn", model=model,
+                                      n=n, size="match input")
+    (post,) = edit_posts(service)
+    assert post.json["parameters"].get("size") == asked
+    assert tuple(images.shape) == (n, 480, 640, 3) and tuple(masks.shape) == (n, 480, 640)
+    assert not masks.any()  # opaque results
+    out = saved_pixels(images)
+    results = served(service)
+    for k in range(n):  # each served result, covered and centre-cropped, never stretched
+        assert np.array_equal(out[k], cover_crop(results[k], 640, 480))
+    (request,) = json.loads(info)["requests"]
+    returned = {png_pixels(data).shape[1::-1] for data in results}
+    assert request["fit"]["asked"] == (asked or "no size (the model's default)")
+    assert request["fit"]["fitted_to"] == "640*480"
+    if returned != {(640, 480)}:
+        assert all("Lanczos" in how for how in request["fit"]["how"])
+
+
+def test_match_input_keeps_a_result_of_the_exact_size_as_served(service, comfy):
+    images, _, info, _ = run_node(Edit, image=image(height=480, width=640, seed=22),
+                                  prompt="paint it", model="qwen-image-2.0", size="match input")
+    assert np.array_equal(saved_pixels(images)[0], png_pixels(served(service)[0]))
+    assert json.loads(info)["requests"][0]["fit"]["how"] == ["unchanged (returned at that size)"]
+
+
+def test_match_input_never_asks_for_a_higher_price_tier_than_the_picture_needs(service, comfy):
+    # 1500x1500 is exactly the 1K tier's largest area; 1504*1504 would be billed at 2K.
+    run_node(Edit, image=image(height=1500, width=1500, seed=23), prompt="paint it",
+             model="qwen-image-3.0-pro", size="match input")
+    (post,) = edit_posts(service)
+    width, height = map(int, post.json["parameters"]["size"].split("*"))
+    assert width * height <= 2_250_000 and (width, height) == (1488, 1488)
+
+
+def rectangle_mask(height, width, box, batch=1):
+    left, top, right, bottom = box
+    mask = torch.zeros(batch, height, width)
+    mask[:, top:bottom, left:right] = 1.0
+    return mask
+
+
+def outside(mask, margin):
+    """Pixels farther than ``margin`` px (Chebyshev) from every pixel the mask marks."""
+    grown = torch.nn.functional.max_pool2d(mask[:, None], 2 * margin + 1, stride=1,
+                                           padding=margin)[:, 0]
+    return grown == 0
+
+
+def test_a_masked_edit_changes_only_the_mask_through_a_region_around_it(service, comfy):
+    first = image(height=600, width=800, seed=24)
+    mask = rectangle_mask(600, 800, (500, 300, 600, 380))  # 100x80, small
+    images, _, info, masks = run_node(Edit, image=first, prompt="a red door here",
+                                      size="match input", mask=mask)
+    assert tuple(images.shape) == (1, 600, 800, 3) and not masks.any()
+    # Outside the mask and its 16 px soft edge: image 1's tensor, bit for bit.
+    far = outside(mask, 16)[0]
+    assert torch.equal(images[0][far], first[0][far])
+    # Inside: the edit (the emulator inverts image 1, here the region sent).
+    inside = mask[0] > 0
+    assert (images[0][inside] - first[0][inside]).abs().mean() > 0.3
+    assert (images[0][inside] - (1 - first[0][inside])).abs().mean() < 0.1
+    # Across the edge the two are blended.
+    edge = ~far & ~inside
+    assert ((images[0][edge] != first[0][edge]).any(dim=-1)).float().mean() > 0.5
+    # A small mask is edited through a region around it, scaled up to about 1024*1024.
+    (post,) = edit_posts(service)
+    (sent,) = received(service)[0]
+    region = json.loads(info)["requests"][0]["fit"]["region"]
+    left, top, width, height = region["x"], region["y"], region["width"], region["height"]
+    assert left < 500 - 16 and top < 300 - 16 and left + width > 616 and top + height > 396
+    assert width < 800 and height < 600  # not the whole picture
+    assert sent.shape[0] * sent.shape[1] >= 1024 * 1024 * 0.98
+    assert abs(sent.shape[1] / sent.shape[0] - width / height) < 0.01
+    crop = Image.fromarray(np.ascontiguousarray(
+        pixels_sent(first)[0, top:top + height, left:left + width]))
+    assert np.array_equal(sent, np.asarray(crop.resize(sent.shape[1::-1],
+                                                       Image.Resampling.LANCZOS)))
+    asked = tuple(map(int, post.json["parameters"]["size"].split("*")))
+    assert abs(asked[0] / asked[1] - width / height) < 0.05 and asked[0] % 16 == 0
+
+
+def test_one_mask_of_another_size_serves_every_image_and_a_batch_pairs(service, comfy):
+    first = image(batch=2, height=400, width=600, seed=25)
+    small = rectangle_mask(200, 300, (20, 20, 60, 60))  # resized to 400x600: (40, 40)-(120, 120)
+    images, _, _, _ = run_node(Edit, image=first, prompt="a window", mask=small,
+                               mask_soft_edge=0)
+    resized = torch.nn.functional.interpolate(small[:, None], size=(400, 600),
+                                              mode="bilinear")[:, 0]
+    far = outside(resized, 0)[0]
+    for k in range(2):
+        assert torch.equal(images[k][far], first[k][far])
+        assert not torch.equal(images[k], first[k])
+    assert len(edit_posts(service)) == 2
+    pair = torch.cat([rectangle_mask(400, 600, (0, 0, 100, 100)),
+                      rectangle_mask(400, 600, (400, 250, 600, 400))])
+    images, _, info, _ = run_node(Edit, image=first, prompt="a window", mask=pair, seed=7)
+    regions = [r["fit"]["region"] for r in json.loads(info)["requests"]]
+    assert regions[0]["x"] == 0 and regions[1]["x"] + regions[1]["width"] == 600
+    for k in range(2):
+        far = outside(pair[k:k + 1], 16)[0]
+        assert torch.equal(images[k][far], first[k][far])
+
+
+@pytest.mark.parametrize("mask", [torch.zeros(1, 400, 520), torch.zeros(1, 64, 64),
+                                  torch.cat([rectangle_mask(400, 520, (0, 0, 9, 9)),
+                                             torch.zeros(1, 400, 520)])],
+                         ids=["zeros", "loadimage-without-alpha", "one-of-two"])
+def test_an_empty_mask_refuses_the_run_and_sends_nothing(service, comfy, mask):
+    with pytest.raises(ValidationError) as caught:
+        run_node(Edit, image=image(batch=mask.shape[0]), prompt="a door", mask=mask)
+    message = str(caught.value)
+    assert message.startswith("mask: is empty") and "nothing was sent" in message
+    assert "LoadImage" in message
+    if mask.shape[0] == 2:
+        assert "(mask 2 of 2)" in message
+    assert service.requests == []
+
+
+def test_a_mask_batch_that_does_not_pair_is_refused(service, comfy):
+    with pytest.raises(ValidationError, match=r"mask: batch sizes do not match"):
+        run_node(Edit, image=image(batch=3), prompt="a door",
+                 mask=rectangle_mask(400, 520, (0, 0, 9, 9), batch=2))
+    assert service.requests == []
+
+
+@pytest.mark.parametrize("emulator", [{"rgba": True}], indirect=True)
+def test_an_rgba_result_gives_its_colours_and_the_mask_1_minus_alpha(service, comfy):
+    images, _, info, masks = run_node(Edit, image=image(height=512, width=512, seed=26),
+                                      prompt="cut it out", size="custom", width=512, height=512)
+    (data,) = served(service)
+    picture = Image.open(io.BytesIO(data))
+    assert picture.mode == "RGBA"
+    assert np.array_equal(saved_pixels(images)[0], np.asarray(picture)[..., :3])
+    alpha = np.asarray(picture.getchannel("A"))
+    assert torch.equal(masks[0], 1.0 - torch.from_numpy(alpha.astype(np.float32) / 255.0))
+    assert any("'mask' its 1 - alpha" in note for note in json.loads(info)["notes"])
+
+
+def test_validate_inputs_takes_match_input_for_every_edit_model():
+    for model in ("qwen-image-edit", "qwen-image-edit-plus", "qwen-image-3.0"):
+        assert Edit.VALIDATE_INPUTS(prompt="edit", model=model, n=2, size="match input",
+                                    width=1024, height=1024, seed=0) is True

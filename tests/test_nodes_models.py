@@ -85,7 +85,7 @@ def test_first_release_values_count_the_widgets_a_frozen_workflow_holds():
 # -- text to image ------------------------------------------------------------------------------
 
 def test_unified_model_makes_batch_times_n_images_at_a_custom_size(service, comfy):
-    images, prompts, info = run_node(T2I, prompt="a red kite", model="qwen-image-3.0", n=2,
+    images, prompts, info, _ = run_node(T2I, prompt="a red kite", model="qwen-image-3.0", n=2,
                                      batch=2, size="custom", width=1024, height=768, seed=7)
     sent = parameters(service)
     assert [p["seed"] for p in sent] == [7, 8]
@@ -105,7 +105,7 @@ def test_unified_model_makes_batch_times_n_images_at_a_custom_size(service, comf
 
 
 def test_a_preset_is_an_aspect_for_a_free_size_model_and_auto_its_default(service, comfy):
-    _, _, info = run_node(T2I, prompt="a lake", model="qwen-image-2.0", seed=1,
+    _, _, info, _ = run_node(T2I, prompt="a lake", model="qwen-image-2.0", seed=1,
                           size="1664*928 (16:9)")
     run_node(T2I, prompt="a lake", model="qwen-image-2.0", seed=2, size="auto")
     preset, auto = parameters(service)
@@ -117,7 +117,7 @@ def test_a_preset_is_an_aspect_for_a_free_size_model_and_auto_its_default(servic
 
 
 def test_inputs_a_model_does_not_take_are_not_sent_and_info_says_so(service, comfy):
-    images, _, info = run_node(T2I, prompt="a lake", model="qwen-image-plus", n=4,
+    images, _, info, _ = run_node(T2I, prompt="a lake", model="qwen-image-plus", n=4,
                                prompt_extend_mode="agent", enable_thinking=False, width=333)
     (sent,) = parameters(service)
     assert sent.get("n", 1) == 1 and images.shape[0] == 1
@@ -142,7 +142,7 @@ def test_status_text_of_an_old_saved_workflow_in_the_first_new_widget_is_harmles
     # text ("done") to the first widget added since: prompt_extend_mode.
     assert T2I.VALIDATE_INPUTS(prompt="a cat", model="qwen-image-plus",
                                prompt_extend_mode="done") is True
-    _, _, info = run_node(T2I, prompt="a cat", model="qwen-image-3.0", prompt_extend_mode="done")
+    _, _, info, _ = run_node(T2I, prompt="a cat", model="qwen-image-3.0", prompt_extend_mode="done")
     (sent,) = parameters(service)
     assert sent.get("prompt_extend_mode", "direct") == "direct"  # the model's default
     assert any(note.startswith("prompt_extend_mode 'done' is not a mode")
@@ -180,7 +180,7 @@ def test_validate_inputs_accepts_what_the_model_takes_and_what_it_ignores():
 
 def test_unified_edit_with_three_references_and_n(service, comfy):
     inputs = [picture(seed) for seed in (1, 2, 3)]
-    images, _, info = run_node(Edit, image=inputs[0], image2=inputs[1], image3=inputs[2],
+    images, _, info, _ = run_node(Edit, image=inputs[0], image2=inputs[1], image3=inputs[2],
                                prompt="image 1 wears the hat of image 2 in the room of image 3",
                                model="qwen-image-3.0", n=2, seed=5)
     (post,) = posts(service)
@@ -251,7 +251,7 @@ def test_results_of_different_sizes_are_one_batch_padded_and_info_says_how(comfy
         images=[GeneratedImage(_png(w, h, 100 + i), f"https://x/{i}.png", w, h)],
         model="qwen-image-3.0", region="ap-southeast-1", interface="sync", cost_usd=0.03)
         for i, (w, h) in enumerate(sizes)]
-    images, _, info = outputs.assemble("T", "qwen-image-3.0", TEXT_TO_IMAGE, jobs, results, [])
+    images, _, info, _ = outputs.assemble("T", "qwen-image-3.0", TEXT_TO_IMAGE, jobs, results, [])
     assert tuple(images.shape) == (2, 1024, 1024, 3)
     out = saved_pixels(images)
     assert (out[0, 128:896] == 100).all() and (out[0, :128] == 0).all()

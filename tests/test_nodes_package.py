@@ -44,8 +44,10 @@ def test_node_definition(node_id):
     inputs = {**types["required"], **types.get("optional", {})}
     for name, spec in inputs.items():
         assert len(spec) == 2 and spec[1].get("tooltip"), f"{name} has no tooltip"
-    assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == 3
-    assert cls.RETURN_TYPES == ("IMAGE", "STRING", "STRING")
+    assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == 4
+    # mask came later: appended, so saved workflows keep their links by slot.
+    assert cls.RETURN_TYPES == ("IMAGE", "STRING", "STRING", "MASK")
+    assert cls.RETURN_NAMES == ("images", "prompt_used", "info", "mask")
     assert cls.CATEGORY.startswith("api node/") and len(cls.DESCRIPTION) > 100
     assert inspect.iscoroutinefunction(getattr(cls, cls.FUNCTION))
     # ComfyUI passes VALIDATE_INPUTS only the inputs it names: a misspelt name would mean
@@ -104,10 +106,17 @@ def pack_node_shape(cls):
     return widgets, sockets, list(cls.RETURN_TYPES)
 
 
-def test_there_are_seven_example_workflows():
+def pack_sockets(cls) -> dict[str, str]:
+    """{socket input name: type} of a pack node, in definition order."""
+    types = cls.INPUT_TYPES()
+    return {name: spec[0] for name, spec in {**types["required"], **types.get("optional", {})}.items()
+            if not (isinstance(spec[0], list) or spec[0] in WIDGET_TYPES)}
+
+
+def test_there_are_eight_example_workflows():
     assert [p.name for p in WORKFLOWS] == [
         "qwen-image-3-edit-three-references.json", "qwen-image-3-text-to-image.json",
-        "qwen-image-edit-multi-round.json",
+        "qwen-image-edit-masked-region.json", "qwen-image-edit-multi-round.json",
         "qwen-image-edit-three-image-fusion.json", "qwen-image-edit.json",
         "qwen-image-refine-locally.json", "qwen-image-text-to-image.json"]
 
@@ -134,9 +143,15 @@ def test_example_workflow_is_valid_ui_format(path):
         else:
             widgets, sockets, outputs = BUILTIN[node["type"]]
         assert len(node["widgets_values"]) == len(widgets), node["type"]
-        # The frontend adds the sockets a saved node lacks (input images the model it had
-        # did not take).
-        assert [i["type"] for i in node["inputs"]] == sockets[:len(node["inputs"])], node["type"]
+        if node["type"] in pack.NODE_CLASS_MAPPINGS:
+            # The frontend adds the sockets a saved node lacks (input images the model it
+            # had did not take, removed while unconnected): the others keep their order.
+            defined = pack_sockets(pack.NODE_CLASS_MAPPINGS[node["type"]])
+            names = [i["name"] for i in node["inputs"]]
+            assert names == [name for name in defined if name in names], node["type"]
+            assert [i["type"] for i in node["inputs"]] == [defined[n] for n in names]
+        else:
+            assert [i["type"] for i in node["inputs"]] == sockets[:len(node["inputs"])]
         assert [o["type"] for o in node["outputs"]] == outputs, node["type"]
         if "control_after_generate" in widgets:
             assert node["widgets_values"][widgets.index("control_after_generate")] in CONTROL_VALUES
@@ -204,6 +219,14 @@ def test_example_workflows_cover_the_five_graphs():
     edit = next(n for n in unified["nodes"] if n["type"] == "DashScopeQwenImageEdit")
     assert widget_values(edit)["model"] == "qwen-image-3.0"
     assert [socket["link"] is not None for socket in edit["inputs"]] == [True] * 3
+    # Load a picture, mask a region (its transparency), edit only that, save at its size.
+    types, masked = graph("qwen-image-edit-masked-region.json")
+    assert types == ["DashScopeQwenImageEdit", "LoadImage", "SaveImage"]
+    edit = next(n for n in masked["nodes"] if n["type"] == "DashScopeQwenImageEdit")
+    assert widget_values(edit)["size"] == "match input"
+    mask = next(i for i in edit["inputs"] if i["name"] == "mask")
+    (link,) = [link for link in masked["links"] if link[0] == mask["link"]]
+    assert masked["nodes"][0]["type"] == "LoadImage" and link[1:3] == [1, 1]  # its MASK
     types, _ = graph("qwen-image-refine-locally.json")
     assert types == ["CLIPTextEncode", "CLIPTextEncode", "CheckpointLoaderSimple",
                      "DashScopeQwenImageTextToImage", "KSampler", "SaveImage", "VAEDecode",
@@ -219,6 +242,16 @@ def widget_values(node: dict) -> dict:
 # -- last month's workflows (frozen) --------------------------------------------------------------
 
 FROZEN_WORKFLOWS = sorted(FROZEN.glob("*.json")) + sorted(FROZEN.glob("saved-after-run/*.json"))
+
+
+@pytest.mark.parametrize("node_id", sorted(pack.NODE_CLASS_MAPPINGS))
+def test_the_widgets_are_the_frozen_ones_then_those_added_since_in_order(node_id):
+    names = json.loads((FROZEN / "expected" / "widget_names.json").read_text(encoding="utf-8"))
+    frozen = next(entry["widgets"] for workflow, nodes in names.items()
+                  if not workflow.startswith("_") and workflow != "added_since"
+                  for entry in nodes.values() if entry["type"] == node_id)
+    widgets, _, _ = pack_node_shape(pack.NODE_CLASS_MAPPINGS[node_id])
+    assert widgets == frozen + names["added_since"][node_id]
 
 
 @pytest.mark.parametrize("path", FROZEN_WORKFLOWS, ids=lambda p: p.relative_to(FROZEN).as_posix())

@@ -28,8 +28,9 @@ def served_by_seed(emu):
 
 
 def test_batch_uses_consecutive_seeds_and_returns_the_served_pixels(service, comfy):
-    images, prompts, info = run_node(T2I, prompt="a red kite over a beach", size=WIDE,
-                                     seed=41, batch=3)
+    images, prompts, info, masks = run_node(T2I, prompt="a red kite over a beach", size=WIDE,
+                                            seed=41, batch=3)
+    assert tuple(masks.shape) == (3, 928, 1664) and not masks.any()  # opaque: zeros
     bodies = [r.json for r in generation_posts(service)]
     assert sorted(b["parameters"]["seed"] for b in bodies) == [41, 42, 43]
     assert all(b["parameters"]["size"] == "1664*928" for b in bodies)
@@ -60,7 +61,7 @@ def test_batch_uses_consecutive_seeds_and_returns_the_served_pixels(service, com
 
 
 def test_sync_interface_without_prompt_extend(service, comfy):
-    images, prompts, _ = run_node(T2I, prompt="line one\nline two", interface="sync",
+    images, prompts, _, _ = run_node(T2I, prompt="line one\nline two", interface="sync",
                                   prompt_extend=False, watermark=True, seed=7)
     (post,) = generation_posts(service)
     assert post.path.endswith("/multimodal-generation/generation")
@@ -146,9 +147,9 @@ def test_cancel_cancels_a_queued_task_and_reports_interrupted(service, comfy):
 
 
 def test_reuse_stored_serves_an_identical_request_from_the_store(service, comfy):
-    first, _, info1 = run_node(T2I, prompt="a paper boat", seed=5)
+    first, _, info1, _ = run_node(T2I, prompt="a paper boat", seed=5)
     calls = len(generation_posts(service))
-    second, _, info2 = run_node(T2I, prompt="a paper boat", seed=5)
+    second, _, info2, _ = run_node(T2I, prompt="a paper boat", seed=5)
     assert len(generation_posts(service)) == calls  # nothing sent
     assert np.array_equal(first.numpy(), second.numpy())
     record = json.loads(info2)
@@ -164,14 +165,14 @@ def test_reuse_stored_serves_an_identical_request_from_the_store(service, comfy)
 
 def test_store_directory_follows_the_environment(service, comfy, tmp_path, monkeypatch):
     monkeypatch.setenv("QWEN_IMAGE_STORE_DIR", str(tmp_path / "elsewhere"))
-    _, _, info = run_node(T2I, prompt="a stored kite", seed=1)
+    _, _, info, _ = run_node(T2I, prompt="a stored kite", seed=1)
     assert json.loads(info)["requests"][0]["files"][0].startswith(str(tmp_path / "elsewhere"))
 
 
 def test_region_override_uses_that_regions_key_and_price(service, comfy, monkeypatch):
     monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL_CN_BEIJING", service.base_url("cn-beijing"))
     monkeypatch.setenv("DASHSCOPE_API_KEY_CN_BEIJING", BEIJING_KEY)
-    _, _, info = run_node(T2I, prompt="a tea house", region="cn-beijing (Beijing)")
+    _, _, info, _ = run_node(T2I, prompt="a tea house", region="cn-beijing (Beijing)")
     assert {r.region for r in generation_posts(service)} == {"cn-beijing"}
     record = json.loads(info)
     assert record["region"] == "cn-beijing"
@@ -187,7 +188,7 @@ def test_partial_failure_fail_raises_the_error_with_its_message(service, comfy):
 
 def test_partial_failure_return_successful_lists_the_failure(service, comfy):
     service.inject("task_failed", count=1)
-    images, prompts, info = run_node(T2I, prompt="two kites", batch=2,
+    images, prompts, info, _ = run_node(T2I, prompt="two kites", batch=2,
                                      on_partial_failure="return successful")
     assert images.shape[0] == 1 and len(prompts.split("\n")) == 1
     (failure,) = json.loads(info)["failures"]
@@ -261,3 +262,25 @@ def test_every_size_label_names_a_size_and_its_aspect():
     assert SIZES == ["1664*928 (16:9)", "1472*1140 (4:3)", "1328*1328 (1:1)",
                      "1140*1472 (3:4)", "928*1664 (9:16)", "auto", "custom"]
     assert T2I.INPUT_TYPES()["required"]["size"][1]["default"] == SQUARE
+
+
+@pytest.mark.parametrize("emulator", [{"rgba": True}], indirect=True)
+def test_an_rgba_result_keeps_its_colours_and_gives_the_mask_1_minus_alpha(service, comfy):
+    import io
+
+    import torch
+    from PIL import Image
+
+    images, _, info, masks = run_node(T2I, prompt="a cut-out teapot", seed=3,
+                                      model="qwen-image-2.1-pro", size="custom", width=640,
+                                      height=480)
+    (data,) = service.served_images.values()
+    picture = Image.open(io.BytesIO(data))
+    assert picture.mode == "RGBA" and tuple(images.shape) == (1, 480, 640, 3)
+    assert np.array_equal(saved_pixels(images)[0], np.asarray(picture)[..., :3])  # not flattened
+    alpha = np.asarray(picture.getchannel("A"))
+    expected = 1.0 - torch.from_numpy(alpha.astype(np.float32) / 255.0)  # as LoadImage does
+    assert torch.equal(masks[0], expected)
+    assert float(masks[0].max()) == 1.0 and float(masks[0].min()) == 0.0
+    notes = json.loads(info)["notes"]
+    assert any("colour channels as served" in n and "composited over white" in n for n in notes)

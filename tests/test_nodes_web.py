@@ -58,8 +58,8 @@ class NodeType {
   constructor() {
     this.widgets = widgetsOf(definition);
     this.inputs = Object.entries({...definition.input.required, ...definition.input.optional})
-      .filter(([, [kind]]) => kind === "IMAGE")
-      .map(([name]) => ({name, type: "IMAGE", link: null}));
+      .filter(([, [kind]]) => kind === "IMAGE" || kind === "MASK")
+      .map(([name, [kind]]) => ({name, type: kind, link: null}));
     this.properties = {};
     this.size = [400, 600];
     this.onNodeCreated?.();
@@ -93,7 +93,7 @@ const node = new NodeType();
 const report = [];
 const state = () => ({
   hidden: node.widgets.filter((w) => w.hidden).map((w) => w.name),
-  sockets: node.inputs.filter((slot) => !slot.widget).map((slot) => slot.name),
+  sockets: node.inputs.filter((slot) => slot.type === "IMAGE").map((slot) => slot.name),
   values: Object.fromEntries(node.widgets.map((w) => [w.name, w.value])),
   height: node.size[1],
   cost: node.qwenImageBadge().text,  // the badge over the title, as drawn now
@@ -112,6 +112,10 @@ for (const [action, argument] of steps) {
     node.inputs.find((slot) => slot.name === argument).link = 9;
     node.onConnectionsChange?.();
     await null;
+  } else if (action === "picture") {  // image 1 comes from a LoadImage showing this picture
+    const [width, height] = argument;
+    node.getInputNode = (slot) => node.inputs[slot].name === "image"
+      ? {imgs: [{naturalWidth: width, naturalHeight: height}]} : null;
   } else if (action === "configure") {
     node.configure(argument);
   } else if (action === "status") {  // the frontend adds it when progress text arrives
@@ -179,8 +183,10 @@ def test_edit_hides_what_the_chosen_model_does_not_take(tmp_path):
         ["link", "image4"],
         ["set", ["model", "qwen-image-3.0"]],
     ])
-    assert legacy["hidden"] == ["n", "size", "width", "height", "prompt_extend",
+    # size stays for every edit model: "match input" fits any model's result to image 1.
+    assert legacy["hidden"] == ["n", "width", "height", "prompt_extend",
                                 "prompt_extend_mode", "enable_thinking"]
+    assert "size" not in plus["hidden"]
     assert unified["hidden"] == []
     three = ["image", "image2", "image3"]
     assert plus["sockets"] == legacy["sockets"] == three  # the others are taken away ...
@@ -277,6 +283,27 @@ def test_the_cost_of_an_edit_is_per_edit_with_its_input_images(tmp_path):
     # Tiered, and the output size follows the input images: the upper tier, as booked.
     pro_with_inputs = estimate("qwen-image-3.0-pro", IMAGE_EDIT, 3, inputs=2)
     assert pro == f"up to {pro_with_inputs} per edit · Singapore"
+
+
+def test_the_cost_of_match_input_counts_the_size_the_node_asks(tmp_path):
+    pro = "qwen-image-3.0-pro"  # tiered: 1K / 2K
+    _, _, unknown, small, large, masked, legacy, _, plus_n2 = [state["cost"] for state in run(
+        tmp_path, EDIT, [
+            ["set", ["model", pro]], ["set", ["size", "match input"]],
+            ["link", "image"],  # image 1's size is not known yet: the upper tier, as booked
+            ["picture", [640, 480]],  # image 1's own area: 1K
+            ["picture", [3000, 2000]],  # 6,000,000 px, within the model's range: 2K
+            ["link", "mask"],  # the region's size: not known here
+            ["set", ["model", "qwen-image-edit"]],  # asks no size: its default's price
+            ["set", ["model", "qwen-image-edit-plus"]], ["set", ["n", 2]],
+        ])]
+    assert unknown == f"up to {estimate(pro, IMAGE_EDIT, 1, None, 1)} per edit · Singapore"
+    assert small == f"≈ {estimate(pro, IMAGE_EDIT, 1, '640*480', 1)} per edit · Singapore"
+    assert large == f"≈ {estimate(pro, IMAGE_EDIT, 1, '2048*2048', 1)} per edit · Singapore"
+    assert small != large
+    assert masked == unknown
+    assert legacy == f"≈ {estimate('qwen-image-edit', IMAGE_EDIT, 1)} per edit · Singapore"
+    assert plus_n2 == f"≈ {estimate('qwen-image-edit-plus', IMAGE_EDIT, 2)} per edit · Singapore"
 
 
 @pytest.mark.parametrize("configured, shown", [

@@ -36,8 +36,8 @@ def uri_length(encoded) -> int:
 
 def test_every_value_survives_saveimage_exactly():
     pixels = all_values_image()
-    images, notes = tensors.decode_images([png(pixels)])
-    assert notes == []
+    images, masks, placed = tensors.decode_images([png(pixels)])
+    assert placed == [] and not masks.any() and tuple(masks.shape) == (1, 64, 64)
     assert images.dtype == torch.float32 and tuple(images.shape) == (1, 64, 64, 3)
     assert float(images.min()) == 0.0 and float(images.max()) == 1.0
     # The representation is v/255 in float32 ...
@@ -49,27 +49,49 @@ def test_every_value_survives_saveimage_exactly():
     assert np.array_equal(saved_pixels(values), np.arange(256, dtype=np.uint8))
 
 
-def test_result_modes_become_rgb():
+def test_result_modes_become_rgb_and_transparency_becomes_the_mask():
     rgb = all_values_image()
     grey = rgb[..., 0]
     palette = Image.fromarray(rgb).quantize(64)
     buffer = io.BytesIO()
     palette.save(buffer, "PNG")
-    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
-    rgba[0, 0] = (10, 20, 30, 0)  # fully transparent: white
-    images, _ = tensors.decode_images([png(grey, "L"), buffer.getvalue(), png(rgba, "RGBA")])
+    alpha = np.arange(64 * 64, dtype=np.uint32).reshape(64, 64).astype(np.uint8)  # 0..255
+    rgba = np.dstack([rgb, alpha])
+    rgba[0, 0] = (10, 20, 30, 0)  # fully transparent: its colour is kept as served
+    grey_alpha = np.dstack([grey, 255 - alpha])
+    images, masks, _ = tensors.decode_images([png(grey, "L"), buffer.getvalue(),
+                                              png(rgba, "RGBA"), png(grey_alpha, "LA")])
     out = saved_pixels(images)
     assert np.array_equal(out[0], np.repeat(grey[..., None], 3, axis=-1))
     assert np.array_equal(out[1], np.asarray(palette.convert("RGB")))
-    assert tuple(out[2, 0, 0]) == (255, 255, 255)
-    assert np.array_equal(out[2, 1:], rgb[1:])
+    assert tuple(out[2, 0, 0]) == (10, 20, 30)
+    assert np.array_equal(out[2], rgba[..., :3])  # never composited
+    assert np.array_equal(out[3], np.repeat(grey[..., None], 3, axis=-1))
+    # MASK = 1 - alpha/255, exactly as ComfyUI's LoadImage computes it; zeros when opaque.
+    assert not masks[:2].any()
+    def loadimage_mask(a):
+        return 1.0 - torch.from_numpy(a.astype(np.float32) / 255.0)
+
+    assert torch.equal(masks[2], loadimage_mask(rgba[..., 3]))
+    assert float(masks[2, 0, 0]) == 1.0 and float(masks[2, 0, 1]) < 1.0
+    assert torch.equal(masks[3], loadimage_mask(255 - alpha))
+
+
+def test_padding_of_a_transparent_result_has_a_zero_mask():
+    small = np.dstack([np.full((20, 30, 3), 9, np.uint8), np.zeros((20, 30), np.uint8)])
+    images, masks, placed = tensors.decode_images([png(all_values_image()), png(small, "RGBA")])
+    (p,) = placed
+    assert bool((masks[1, p.y:p.y + 20, p.x:p.x + 30] == 1).all())
+    outside = torch.ones(64, 64, dtype=torch.bool)
+    outside[p.y:p.y + 20, p.x:p.x + 30] = False
+    assert not masks[1][outside].any() and not masks[0].any()
 
 
 def test_results_of_different_sizes_share_the_batch_padded_with_exact_pixels():
     first = np.full((40, 60, 3), 10, np.uint8)
     other = all_values_image()[:30, :31]  # 31x30: odd margins
     tall = np.full((50, 20, 3), 200, np.uint8)
-    images, placed = tensors.decode_images([png(first), png(other), png(tall)])
+    images, _, placed = tensors.decode_images([png(first), png(other), png(tall)])
     assert tuple(images.shape) == (3, 50, 60, 3)  # the largest width and the largest height
     out = saved_pixels(images)
     assert [(p.index, p.width, p.height, p.x, p.y) for p in placed] == [
@@ -83,7 +105,7 @@ def test_results_of_different_sizes_share_the_batch_padded_with_exact_pixels():
 
 
 def test_results_of_one_size_are_not_padded():
-    images, placed = tensors.decode_images([png(all_values_image())] * 2)
+    images, _, placed = tensors.decode_images([png(all_values_image())] * 2)
     assert placed == [] and tuple(images.shape) == (2, 64, 64, 3)
 
 
@@ -101,7 +123,7 @@ def test_float_tensor_becomes_round_clip_255_exactly():
 
 def test_decoded_values_round_trip_unchanged():
     pixels = all_values_image()
-    images, _ = tensors.decode_images([png(pixels)])
+    images, _, _ = tensors.decode_images([png(pixels)])
     again, _ = tensors.to_uint8_rgb(images, "image")
     assert np.array_equal(again[0], pixels)
 

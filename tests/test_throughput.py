@@ -100,7 +100,7 @@ def test_nodes_running_together_share_one_limiter_per_model(service, comfy, stor
         node_call(T2I, "2", prompt="a blue kite", seed=50, batch=3, reuse_stored=False),
         node_call(Edit, "3", image=picture(batch=3), prompt="paint it in ink", seed=7,
                   reuse_stored=False))
-    assert [int(images.shape[0]) for images, _, _ in outputs] == [3, 3, 3]
+    assert [int(images.shape[0]) for images, _, _, _ in outputs] == [3, 3, 3]
     stats = service.stats
     (key_id,) = {key for key, _ in stats["max_requests_per_second"]}
     t2i, edit = (key_id, T2I_MODEL), (key_id, EDIT_MODEL)
@@ -121,7 +121,7 @@ def test_nodes_running_together_share_one_limiter_per_model(service, comfy, stor
 def test_two_qwen_nodes_started_together_run_side_by_side(service, comfy):
     latency = service.latency
     started = time.monotonic()
-    (t2i_images, _, _), (edit_images, _, _) = run_graph(
+    (t2i_images, _, _, _), (edit_images, _, _, _) = run_graph(
         node_call(T2I, "1", prompt="a lantern", seed=1, reuse_stored=False),
         node_call(Edit, "2", image=picture(), prompt="add a lantern", seed=1,
                   reuse_stored=False))
@@ -171,7 +171,7 @@ def test_429_storms_are_absorbed_and_nothing_is_created_twice(service, comfy, st
              "retry_after": retry_after}
     for path in ("/image-synthesis", "/generation", "/tasks/"):  # create, edit, task query
         service.inject("http_error", count=4, path=path, **storm)
-    (t2i_images, _, t2i_info), (edit_images, _, edit_info) = run_graph(
+    (t2i_images, _, t2i_info, _), (edit_images, _, edit_info, _) = run_graph(
         node_call(T2I, "1", prompt="a storm", seed=30, batch=3, reuse_stored=False),
         node_call(Edit, "2", image=picture(batch=2), prompt="after the storm", seed=30,
                   reuse_stored=False))
@@ -212,7 +212,7 @@ def test_server_errors_are_survived(service, comfy, store_dir):
                    code="ServiceUnavailable", message="The service is busy.")
     service.inject("http_error", count=2, path="/tasks/", status=500)
     service.inject("non_json", count=2, path="/tasks/")  # a gateway's page: a query repeats safely
-    (t2i_images, _, _), (edit_images, _, _) = run_graph(
+    (t2i_images, _, _, _), (edit_images, _, _, _) = run_graph(
         node_call(T2I, "1", prompt="a lighthouse", seed=60, batch=2, reuse_stored=False),
         node_call(Edit, "2", image=picture(), prompt="a lighthouse at dawn", seed=60,
                   reuse_stored=False))
@@ -239,7 +239,7 @@ def test_a_failing_downstream_node_loses_no_image(service, comfy, store_dir):
     seen = {}
 
     async def graph():
-        images, _, info = await node_call(T2I, prompt="a paper crane", seed=40, batch=3,
+        images, _, info, _ = await node_call(T2I, prompt="a paper crane", seed=40, batch=3,
                                           reuse_stored=False)
         seen["images"], seen["info"] = images, json.loads(info)
         raise RuntimeError("the downstream node failed")  # e.g. a save node on a full disk
@@ -266,7 +266,7 @@ def test_partial_failure_keeps_every_successful_image_on_disk(service, comfy, st
                      on_partial_failure=choice)
         wait_for_background_work()  # the task running beside the failed one ends later
     else:
-        images, _, info = run_node(T2I, prompt="three kites", seed=80, batch=3,
+        images, _, info, _ = run_node(T2I, prompt="three kites", seed=80, batch=3,
                                    reuse_stored=False, on_partial_failure=choice)
         record = json.loads(info)
         assert images.shape[0] == 2 and len(record["failures"]) == 1
@@ -282,10 +282,10 @@ def test_partial_failure_keeps_every_successful_image_on_disk(service, comfy, st
 
 def test_reusing_an_edit_batch_sends_nothing(service, comfy, store_dir):
     inputs = picture(batch=2, seed=4)
-    first, _, _ = run_node(Edit, image=inputs, prompt="make it autumn", seed=3,
+    first, _, _, _ = run_node(Edit, image=inputs, prompt="make it autumn", seed=3,
                            reuse_stored=True)
     sent, billed = len(service.requests), service.stats["images_billed"]
-    again, _, info = run_node(Edit, image=inputs, prompt="make it autumn", seed=3,
+    again, _, info, _ = run_node(Edit, image=inputs, prompt="make it autumn", seed=3,
                               reuse_stored=True)
     assert len(service.requests) == sent and service.stats["images_billed"] == billed == 2
     record = json.loads(info)
@@ -298,7 +298,7 @@ def test_reusing_an_edit_batch_sends_nothing(service, comfy, store_dir):
 def test_a_batch_reuses_what_it_can_and_pays_only_for_the_rest(service, comfy, store_dir):
     run_node(T2I, prompt="a tea house", seed=5, batch=2, reuse_stored=True)
     before = len(posts(service, "/image-synthesis"))
-    images, _, info = run_node(T2I, prompt="a tea house", seed=5, batch=3, reuse_stored=True)
+    images, _, info, _ = run_node(T2I, prompt="a tea house", seed=5, batch=3, reuse_stored=True)
     new = posts(service, "/image-synthesis")[before:]
     assert [r.json["parameters"]["seed"] for r in new] == [7]  # only the image not stored
     record = json.loads(info)

@@ -284,7 +284,7 @@ def test_the_edit_node_passes_its_input_transport_widget(service, comfy, monkeyp
 
     monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL_CN_BEIJING", service.base_url(BJ))
     monkeypatch.setenv("DASHSCOPE_API_KEY_CN_BEIJING", BEIJING_KEY)
-    _, _, info = run_node(Edit, image=picture, prompt="paint it", region="cn-beijing (Beijing)",
+    _, _, info, _ = run_node(Edit, image=picture, prompt="paint it", region="cn-beijing (Beijing)",
                           input_transport="upload")
     assert len(upload_posts(service)) == 1
     (generation,) = api_requests(service, SYNC_PATH, "POST")

@@ -113,6 +113,23 @@ function dollars(amount) {
   return "$" + (amount >= 0.1 ? amount.toFixed(2) : String(Number(amount.toPrecision(2))));
 }
 
+// Size "match input": the area the node asks (nodes/placement.py), image 1's own within
+// the model's range; the model's default where it asks no size; null (the upper tier, as
+// booked) while image 1's size is unknown here, or with a mask (its region's size).
+function matchPixels(node, cost, model, n) {
+  const range = cost.match.areas[model];
+  if (range == null || (n !== 1 && cost.match.n1_only.includes(model))) {
+    return cost.auto_pixels[model];
+  }
+  if (node.inputs?.some((slot) => slot.name === "mask" && slot.link != null)) return null;
+  const slot = node.inputs?.findIndex((input) => input.name === "image") ?? -1;
+  const picture = slot >= 0 ? node.getInputNode?.(slot)?.imgs?.[0] : null;
+  if (!picture?.naturalWidth) return null;
+  const [low, high] = range;
+  const area = picture.naturalWidth * picture.naturalHeight;
+  return Math.min(Math.max(area, low ?? 0), high ?? Infinity);
+}
+
 function costText(node, table) {
   const cost = table.cost;
   const model = chosenModel(node);
@@ -130,11 +147,12 @@ function costText(node, table) {
   const value = (name, otherwise) =>
     takes(table, model, name) ? findWidget(node, name)?.value ?? otherwise : otherwise;
   const size = value("size", null);
+  const n = value("n", 1);
   const pixels = size === cost.custom ? value("width", 0) * value("height", 0)
+    : cost.match && size === cost.match.choice ? matchPixels(node, cost, model, n)
     : cost.sizes[size] ?? cost.auto_pixels[model];
   const upper = pixels == null || pixels > cost.tier_max_pixels;
   const output = upper && price.output_2k != null ? price.output_2k : price.output;
-  const n = value("n", 1);
   const inputs = (node.inputs ?? []).filter((slot) => slot.type === "IMAGE" && slot.link != null);
   const perCall = output * n + price.input * inputs.length;
   // Tiered prices with a size the model picks: the upper tier, as the spend guard books it.

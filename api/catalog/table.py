@@ -10,8 +10,9 @@ figures), the other regions in CNY; ``pricing`` converts.
 
 Where the seeds and newer pages disagree about a seed model, the seeds win for that id
 (800/500 characters, size 1328*1328 by default, inputs 384-3072 px without GIF); the newer
-ids follow the newer pages. ``qwen-image-2.1-turbo`` is left out: no Model Studio page
-lists it (it is seen on Qwen Cloud only).
+ids follow the newer pages. ``qwen-image-2.1-turbo`` is in Alibaba's Model Studio model
+index (family "Qwen-Image-2.1") without an API page: only the parameters third parties
+report for it are sent, and every limit is left to the service.
 """
 from __future__ import annotations
 
@@ -166,6 +167,27 @@ _V21_PRO = ModelSpec(
         NO_RATE,
     ))
 
+# Model Studio's model index lists it in the 2.1 family (transparent RGBA images, several
+# references); a third party reports its parameters (negative_prompt up to 500 characters,
+# prompt_extend, watermark, seed; size as 2.1-pro). No price, region or limit is published.
+_V21_TURBO = ModelSpec(
+    "qwen-image-2.1-turbo", UNIFIED, n_max=None, t2i_size=SizeRule(), edit_size=SizeRule(),
+    takes=BASIC, inputs=InputRule(count=(1, None)), documented=False,
+    reported=(
+        Reported({"negative_prompt": NEGATIVE_CHARS}, _THIRD_PARTIES),
+        Reported({"t2i_size": _V21_SIZES, "edit_size": _V21_SIZES}, _THIRD_PARTIES),
+    ),
+    unconfirmed=(
+        "official: listed in Model Studio's model index (Qwen-Image-2.1 family); no API page",
+        "parameters: negative_prompt (up to 500 characters), prompt_extend, watermark, seed "
+        "(third party); size as 2.1-pro (third party)",
+        "size: area 262,144-4,194,304 px, aspect up to 8:1 (third party, for 2.1)",
+        "n, input images, prompt length, interfaces: not published",
+        "price: none published",
+        "regions: none listed",
+        NO_RATE,
+    ))
+
 MODELS: dict[str, ModelSpec] = {spec.id: spec for spec in [
     *_row(("qwen-image-3.0-pro",), **_V3, prices=_v3_prices((0.04, 0.075), (0.25, 0.5)),
           unconfirmed=_V3_UNCONFIRMED + (
@@ -173,6 +195,7 @@ MODELS: dict[str, ModelSpec] = {spec.id: spec for spec in [
     *_row(("qwen-image-3.0",), **_V3, prices=_v3_prices((0.03, 0.03), (0.18, 0.18)),
           unconfirmed=_V3_UNCONFIRMED + (NO_RATE,)),
     _V21_PRO,
+    _V21_TURBO,
     *_row(("qwen-image-2.0-pro", "qwen-image-2.0-pro-2026-06-22",
            "qwen-image-2.0-pro-2026-04-22", "qwen-image-2.0-pro-2026-03-03"),
           **_V2, prices=_sg_bj(0.075, 0.5)),

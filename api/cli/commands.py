@@ -192,7 +192,7 @@ def cmd_emulator(args) -> int:
         f"  (Beijing: {base}/cn-beijing/api/v1 with {BEIJING_KEY})\n")
     sys.stdout.flush()
     serve(host=args.host, port=args.port, latency=args.latency,
-          rate_limits=not args.no_rate_limits)
+          rate_limits=not args.no_rate_limits, rgba=args.rgba)
     return 0
 
 
@@ -311,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--port", type=int, default=8765)
     emu.add_argument("--latency", type=float, default=2.0, help="seconds per generation")
     emu.add_argument("--no-rate-limits", action="store_true")
+    emu.add_argument("--rgba", action="store_true",
+                     help="serve every result as an RGBA PNG, transparent in places (as the "
+                          "Qwen-Image 2.1 family makes them)")
     emu.set_defaults(func=cmd_emulator)
 
     demo = sub.add_parser("demo", help="generate and edit one image (emulator if no key)")

@@ -27,6 +27,10 @@ Families (the vendor's model pages; where a fact is only a third-party report it
     qwen-image-2.1-pro                 unified, up to 10 references; third-party reports
                                        only: area 262144 to 4194304, aspect to 8:1, n 1-6,
                                        no negative_prompt; answered like 3.0, async like 3.0
+    qwen-image-2.1-turbo               Model Studio's model index lists it (2.1 family), no
+                                       API page: as 2.1-pro (assumed) but with what a third
+                                       party reports for it: negative_prompt (500
+                                       characters), no prompt_extend_mode/enable_thinking
 """
 from __future__ import annotations
 
@@ -85,6 +89,8 @@ _V21 = Model("unified", 6, SizeRule("area", 262144, 4194304, default="2048*2048"
              max_images=10, thinking=True, negative=False, prompt_max=None, negative_max=None,
              answer="qima", async_api="image-generation")
 
+_V21_TURBO = _V21._replace(thinking=False, negative=True, negative_max=500)
+
 MODELS: dict[str, Model] = {
     "qwen-image-plus": _LEGACY_T2I,
     "qwen-image": _LEGACY_T2I,
@@ -106,4 +112,5 @@ MODELS: dict[str, Model] = {
     "qwen-image-3.0": _V3,
     "qwen-image-3.0-pro": _V3,
     "qwen-image-2.1-pro": _V21,
+    "qwen-image-2.1-turbo": _V21_TURBO,
 }

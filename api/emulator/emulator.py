@@ -46,6 +46,8 @@ class Emulator:
     not exist; sync_concurrency: synchronous calls in flight per (key, model) before 429
     Throttling (None: unlimited); clock_offset: seconds the service's clock is ahead of
     this machine's (negative: behind) -- task times, the task list and Date headers.
+    rgba: serve every result as an RGBA PNG, transparent
+    in places (images.py), as the Qwen-Image 2.1 family can make them.
     """
 
     def __init__(self, latency: float = 0.2, rate_limits: bool = True,
@@ -55,7 +57,7 @@ class Emulator:
                  upload_body_limit: int | None = None,
                  quotas: Mapping[str, Mapping[str, Any]] | None = None,
                  quotas_status: int = 200, sync_concurrency: int | None = None,
-                 clock_offset: float = 0.0) -> None:
+                 clock_offset: float = 0.0, rgba: bool = False) -> None:
         require_loopback(host)
         if quotas_status not in (200, 403, 404):
             raise ValueError("quotas_status must be 200, 403 or 404")
@@ -68,7 +70,7 @@ class Emulator:
             body_limit=rules.BODY_LIMIT if body_limit is None else int(body_limit),
             upload_body_limit=(rules.UPLOAD_BODY_LIMIT if upload_body_limit is None
                                else int(upload_body_limit)),
-            clock_offset=float(clock_offset)))
+            clock_offset=float(clock_offset), rgba=bool(rgba)))
         self._host, self._port = host, port
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
@@ -149,6 +151,14 @@ class Emulator:
         """Set the service's clock ``seconds`` ahead of this machine's (negative: behind)."""
         with self._shared.lock:
             self._shared.settings.clock_offset = float(seconds)
+
+    @property
+    def rgba(self) -> bool:
+        return self._shared.settings.rgba
+
+    def set_rgba(self, rgba: bool) -> None:
+        with self._shared.lock:
+            self._shared.settings.rgba = bool(rgba)
 
     @property
     def rate_limits(self) -> bool:

@@ -15,6 +15,11 @@ fit_size(last input, area A) with A = 1048576 unless the model says otherwise (3
     output k (0-based) gets a 16x16 mark: box (16k, H-16)-(16k+15, H-1) filled with
         sha256(f"{seed}:{k}").digest()[:3] (mark_colour)
 With watermark true, "Qwen-Image" in white on black near the bottom-right corner.
+
+RGBA results (Emulator(rgba=True), ``qwen-image emulator --rgba``; the Qwen-Image 2.1 family
+makes transparent images): the same colours with an alpha channel (rgba_alpha): 255 inside
+the ellipse inscribed in the box (W/8, H/8)-(7W/8, 7H/8), elsewhere a left-to-right ramp
+from 0 to 127 (Image.linear_gradient("L") rotated by 90 degrees, resized to W x H with BICUBIC, halved).
 """
 from __future__ import annotations
 
@@ -35,7 +40,10 @@ BICUBIC = Image.Resampling.BICUBIC
 Size = tuple[int, int]
 
 
-def png_bytes(img: Image.Image) -> bytes:
+def png_bytes(img: Image.Image, rgba: bool = False) -> bytes:
+    if rgba:
+        img = img.copy()
+        img.putalpha(rgba_alpha(img.size))
     buf = io.BytesIO()
     img.save(buf, "PNG", compress_level=1)  # speed over size: tests make many of these
     return buf.getvalue()
@@ -68,8 +76,18 @@ def fit_size(width: int, height: int, area: int, max_area: int = 0) -> Size:
     return size[0], size[1]
 
 
+def rgba_alpha(size: Size) -> Image.Image:
+    """The alpha channel of an RGBA result of *size* (see the module docstring)."""
+    width, height = size
+    ramp = Image.linear_gradient("L").rotate(90)
+    alpha = ramp.resize(size, BICUBIC).point(lambda v: v // 2)
+    ImageDraw.Draw(alpha).ellipse((width // 8, height // 8, 7 * width // 8, 7 * height // 8),
+                                  fill=255)
+    return alpha
+
+
 def text_to_image(model: str, prompt: str, negative_prompt: str, size: Size, seed: int,
-                  index: int, watermark: bool = False) -> bytes:
+                  index: int, watermark: bool = False, rgba: bool = False) -> bytes:
     key = json.dumps([model, prompt, negative_prompt, size[0], size[1], seed, index],
                      ensure_ascii=False)
     digest = hashlib.sha256(key.encode()).digest()
@@ -86,7 +104,7 @@ def text_to_image(model: str, prompt: str, negative_prompt: str, size: Size, see
         draw.ellipse((x - r, y - r, x + r, y + r), fill=(b[3], b[4], b[2]))
     if watermark:
         _watermark(img)
-    return png_bytes(img)
+    return png_bytes(img, rgba)
 
 
 def edit_base(inputs: list[Image.Image], size: Size) -> Image.Image:
@@ -104,7 +122,8 @@ def mark_colour(seed: int, index: int) -> tuple[int, int, int]:
     return r, g, b
 
 
-def edit_output(base: Image.Image, seed: int, index: int, watermark: bool = False) -> bytes:
+def edit_output(base: Image.Image, seed: int, index: int, watermark: bool = False,
+                rgba: bool = False) -> bytes:
     img = base.copy()
     height = img.height
     ImageDraw.Draw(img).rectangle(
@@ -112,16 +131,16 @@ def edit_output(base: Image.Image, seed: int, index: int, watermark: bool = Fals
     )
     if watermark:
         _watermark(img)
-    return png_bytes(img)
+    return png_bytes(img, rgba)
 
 
-def render(job: Job) -> list[bytes]:
-    """PNG bytes of every output of a validated job."""
+def render(job: Job, rgba: bool = False) -> list[bytes]:
+    """PNG bytes of every output of a validated job (RGBA ones with *rgba*)."""
     if not job.inputs:
         return [text_to_image(job.model, job.prompt, job.negative_prompt, job.size, job.seed, k,
-                              job.watermark) for k in range(job.n)]
+                              job.watermark, rgba) for k in range(job.n)]
     base = edit_base(job.inputs, job.size)
-    return [edit_output(base, job.seed, k, job.watermark) for k in range(job.n)]
+    return [edit_output(base, job.seed, k, job.watermark, rgba) for k in range(job.n)]
 
 
 def enlarge(png: bytes, size: Size) -> bytes:

@@ -120,7 +120,7 @@ class Service:
             self._note(call.record, job)
             oversize = self._oversize(call)
             started = time.monotonic()
-            pngs = images.render(job)
+            pngs = images.render(job, self._shared.settings.rgba)
             if oversize:
                 pngs = [images.enlarge(png, oversize) for png in pngs]
             latency = self._shared.settings.latency

@@ -25,6 +25,7 @@ class Settings:
     body_limit: int  # bytes of a request body but on the upload host; 0: no limit
     upload_body_limit: int  # bytes of a request body on the upload host; 0: no limit
     clock_offset: float = 0.0  # seconds the service's clock is ahead of this machine's
+    rgba: bool = False  # results as RGBA PNGs (images.rgba_alpha)
 
 
 class Stats:

@@ -168,7 +168,7 @@ class Scheduler:
         started, pngs, failure = time.monotonic(), [], task.failure
         if failure is None:
             try:
-                pngs = images.render(task.job)
+                pngs = images.render(task.job, self._shared.settings.rgba)
                 if task.oversize:
                     pngs = [images.enlarge(png, task.oversize) for png in pngs]
             except Exception:

@@ -370,7 +370,20 @@ def input_picture(name: str):
     draw.ellipse([(300, 150), (468, 250)], fill=(70, 48, 36))
     draw.rounded_rectangle([(224, 380), (544, 900)], radius=80,
                            fill=(200, 60, 60) if "person" not in stem else (90, 90, 160))
+    if "masked" in stem:  # transparent in the sky: LoadImage's MASK (1 - alpha) marks it
+        image.putalpha(masked_region_alpha(image.size))
     return image
+
+
+MASKED_REGION = [(70, 90), (250, 270)]  # the ellipse a "masked" input picture leaves transparent
+
+
+def masked_region_alpha(size):
+    from PIL import Image, ImageDraw
+
+    alpha = Image.new("L", size, 255)
+    ImageDraw.Draw(alpha).ellipse(MASKED_REGION, fill=0)
+    return alpha
 
 
 def write_inputs(input_dir: Path, names) -> dict[str, bytes]:

@@ -27,7 +27,7 @@ async def run(config: dict) -> dict:
     async def node(node_class, **inputs):
         arguments = {**widget_defaults(node_class), "unique_id": node_class.__name__,
                      "reuse_stored": False, **inputs}
-        images, _, info = await getattr(node_class(), node_class.FUNCTION)(**arguments)
+        images, _, info, _ = await getattr(node_class(), node_class.FUNCTION)(**arguments)
         return {"images": int(images.shape[0]), "info": json.loads(info)}
 
     runs = [node(T2I, prompt=config["prompt"], seed=config["seed"], batch=config["batch"])]
