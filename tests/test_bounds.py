@@ -94,8 +94,8 @@ def test_markup_in_the_prompt_never_reaches_a_status_text_raw(service, comfy):
     from qwen_image_dashscope.nodes.text_to_image import DashScopeQwenImageTextToImage as T2I
 
     service.set_latency(0.4)
-    images, prompts, _ = run_node(T2I, prompt=MARKUP, batch=3, unique_id="9",
-                                  prompt_extend=False)
+    images, prompts, _, _ = run_node(T2I, prompt=MARKUP, batch=3, unique_id="9",
+                                     prompt_extend=False)
 
     assert images.shape[0] == 3 and prompts.split("\n")[0] == MARKUP
     texts = comfy.server.PromptServer.instance.texts_for("9")
