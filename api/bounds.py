@@ -12,21 +12,17 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-import threading
+
+from .state import PROCESS_STATE
 
 log = logging.getLogger(__name__)
 
-_warned: set[str] = set()
-_lock = threading.Lock()
 
-
-def warn_once(what: str, message: str, *args) -> None:
-    """Log ``message`` at WARNING the first time ``what`` goes wrong in this process."""
-    with _lock:
-        if what in _warned:
-            return
-        _warned.add(what)
-    log.warning(message, *args)
+def warn_once(what, message: str, *args, logger: logging.Logger = log) -> None:
+    """Log ``message`` at WARNING the first time ``what`` goes wrong in this process
+    (``ProcessState.warned``)."""
+    if PROCESS_STATE.warned.first(what):
+        logger.warning(message, *args)
 
 
 def bounded(value, low: float, high: float, what: str, *, whole: bool = False):

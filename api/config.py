@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
 
-from .errors import ConfigurationError, MissingApiKeyError, register_secret
+from .errors import ConfigurationError, MissingApiKeyError
+from .state import PROCESS_STATE
 from .catalog.regions import (
     DEFAULT_REGION,
     REGION_ENV,
@@ -98,8 +99,6 @@ def key_fingerprint(api_key: str) -> str:
     return hashlib.sha256(api_key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-_keys: dict[str, str] = {}  # fingerprint -> key: the only place a resolved key is held
-
 
 def _key_problem(key: str) -> str | None:
     # The key travels in an HTTP header: one token of printable ASCII.
@@ -114,8 +113,9 @@ class KeySource:
     """Where a key came from (for ``doctor``), and the key by ``key``.
 
     The key itself is not a field: ``repr``, ``dataclasses.asdict`` and anything else that
-    walks a ``Config``'s fields never carry it. Every resolved key is also registered with
-    ``errors.redact``, so no message shows it, whatever its shape.
+    walks a ``Config``'s fields never carry it. Every resolved key is held by the process
+    state's key registry (``ProcessState.keys``), which ``errors.redact`` removes from every
+    message, whatever the key's shape.
     """
 
     origin: str
@@ -126,12 +126,11 @@ class KeySource:
         object.__setattr__(self, "origin", origin)
         object.__setattr__(self, "fingerprint", key_fingerprint(key))
         object.__setattr__(self, "problem", _key_problem(key))
-        _keys[self.fingerprint] = key
-        register_secret(key)
+        PROCESS_STATE.keys.remember(self.fingerprint, key)
 
     @property
     def key(self) -> str:
-        return _keys[self.fingerprint]
+        return PROCESS_STATE.keys.key(self.fingerprint)
 
     @property
     def masked(self) -> str:

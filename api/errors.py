@@ -7,8 +7,9 @@ the API key: ``redact`` is applied to every text that came from outside.
 from __future__ import annotations
 
 import re
-import threading
 from typing import TYPE_CHECKING
+
+from .state import PROCESS_STATE
 
 if TYPE_CHECKING:
     from .call.waiting import Worker
@@ -23,27 +24,13 @@ __all__ = [  # what callers catch; the rest is the pack's own plumbing
 ]
 
 _KEY_PATTERN = re.compile(r"sk-[A-Za-z0-9_\-]{4,}")
-_secrets: set[str] = set()  # the configured keys' exact values, whatever their shape
-_secrets_lock = threading.Lock()
-
-
-def register_secret(value: str) -> None:
-    """Have ``redact`` remove ``value`` (a configured key) wherever it appears, and its body
-    without the ``sk-`` prefix (a service or a proxy may quote the key that way)."""
-    if value:
-        with _secrets_lock:
-            _secrets.add(value)
-            body = value[3:] if value.startswith("sk-") else ""
-            if len(body) >= 8:
-                _secrets.add(body)
 
 
 def redact(text: str) -> str:
-    """Remove every configured key's exact value, then anything shaped like a DashScope key
-    (sk-...), leaving at most the last four characters."""
-    with _secrets_lock:
-        secrets = sorted(_secrets, key=len, reverse=True)
-    for secret in secrets:
+    """Remove every configured key's exact value (``ProcessState.keys``: the key and its body
+    without ``sk-``), then anything shaped like a DashScope key (sk-...), leaving at most the
+    last four characters."""
+    for secret in PROCESS_STATE.keys.secrets():
         if secret in text:
             text = text.replace(secret, f"[key …{secret[-4:]}]" if len(secret) >= 12
                                 else "[key]")

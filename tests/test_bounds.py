@@ -20,13 +20,12 @@ from qwen_image_dashscope.api import (
     TextToImageRequest,
     ValidationError,
 )
-from qwen_image_dashscope.api import bounds, cli
+from qwen_image_dashscope.api import cli
 from qwen_image_dashscope.api.call import generation
 from qwen_image_dashscope.api.storage.budget import SpendGuard
 from qwen_image_dashscope.api.service.download import Downloader
 from qwen_image_dashscope.api.storage.durations import FILE_NAME, DurationFile
 from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
-from qwen_image_dashscope.api.errors import register_secret
 from qwen_image_dashscope.api.service.quotas import AccountLimits, read_quotas
 from qwen_image_dashscope.api.schema import GeneratedImage, GenerationResult
 from qwen_image_dashscope.api.state import PROCESS_STATE
@@ -36,12 +35,6 @@ from support.comfy_stubs.harness import run_node
 
 PLUS = "qwen-image-plus"
 MARKUP = '<img src=x onerror="alert(1)"> [[click|https://evil.example/x]] www.evil.example'
-
-
-@pytest.fixture(autouse=True)
-def fresh_warnings(monkeypatch):
-    """Each test sees its own first warning of each kind."""
-    monkeypatch.setattr(bounds, "_warned", set())
 
 
 def guarded(emu, tmp_path, images_per_day=3, **options):
@@ -414,8 +407,10 @@ def test_the_key_without_its_prefix_is_redacted_in_errors_and_the_journal(emu, t
 
 
 def test_a_short_key_body_is_not_registered_as_a_secret():
-    register_secret("sk-abc")
+    from qwen_image_dashscope.api.config import KeySource
     from qwen_image_dashscope.api.errors import redact
+
+    KeySource("sk-abc", "a test")
 
     assert redact("abc and sk-abc") == "abc and [key]"
 

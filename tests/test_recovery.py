@@ -28,6 +28,7 @@ from qwen_image_dashscope.api import cli
 from qwen_image_dashscope.api.recovery import unfinished
 from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
 from qwen_image_dashscope.api.errors import AmbiguousTaskError
+from qwen_image_dashscope.api.state import PROCESS_STATE
 from qwen_image_dashscope.api.storage.journal import (
     AMBIGUOUS,
     LOST_SYNC,
@@ -506,7 +507,7 @@ def test_the_first_call_after_a_restart_recovers_in_the_background(emu, tmp_path
                           fingerprint="f", request={"prompt": "left behind", "n": 1},
                           store=str(tmp_path / "results"))
     journal.update(entry.id, task_id=task, status="created", owner="elsewhere:1")
-    monkeypatch.setattr(unfinished, "PROCESS_STARTED", time.time())
+    monkeypatch.setattr(PROCESS_STATE, "started", time.time())
     caplog.set_level(logging.WARNING)
 
     with client_for(emu, tmp_path) as client:

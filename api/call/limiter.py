@@ -39,6 +39,7 @@ from ..config import key_fingerprint
 from ..errors import ApiError, CancelledError, RateLimitError
 from ..catalog.specs import FALLBACK_REQUESTS_PER_SECOND, ModelSpec
 from ..service.retry import sleep_or_cancel
+from ..state import ProcessState
 
 log = logging.getLogger(__name__)
 
@@ -375,3 +376,6 @@ class Limits:
             slot = self._task_slots.pop(task_id, None)
         if slot is not None:
             slot.release()
+
+
+ProcessState.declare("limits", Limits)  # one per process state, made on first use

@@ -34,6 +34,7 @@ import threading
 from typing import Callable
 
 from ..bounds import bounded
+from ..state import ProcessState
 
 MIN_INTERVAL = 0.55  # under 2 polls per second per task, with room for network jitter
 PAIR_WINDOW = 2 * MIN_INTERVAL  # a poll comes at least this long after the one before last
@@ -178,3 +179,6 @@ def service_duration(output: dict) -> float | None:
 def _parse_time(text: str) -> datetime.datetime:
     # The service writes "2025-09-09 13:39:45.233" (its local time; only differences matter).
     return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f")
+
+
+ProcessState.declare("durations", DurationEstimator)  # one per process state, made on first use

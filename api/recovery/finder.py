@@ -91,6 +91,7 @@ from ..service.wire import TaskState, read_created
 
 if TYPE_CHECKING:
     from ..call.generation import Generator
+    from ..state import Marks
 
 log = logging.getLogger(__name__)
 
@@ -513,24 +514,19 @@ def create_or_find(generator: "Generator", spec: ModelSpec, send: Callable[..., 
                 log.error("Task %s, named by its creation answer, was adopted by another "
                           "call's recovery; this call keeps it", task_id)
                 generator.journal.update(entry.id, status=CREATED, task_id=task_id, sync=True)
-            learn_key_id_soon(generator.finder(), task_id)
+            learn_key_id_soon(generator.finder(), task_id, generator.state.learning_key_ids)
         return task_id, answer, entry
     raise AssertionError("unreachable: the loop returns or raises")
 
 
-_learning: set[tuple[str, str]] = set()  # (key, base URL) whose id a thread is learning
-_learning_lock = threading.Lock()
-
-
-def learn_key_id_soon(finder: TaskFinder, task_id: str) -> None:
+def learn_key_id_soon(finder: TaskFinder, task_id: str, learning: Marks) -> None:
     """Learn the key's id from its answered task ``task_id`` in a thread (the call goes on
-    meanwhile), unless known or being learned: a lost answer of a task without a prompt
-    (3.0) can then be found from the key's second call on."""
+    meanwhile), unless known or being learned (``learning``: the process state's marks of
+    look-ups under way): a lost answer of a task without a prompt (3.0) can then be found
+    from the key's second call on."""
     mark = (finder.key, finder.base_url)
-    with _learning_lock:
-        if mark in _learning or finder.journal.key_id(*mark):
-            return
-        _learning.add(mark)
+    if not learning.first(mark, unless=lambda: bool(finder.journal.key_id(*mark))):
+        return
 
     def run() -> None:
         try:
@@ -538,8 +534,7 @@ def learn_key_id_soon(finder: TaskFinder, task_id: str) -> None:
         except QwenImageError as exc:
             log.info("This key's id in the task list could not be learned (%s)", exc)
         finally:
-            with _learning_lock:
-                _learning.discard(mark)
+            learning.clear(mark)
 
     threading.Thread(target=run, name="qwen-image-key-id", daemon=True).start()
 

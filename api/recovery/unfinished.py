@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PROCESS_STARTED = time.time()  # entries older than this were sent by an earlier process
 
 
 @dataclass
@@ -94,10 +93,11 @@ class Recoverer:
         if store is None:
             return Recovered(entry, "skipped", "no result store is recorded for it; name one "
                                                "(--out)")
-        with _recovering_lock:
-            mine = entry.id not in _recovering and self.journal.take_over(entry.id)
-            if mine:
-                _recovering.add(entry.id)
+        recovering = self.client.state.recovering
+        mine = recovering.first(entry.id)
+        if mine and not self.journal.take_over(entry.id):
+            recovering.clear(entry.id)
+            mine = False
         if not mine:  # its sender or another recovery has it: one image is stored once
             return Recovered(entry, "skipped", f"still in progress in process {entry.owner}"
                              if entry.owner_alive else "being recovered by another run")
@@ -112,8 +112,7 @@ class Recoverer:
         finally:
             self.journal.transact(lambda entries: None if entries[entry.id].done
                                   else {entry.id: {"owner": ""}})  # another run may try
-            with _recovering_lock:
-                _recovering.discard(entry.id)
+            recovering.clear(entry.id)
 
     def _recover(self, entry: Entry, store: ResultStore) -> Recovered:
         generator = self.client.generator
@@ -189,27 +188,19 @@ def _saved(result) -> list[str]:
     return [image.saved_path for image in result.images if image.saved_path]
 
 
-_recovering: set[str] = set()  # entry ids a Recoverer of this process is working on
-_recovering_lock = threading.Lock()
-_started: set[tuple] = set()
-_started_lock = threading.Lock()
-
-
 def recover_in_background(client: "QwenImageClient") -> threading.Thread | None:
     """Once per process, journal and endpoint: recover in a daemon thread what was sent
     before this process started (a ComfyUI restart), logging what it stored."""
     if client.journal is None or client.store is None:
         return None
-    with _started_lock:
-        mark = (str(client.journal.path), client.config.base_url)
-        if mark in _started:
-            return None
-        _started.add(mark)
+    if not client.state.recoveries_started.first((str(client.journal.path),
+                                                  client.config.base_url)):
+        return None
 
     def run() -> None:
         recoverer = Recoverer(client)
         try:
-            entries = pending(client.journal, before=PROCESS_STARTED)
+            entries = pending(client.journal, before=client.state.started)
         except QwenImageError as exc:
             log.warning("Background recovery could not read the journal: %s", exc)
             return

@@ -34,6 +34,7 @@ from ..errors import ApiError, QwenImageError
 from ..call.limiter import ModelLimits
 from ..catalog.specs import ModelSpec
 from .retry import RetryPolicy
+from ..state import ProcessState
 
 if TYPE_CHECKING:  # the process state holds a QuotaBook; importing it must not load requests
     from .transport import Transport
@@ -185,3 +186,6 @@ def model_limits(book: QuotaBook, transport: Transport, spec: ModelSpec,
         config.base_url, key_fingerprint(config.api_key()), spec.id,
         lambda: fetch_account_limits(transport, spec.id, cancel_event))
     return limits_for(spec, account)
+
+
+ProcessState.declare("quotas", QuotaBook)  # one per process state, made on first use

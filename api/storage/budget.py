@@ -43,7 +43,6 @@ import json
 import logging
 import math
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -63,9 +62,6 @@ log = logging.getLogger(__name__)
 
 KEEP_DAYS = 31  # older days are dropped from the ledger
 _EPSILON = 1e-9  # dollar sums are floats; equal to the limit is still within it
-
-_settle_lock = threading.Lock()
-
 
 def _money(value: float) -> str:
     return f"${value:.4f}".rstrip("0").rstrip(".") if value else "$0"
@@ -203,7 +199,7 @@ class SpendGuard:
     @staticmethod
     def _finish(reservation: Reservation) -> bool:
         # Settling twice (an abandoned call finishing late) must not count twice.
-        with _settle_lock:
+        with PROCESS_STATE.settle_lock:
             if reservation.done:
                 return False
             reservation.done = True

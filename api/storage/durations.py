@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from ..bounds import bounded
+from ..bounds import bounded, warn_once
 from ..call.polling import DurationEstimator, Estimate, plausible
 from .store import exclusive_lock
 
@@ -46,14 +46,9 @@ KEEP_DAYS = 30
 MAX_ENTRIES = 200
 _FIELDS = ("base_url", "model", "interface")
 
-_warned: set[Path] = set()
-
-
 def _warn_once(path: Path, exc: Exception) -> None:
-    if path not in _warned:
-        _warned.add(path)
-        log.warning("Learned task durations cannot be kept in %s (%s); the first tasks of "
-                    "each process poll a little more often", path, exc)
+    warn_once(("durations file", path), "Learned task durations cannot be kept in %s (%s); "
+              "the first tasks of each process poll a little more often", path, exc, logger=log)
 
 
 class DurationFile:

@@ -60,7 +60,6 @@ log = logging.getLogger(__name__)
 JOURNAL_NAME = "qwen-image-journal.jsonl"
 KEEP_DONE = 48 * 3600.0  # seconds a finished entry is kept (task data lives 24 h)
 COMPACT_BYTES = 1 << 20  # a larger file is compacted on the next begin
-_compacted: dict[Path, int] = {}  # journal: its size after this process last compacted it
 
 # Statuses. An entry is done once nothing more can be fetched for it.
 SENDING = "sending"  # written before the request; no answer yet (or the process died)
@@ -152,7 +151,8 @@ class Journal:
     def __init__(self, path: str | os.PathLike, *, state: ProcessState | None = None):
         self.path = Path(path).expanduser()
         self._lock_path = self.path.with_name(self.path.name + ".lock")
-        self._thread_lock = (state or PROCESS_STATE).ledger_locks.for_path(self.path)
+        self._state = state or PROCESS_STATE
+        self._thread_lock = self._state.ledger_locks.for_path(self.path)
 
     @classmethod
     def in_folder(cls, folder: str | os.PathLike, *,
@@ -174,7 +174,7 @@ class Journal:
         with self._locked() as size:
             # Recent entries are kept by a compaction: the next one waits until the file
             # has doubled, so a journal of many recent entries is not rewritten every time.
-            if size > max(COMPACT_BYTES, 2 * _compacted.get(self.path, 0)):
+            if size > max(COMPACT_BYTES, 2 * self._state.journal_compacted.get(self.path, 0)):
                 self._compact(time.time())
             self._append(record, sync=True)
         return entry
@@ -383,7 +383,7 @@ class Journal:
             atomic_write(self.path, data, mode=0o600)
         except OSError as exc:
             raise self._unusable(exc) from None
-        _compacted[self.path] = len(data)
+        self._state.journal_compacted[self.path] = len(data)
         return len(entries) - len(kept)
 
     def _check_owner(self) -> None:

@@ -39,6 +39,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
+from ..bounds import warn_once
 from ..errors import ConfigurationError
 from ..images import inspect_image, over_pixel_cap
 from ..catalog.models import spec_for
@@ -50,7 +51,6 @@ log = logging.getLogger(__name__)
 _INDEX = "index.jsonl"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MODEL_NAME_CHARS = 48  # of a file name; a custom model id can be any length
-_warned_no_fcntl: set[Path] = set()
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # the index and lock files: never through a symlink
 
 
@@ -287,10 +287,8 @@ def exclusive_lock(path: Path, unusable: Callable[[OSError], Exception]) -> Iter
     a symlink); ``unusable(error)`` is raised when it cannot be opened. Where ``fcntl`` does
     not exist (Windows) only the caller's thread lock serialises, and a warning says so."""
     if fcntl is None:
-        if path not in _warned_no_fcntl:
-            _warned_no_fcntl.add(path)
-            log.warning("No file locking on this system: processes sharing %s may each miss "
-                        "a change of the other", path)
+        warn_once(("no fcntl", path), "No file locking on this system: processes sharing %s "
+                  "may each miss a change of the other", path, logger=log)
         yield
         return
     try:
