@@ -155,10 +155,12 @@ def hidden(node: dict) -> list[str]:
     return [w["name"] for w in node["widgets"] if w["hidden"]]
 
 
-def sockets(page, node_id) -> list[str]:
+def sockets(page, node_id, kind: str = "IMAGE") -> list[str]:
+    """The node's socket inputs of type ``kind`` (no widget), in order."""
     return page.evaluate(f"""() => {{
       const node = ({harness._APP}).graph.getNodeById({node_id});
-      return node.inputs.filter((slot) => !slot.widget).map((slot) => slot.name);
+      return node.inputs.filter((slot) => !slot.widget && slot.type === "{kind}")
+        .map((slot) => slot.name);
     }}""")
 
 
@@ -186,7 +188,9 @@ def test_each_node_shows_only_what_the_model_takes(page, comfy, tmp_path, node_t
     if node_type == T2I:
         assert {"n", "width", "height", "prompt_extend_mode"} <= set(hidden(shots[legacy]))
     else:
-        assert {"n", "size", "prompt_extend"} <= set(hidden(shots[legacy]))
+        assert {"n", "width", "height", "prompt_extend"} <= set(hidden(shots[legacy]))
+        # size stays for every edit model: "match input" fits any model's result to image 1.
+        assert "size" not in hidden(shots[legacy])
 
 
 @frontend
@@ -200,6 +204,7 @@ def test_image_sockets_come_and_go_and_links_stay(page, comfy):
     assert sockets(page, edit) == list(IMAGE_INPUTS)
     harness.set_widgets(page, edit, {"model": "qwen-image-3.0"})
     assert sockets(page, edit) == three
+    assert sockets(page, edit, "MASK") == ["mask"]  # every model: the mask stays
     queued = harness.queue_from_frontend(page)
     assert queued["ok"], queued
     sent = queued["prompt"][str(edit)]["inputs"]
