@@ -36,27 +36,60 @@ _GROUPS = {
 _EXPORTS = {name: module for module, names in _GROUPS.items() for name in names}
 
 if TYPE_CHECKING:
-    from .storage.budget import BudgetStatus, SpendGuard
-    from .client import QwenImageClient
-    from .config import Config, KeySource
-    from .errors import *  # noqa: F403 - the names of errors.__all__
-    from .images import fit_encoding, inspect_image, to_data_uri
-    from .catalog.specs import ModelSpec
-    from .catalog.models import MODELS, spec_for
-    from .catalog.pricing import cost_usd, estimate_usd
-    from .catalog.regions import BEIJING, REGIONS, SINGAPORE, Region, normalize_region
-    from .service.retry import RetryPolicy
-    from .schema import (
-        GeneratedImage,
-        GenerationResult,
-        ImageEditRequest,
-        TextToImageRequest,
-        Usage,
+    from .call.waiting import Progress as Progress
+    from .catalog.models import (
+        MODELS as MODELS,
+        spec_for as spec_for,
     )
-    from .state import PROCESS_STATE, ProcessState
-    from .storage.store import ResultStore, StoredImage, request_fingerprint
-    from .catalog.validation import Checked, normalize_size, validate
-    from .call.waiting import Progress
+    from .catalog.pricing import (
+        cost_usd as cost_usd,
+        estimate_usd as estimate_usd,
+    )
+    from .catalog.regions import (
+        BEIJING as BEIJING,
+        REGIONS as REGIONS,
+        SINGAPORE as SINGAPORE,
+        Region as Region,
+        normalize_region as normalize_region,
+    )
+    from .catalog.specs import ModelSpec as ModelSpec
+    from .catalog.validation import (
+        Checked as Checked,
+        normalize_size as normalize_size,
+        validate as validate,
+    )
+    from .client import QwenImageClient as QwenImageClient
+    from .config import (
+        Config as Config,
+        KeySource as KeySource,
+    )
+    from .errors import *  # noqa: F403 - the names of errors.__all__
+    from .images import (
+        fit_encoding as fit_encoding,
+        inspect_image as inspect_image,
+        to_data_uri as to_data_uri,
+    )
+    from .schema import (
+        GeneratedImage as GeneratedImage,
+        GenerationResult as GenerationResult,
+        ImageEditRequest as ImageEditRequest,
+        TextToImageRequest as TextToImageRequest,
+        Usage as Usage,
+    )
+    from .service.retry import RetryPolicy as RetryPolicy
+    from .state import (
+        PROCESS_STATE as PROCESS_STATE,
+        ProcessState as ProcessState,
+    )
+    from .storage.budget import (
+        BudgetStatus as BudgetStatus,
+        SpendGuard as SpendGuard,
+    )
+    from .storage.store import (
+        ResultStore as ResultStore,
+        StoredImage as StoredImage,
+        request_fingerprint as request_fingerprint,
+    )
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -18,27 +18,27 @@ from urllib.parse import urlsplit
 
 import requests
 
-from .storage.budget import BudgetStatus, SpendGuard
-from .storage.charges import Charges
-from .config import Config, is_loopback
-from .service.download import Downloader
-from .errors import ApiError, AuthenticationError, CancelledError, TransportError, ValidationError
 from .call.generation import Generator
-from .storage.journal import HANDED, Journal
 from .call.inputs import AUTO, check_transport
-from .service.keycheck import explained, key_accepted
-from .catalog.specs import ASYNC, SYNC, TEXT_TO_IMAGE
+from .call.waiting import Abandoned, Job, Progress, Worker, guarded, notify, wait_for
 from .catalog.models import spec_for
 from .catalog.regions import normalize_region, other_region, region_url
-from .service.retry import RetryPolicy
-from .schema import GenerationResult, ImageEditRequest, TextToImageRequest
-from .state import PROCESS_STATE, ProcessState
-from .storage.store import ResultStore, image_from_stored, request_fingerprint
-from .service.transport import Transport
-from .recovery.unfinished import recover_in_background
+from .catalog.specs import ASYNC, SYNC, TEXT_TO_IMAGE
 from .catalog.validation import Checked, validate
+from .config import Config, is_loopback
+from .errors import ApiError, AuthenticationError, CancelledError, TransportError, ValidationError
+from .recovery.unfinished import recover_in_background
+from .schema import GenerationResult, ImageEditRequest, TextToImageRequest
+from .service.download import Downloader
+from .service.keycheck import explained, key_accepted
+from .service.retry import RetryPolicy
+from .service.transport import Transport
 from .service.wire import resolved, task_body
-from .call.waiting import Abandoned, Job, Progress, Worker, guarded, notify, wait_for
+from .state import PROCESS_STATE, ProcessState
+from .storage.budget import BudgetStatus, SpendGuard
+from .storage.charges import Charges
+from .storage.journal import HANDED, Journal
+from .storage.store import ResultStore, image_from_stored, request_fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,6 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
 
-from .errors import ConfigurationError, MissingApiKeyError
-from .state import PROCESS_STATE
 from .catalog.regions import (
     DEFAULT_REGION,
     REGION_ENV,
@@ -45,6 +43,8 @@ from .catalog.regions import (
     region_env_suffix,
     region_url,
 )
+from .errors import ConfigurationError, MissingApiKeyError
+from .state import PROCESS_STATE
 
 
 def is_loopback(host: str) -> bool:

@@ -23,8 +23,8 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING
 
-from .catalog.specs import IMAGE_EDIT, ModelSpec, SizeRule
 from .catalog.pricing import TIER_1K_MAX_PIXELS
+from .catalog.specs import IMAGE_EDIT, ModelSpec, SizeRule
 
 if TYPE_CHECKING:
     import numpy as np

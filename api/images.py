@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ValidationError
 from .catalog.specs import EDIT_INPUT_MAX_BYTES, EDIT_INPUT_SIDE_MAX, EDIT_INPUT_SIDE_MIN
+from .errors import ValidationError
 
 if TYPE_CHECKING:
     import numpy as np

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
-from .catalog.specs import IMAGE_EDIT, TEXT_TO_IMAGE
 from .catalog.models import DEFAULT_MODEL
+from .catalog.specs import IMAGE_EDIT, TEXT_TO_IMAGE
 
 # An edit input: encoded image bytes (PNG, JPEG, ... as a file holds them), or a string
 # that is already an http(s) URL, a data: URI or an oss:// name.

@@ -42,6 +42,7 @@ def _summary(runs: list[dict]) -> dict:
 
 def bench_edit_batch(latency: float, runs: int = 3) -> dict:
     import torch
+
     from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
     from qwen_image_dashscope.nodes.image_edit import DashScopeQwenImageEdit as Edit
 
@@ -100,6 +101,7 @@ def child_batch(base_url: str, key: str, home: str, seed: int) -> dict:
     """Runs in its own process: benchmark 1's batch of 8 with ``home`` as the state folder."""
     load_package()
     import torch  # noqa: F401 - loaded before any node runs, as in ComfyUI
+
     from qwen_image_dashscope.nodes.text_to_image import DashScopeQwenImageTextToImage as T2I
 
     with environment(base_url, key, home):
@@ -144,9 +146,9 @@ def bench_fresh_process(latency: float, repeats: int = 3) -> list[dict]:
 def bench_per_minute(latency: float) -> dict:
     from pathlib import Path
 
-    from support.comfy_stubs import activate
     from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
     from qwen_image_dashscope.nodes.text_to_image import DashScopeQwenImageTextToImage as T2I
+    from support.comfy_stubs import activate
 
     with tempfile.TemporaryDirectory() as store, Emulator(latency=latency) as emu, \
             environment(emu.base_url("ap-southeast-1"), SINGAPORE_KEY, store), \

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from common import environment, fmt_ms, in_child, load_package, run_node, verdict
+
 from support.package import import_as_comfyui  # noqa: E402 - common puts tests/ on sys.path
 
 CALL_SECONDS = 15.0  # a typical cloud call, for "share of a call"
@@ -56,6 +57,7 @@ def overhead_at(side: int, repeats: int) -> dict:
     import numpy as np
     import torch
     from PIL import Image
+
     from qwen_image_dashscope.api.images import encode_image, to_data_uri
     from qwen_image_dashscope.nodes import tensors
 

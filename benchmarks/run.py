@@ -55,7 +55,6 @@ import limits
 import local
 from common import environment, load_package, run_node, verdict
 
-
 # -- 1. throughput ------------------------------------------------------------------------------
 
 def bench_batch(latency: float, warm_runs: int = 3) -> list[dict]:
@@ -149,7 +148,7 @@ def bench_notice(mean_latency: float, warmup: int, measured: int, seed: int = 3)
         delay = times[-1] - task["end_time"]
         fixed_3s = 3.0 * math.ceil(duration / 3.0) - duration
         window = max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
-        gaps = [b - a for a, b in zip(times, times[1:])]
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
         samples.append({"warmup": position < warmup, "delay": delay, "duration": duration,
                         "fixed_3s": fixed_3s, "per_second": window,
                         "min_gap": min(gaps) if gaps else None, "polls": len(times)})

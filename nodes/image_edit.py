@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..api.errors import ValidationError
+from ..api.catalog.models import DEFAULT_MODEL, models_of, spec_for
 from ..api.catalog.specs import (
     EDIT_INPUT_SIDE_MAX,
     EDIT_INPUT_SIDE_MIN,
@@ -11,7 +11,7 @@ from ..api.catalog.specs import (
     INPUT_TRANSPORTS,
     REQUEST_BODY_TARGET,
 )
-from ..api.catalog.models import DEFAULT_MODEL, models_of, spec_for
+from ..api.errors import ValidationError
 from ..api.schema import ImageEditRequest
 from . import outputs, runner, widgets
 from .comfy_bridge import Comfy
@@ -50,7 +50,7 @@ def _connected(images: dict) -> dict:
     """The connected image inputs, which must be the first ones: the service numbers the
     inputs by position, so a gap would renumber every image after it."""
     given = {name: tensor for name, tensor in images.items() if tensor is not None}
-    for expected, name in zip(IMAGE_INPUTS, given):
+    for expected, name in zip(IMAGE_INPUTS, given, strict=False):
         if name != expected:
             raise ValidationError(name, f"is connected but {expected} is not",
                                   hint=f"Connect {expected} first: the service numbers the "

@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 import os
 
-from ..api.config import budget_settings
-from ..api.errors import QwenImageError
 from ..api.catalog.models import spec_for
 from ..api.catalog.pricing import usd_price
+from ..api.config import budget_settings
+from ..api.errors import QwenImageError
 from .runner import Job
 from .status import total_cost
 
@@ -36,7 +36,7 @@ def assemble(node_id: str, model: str, family: str, jobs: list[Job], outcomes: l
     {job.first: facts for that request's info}, notes)`` (nodes/placement.py)."""
     from .tensors import decode_images
 
-    succeeded = [(job, result) for job, result in zip(jobs, outcomes)
+    succeeded = [(job, result) for job, result in zip(jobs, outcomes, strict=False)
                  if not isinstance(result, QwenImageError)]
     if not succeeded:
         raise next(result for result in outcomes if isinstance(result, QwenImageError))
@@ -70,7 +70,7 @@ def assemble(node_id: str, model: str, family: str, jobs: list[Job], outcomes: l
     else:
         (images, masks, fitted, composed), padded = compose(succeeded), []
         notes.extend(composed)
-    for (job, _), facts in zip(succeeded, requests_info):
+    for (job, _), facts in zip(succeeded, requests_info, strict=False):
         facts.update(fitted.get(job.first, {}))
     if bool(masks.any()):
         notes.append("A result has transparency: 'images' holds its colour channels as "
@@ -89,7 +89,7 @@ def assemble(node_id: str, model: str, family: str, jobs: list[Job], outcomes: l
     price = usd_price(spec, region)
     failures = [{"outputs": job.label(total), "seed": job.request.seed,
                  "error": type(result).__name__, "message": str(result)}
-                for job, result in zip(jobs, outcomes) if isinstance(result, QwenImageError)]
+                for job, result in zip(jobs, outcomes, strict=False) if isinstance(result, QwenImageError)]
     info = {
         "node": node_id,
         "model": model,

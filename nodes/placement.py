@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..api.catalog.specs import ModelSpec
 from ..api.fitting import GOOD_AREA, asked_size, context_box, fit_exact, size_text
 from ..api.images import decode_pixels
-from ..api.catalog.specs import ModelSpec
 from . import masks as mask_ops
 from .tensors import alpha_mask, to_float
 from .widgets import MATCH

@@ -7,15 +7,14 @@ is never typed twice.
 """
 from __future__ import annotations
 
-
-from ..api.config import configured_region
-from ..api.errors import QwenImageError
-from ..api.fitting import area_range, needs_n1
-from ..api.catalog.specs import IMAGE_EDIT
 from ..api.catalog.models import spec_for
 from ..api.catalog.pricing import TIER_1K_MAX_PIXELS, usd_price
 from ..api.catalog.regions import DEFAULT_REGION, REGIONS
+from ..api.catalog.specs import IMAGE_EDIT
 from ..api.catalog.validation import normalize_size
+from ..api.config import configured_region
+from ..api.errors import QwenImageError
+from ..api.fitting import area_range, needs_n1
 
 
 def _pixels(size: str | None) -> int | None:

@@ -12,9 +12,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from ..api.catalog.specs import SEED_MAX
 from ..api.config import Config
 from ..api.errors import QwenImageError
-from ..api.catalog.specs import SEED_MAX
 from .comfy_bridge import Comfy
 from .status import BatchStatus, summary
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..api.catalog.specs import TEXT_TO_IMAGE, TEXT_TO_IMAGE_SIZES
 from ..api.catalog.models import DEFAULT_MODEL, models_of, spec_for
+from ..api.catalog.specs import TEXT_TO_IMAGE, TEXT_TO_IMAGE_SIZES
 from ..api.schema import TextToImageRequest
 from . import outputs, runner, widgets
 from .comfy_bridge import Comfy

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 
-from ..api.errors import ValidationError
+from ..api.catalog.models import spec_for
+from ..api.catalog.pricing import usd_price
+from ..api.catalog.regions import REGIONS, SINGAPORE
 from ..api.catalog.specs import (
     IMAGE_EDIT,
     NEGATIVE_PROMPT_MAX_CHARS,
@@ -19,10 +21,8 @@ from ..api.catalog.specs import (
     SEED_MAX,
     ModelSpec,
 )
-from ..api.catalog.models import spec_for
-from ..api.catalog.pricing import usd_price
-from ..api.catalog.regions import REGIONS, SINGAPORE
 from ..api.catalog.validation import check_model_id, validate
+from ..api.errors import ValidationError
 from .comfy_bridge import STORE_DIR_ENV
 from .prices import cost_table
 

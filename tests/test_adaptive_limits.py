@@ -13,8 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from qwen_image_dashscope.api import ImageEditRequest, TextToImageRequest
-from qwen_image_dashscope.api.emulator import Emulator
-from qwen_image_dashscope.api.errors import CancelledError, RateLimitError, ServerError
 from qwen_image_dashscope.api.call.limiter import (
     PROBE_AFTER,
     ModelLimiter,
@@ -23,6 +21,8 @@ from qwen_image_dashscope.api.call.limiter import (
     Window,
 )
 from qwen_image_dashscope.api.catalog.models import MODELS
+from qwen_image_dashscope.api.emulator import Emulator
+from qwen_image_dashscope.api.errors import CancelledError, RateLimitError, ServerError
 from qwen_image_dashscope.api.state import PROCESS_STATE
 from support.client import SYNC_PATH, api_requests, make_client, png_bytes
 

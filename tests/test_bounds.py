@@ -19,17 +19,17 @@ from qwen_image_dashscope.api import (
     ResultStore,
     TextToImageRequest,
     ValidationError,
+    cli,
 )
-from qwen_image_dashscope.api import cli
 from qwen_image_dashscope.api.call import generation
-from qwen_image_dashscope.api.storage.budget import SpendGuard
-from qwen_image_dashscope.api.service.download import Downloader
-from qwen_image_dashscope.api.storage.durations import FILE_NAME, DurationFile
 from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
-from qwen_image_dashscope.api.service.quotas import AccountLimits, read_quotas
 from qwen_image_dashscope.api.schema import GeneratedImage, GenerationResult
-from qwen_image_dashscope.api.state import PROCESS_STATE
+from qwen_image_dashscope.api.service.download import Downloader
+from qwen_image_dashscope.api.service.quotas import AccountLimits, read_quotas
 from qwen_image_dashscope.api.service.wire import read_usage, within_asked
+from qwen_image_dashscope.api.state import PROCESS_STATE
+from qwen_image_dashscope.api.storage.budget import SpendGuard
+from qwen_image_dashscope.api.storage.durations import FILE_NAME, DurationFile
 from support.client import ASYNC_PATH, FAST_RETRY, SG, SYNC_PATH, api_requests, make_client
 from support.comfy_stubs.harness import run_node
 
@@ -254,9 +254,9 @@ def test_usage_figures_out_of_range_are_not_taken_and_counts_stay_within_n():
 
 
 def test_a_reported_image_count_above_n_settles_n(tmp_path):
-    from qwen_image_dashscope.api.storage.charges import Charges
     from qwen_image_dashscope.api.catalog.models import MODELS
     from qwen_image_dashscope.api.service.wire import read_task
+    from qwen_image_dashscope.api.storage.charges import Charges
 
     guard = SpendGuard(images_per_day=10, path=tmp_path / "ledger.json")
     charges = Charges(guard, SG)

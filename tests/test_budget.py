@@ -18,11 +18,10 @@ from qwen_image_dashscope.api import (
     TaskFailedError,
     TextToImageRequest,
 )
-from qwen_image_dashscope.api.storage.budget import SpendGuard
 from qwen_image_dashscope.api.cli.commands import main
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY
+from qwen_image_dashscope.api.storage.budget import SpendGuard
 from support.client import ASYNC_PATH, FAST_RETRY, SG, SYNC_PATH, api_requests, png_bytes
-
 
 
 @pytest.fixture
@@ -198,9 +197,8 @@ def test_a_broken_ledger_or_setting_refuses_rather_than_forgets(emu, ledger):
 
 def test_the_node_info_and_doctor_show_the_budget_left(service, comfy, monkeypatch, tmp_path,
                                                       capsys):
-    from support.comfy_stubs.harness import run_node
-
     from qwen_image_dashscope.nodes.text_to_image import DashScopeQwenImageTextToImage as T2I
+    from support.comfy_stubs.harness import run_node
 
     ledger = tmp_path / "ledger.json"
     monkeypatch.setenv("QWEN_IMAGE_BUDGET_FILE", str(ledger))

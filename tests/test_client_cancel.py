@@ -12,9 +12,9 @@ from qwen_image_dashscope.api import (
     TaskCanceledError,
     TextToImageRequest,
 )
+from qwen_image_dashscope.api.catalog.models import MODELS
 from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
 from qwen_image_dashscope.api.state import PROCESS_STATE
-from qwen_image_dashscope.api.catalog.models import MODELS
 from support.client import (
     ASYNC_PATH,
     SG,

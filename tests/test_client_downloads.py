@@ -6,8 +6,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from qwen_image_dashscope.api import DownloadError, ImageEditRequest, TextToImageRequest
-from qwen_image_dashscope.api.service.download import Downloader
 from qwen_image_dashscope.api.emulator import Emulator
+from qwen_image_dashscope.api.service.download import Downloader
 from support.client import FAST_RETRY, api_requests, make_client, png_bytes
 
 T2I = TextToImageRequest("a harbour", seed=9)

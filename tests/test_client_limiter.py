@@ -5,11 +5,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from qwen_image_dashscope.api import ImageEditRequest, TextToImageRequest
-from qwen_image_dashscope.api.config import key_fingerprint
 from qwen_image_dashscope.api.call.limiter import ModelLimits, RateGate
-from qwen_image_dashscope.api.state import PROCESS_STATE
-from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
 from qwen_image_dashscope.api.catalog.models import MODELS
+from qwen_image_dashscope.api.config import key_fingerprint
+from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
+from qwen_image_dashscope.api.state import PROCESS_STATE
 from support.client import make_client, png_bytes
 
 

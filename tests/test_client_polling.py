@@ -8,9 +8,6 @@ import time
 import pytest
 
 from qwen_image_dashscope.api import TextToImageRequest
-
-from qwen_image_dashscope.api.storage import durations as durations_store
-from qwen_image_dashscope.api.emulator import Emulator
 from qwen_image_dashscope.api.call.polling import (
     ALIGN,
     MIN_GAP,
@@ -21,7 +18,9 @@ from qwen_image_dashscope.api.call.polling import (
     PollSchedule,
     service_duration,
 )
+from qwen_image_dashscope.api.emulator import Emulator
 from qwen_image_dashscope.api.state import PROCESS_STATE
+from qwen_image_dashscope.api.storage import durations as durations_store
 from support.client import api_requests, make_client
 
 
@@ -33,7 +32,7 @@ def test_task_end_is_noticed_quickly_without_hammering():
         for result in results:
             polls = api_requests(emu, f"/tasks/{result.task_id}", "GET")
             times = [p.time for p in polls]
-            gaps = [b - a for a, b in zip(times, times[1:])]
+            gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
             assert all(gap >= MIN_INTERVAL - SNAP_SLACK - 0.03 for gap in gaps), gaps
             span = times[-1] - tasks[result.task_id]["submit_time"]
             assert len(polls) <= 2 * span + 1
@@ -56,7 +55,7 @@ def _poll_times(schedule, until):
 def test_schedule_for_the_real_service():
     schedule = PollSchedule(expected=15.0, deviation=3.75)
     times = _poll_times(schedule, 40.0)
-    gaps = [b - a for a, b in zip([0.0] + times, times)]
+    gaps = [b - a for a, b in zip([0.0] + times, times, strict=False)]
     assert times[0] == MIN_INTERVAL  # an instant failure is seen at once
     assert min(gaps) >= MIN_INTERVAL - SNAP_SLACK - 1e-9 and max(gaps) <= 5.0
     assert 15.0 + ALIGN - 1e-6 <= next(t for t in times if t >= 15.0) <= 15.0 + ALIGN + 1e-6
@@ -95,8 +94,8 @@ def test_without_a_prior_polls_evenly_then_follows_what_a_sibling_taught():
     # The expected end is between two grid steps of the new schedule: the next poll comes
     # as soon as the pace allows, not a grid step later.
     assert times[2] - 1.2 <= MIN_INTERVAL
-    assert all(b - a >= MIN_GAP for a, b in zip(times, times[1:]))
-    assert all(c - a >= PAIR_WINDOW - 1e-9 for a, c in zip(times, times[2:]))
+    assert all(b - a >= MIN_GAP for a, b in zip(times, times[1:], strict=False))
+    assert all(c - a >= PAIR_WINDOW - 1e-9 for a, c in zip(times, times[2:], strict=False))
 
 
 def test_the_first_batch_of_a_process_is_noticed_as_fast_as_later_ones():

@@ -21,9 +21,10 @@ import time
 import uuid
 from pathlib import Path
 
-from support import comfyui as harness
 import pytest
 from PIL import Image
+
+from support import comfyui as harness
 
 REPO_ROOT = harness.REPO_ROOT
 WORKFLOW_DIR = REPO_ROOT / "example_workflows"
@@ -136,7 +137,7 @@ def mean_difference(a: bytes, b: bytes) -> float:
     (size_a, pixels_a), (size_b, pixels_b) = pixels(a), pixels(b)
     if size_a != size_b:
         return 255.0
-    return sum(abs(x - y) for x, y in zip(pixels_a, pixels_b)) / len(pixels_a)
+    return sum(abs(x - y) for x, y in zip(pixels_a, pixels_b, strict=False)) / len(pixels_a)
 
 
 # -- 1. loading --------------------------------------------------------------------------------

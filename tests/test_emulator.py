@@ -9,6 +9,7 @@ import uuid
 import pytest
 import requests
 from PIL import Image
+
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY
 from support.emulator_http import (
     BJ,

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 import requests
+
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY, Emulator
 from support.emulator_http import (
     BJ,

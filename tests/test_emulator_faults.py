@@ -8,6 +8,7 @@ import time
 import pytest
 import requests
 from PIL import Image
+
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, Emulator
 from support.emulator_http import (
     BJ,

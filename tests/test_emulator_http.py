@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY, Emulator
 from support.emulator_http import (
     BJ,

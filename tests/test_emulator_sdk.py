@@ -7,6 +7,7 @@ import os
 import pytest
 import requests
 from PIL import Image
+
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY, Emulator
 
 dashscope = pytest.importorskip("dashscope")

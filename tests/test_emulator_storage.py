@@ -6,6 +6,7 @@ import time
 
 import requests
 from PIL import Image
+
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY, Emulator
 from support.emulator_http import (
     BJ,

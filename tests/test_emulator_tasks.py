@@ -4,6 +4,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import requests
+
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY, Emulator
 from support.emulator_http import (
     BJ,

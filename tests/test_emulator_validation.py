@@ -2,6 +2,7 @@
 and message, the edge values it accepts, and the limits on body and data-URI sizes."""
 import pytest
 import requests
+
 from qwen_image_dashscope.api.emulator import Emulator
 from support.emulator_http import (
     GENERATION,

@@ -34,9 +34,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from support import comfyui as harness
 import pytest
 from PIL import Image
+
+from support import comfyui as harness
 
 REPO_ROOT = harness.REPO_ROOT
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "workflows"
@@ -145,7 +146,7 @@ def _frozen(path: Path) -> dict[str, tuple[list, list]]:
         count = len(expected["widgets"])
         after_run = path.parent.name == "saved-after-run" and node["type"] in PACK_NODES
         assert len(values) == count + (1 if after_run else 0), (path.name, node["id"], values)
-        result[str(node["id"])] = (list(zip(expected["widgets"], values)), values[count:])
+        result[str(node["id"])] = (list(zip(expected["widgets"], values, strict=False)), values[count:])
     return result
 
 

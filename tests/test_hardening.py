@@ -20,15 +20,15 @@ from qwen_image_dashscope.api import (
     ResultStore,
     TextToImageRequest,
     ValidationError,
+    errors as errors_module,
 )
-from qwen_image_dashscope.api import errors as errors_module
-from qwen_image_dashscope.api.storage.budget import SpendGuard
-from qwen_image_dashscope.api.service.download import Downloader, check_result_url
 from qwen_image_dashscope.api.emulator import SINGAPORE_KEY
 from qwen_image_dashscope.api.errors import DownloadError, QwenImageError, redact
-from qwen_image_dashscope.api.service.retry import RetryPolicy
 from qwen_image_dashscope.api.schema import GeneratedImage, GenerationResult
+from qwen_image_dashscope.api.service.download import Downloader, check_result_url
+from qwen_image_dashscope.api.service.retry import RetryPolicy
 from qwen_image_dashscope.api.service.transport import task_path
+from qwen_image_dashscope.api.storage.budget import SpendGuard
 from support.client import (
     ASYNC_PATH,
     FAST_RETRY,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from qwen_image_dashscope.api.storage import journal as journal_module
 from qwen_image_dashscope.api.errors import ConfigurationError
+from qwen_image_dashscope.api.storage import journal as journal_module
 from qwen_image_dashscope.api.storage.journal import (
     CREATED,
     FAILED,

@@ -64,7 +64,7 @@ def code_definitions() -> dict:
         tooltips = getattr(cls, "OUTPUT_TOOLTIPS", (None,) * len(cls.RETURN_TYPES))
         names = getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)
         outputs = {str(index): {"name": name, "tooltip": tooltip}
-                   for index, (name, tooltip) in enumerate(zip(names, tooltips))}
+                   for index, (name, tooltip) in enumerate(zip(names, tooltips, strict=False))}
         definitions[node_id] = {
             "display_name": pack.NODE_DISPLAY_NAME_MAPPINGS.get(node_id, node_id),
             "description": getattr(cls, "DESCRIPTION", None),

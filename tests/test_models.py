@@ -2,6 +2,10 @@
 import pytest
 
 from qwen_image_dashscope.api import ValidationError
+from qwen_image_dashscope.api.call.limiter import ModelLimits
+from qwen_image_dashscope.api.catalog.models import MODELS, models_of, spec_for
+from qwen_image_dashscope.api.catalog.pricing import usd_price
+from qwen_image_dashscope.api.catalog.regions import REGIONS
 from qwen_image_dashscope.api.catalog.specs import (
     ASYNC,
     IMAGE_EDIT,
@@ -11,12 +15,8 @@ from qwen_image_dashscope.api.catalog.specs import (
     TEXT_TO_IMAGE,
     UNIFIED,
 )
-from qwen_image_dashscope.api.catalog.models import MODELS, models_of, spec_for
-from qwen_image_dashscope.api.call.limiter import ModelLimits
-from qwen_image_dashscope.api.catalog.pricing import usd_price
-from qwen_image_dashscope.api.catalog.regions import REGIONS
-from qwen_image_dashscope.api.schema import ImageEditRequest, TextToImageRequest
 from qwen_image_dashscope.api.catalog.validation import validate
+from qwen_image_dashscope.api.schema import ImageEditRequest, TextToImageRequest
 
 SEED_T2I = ("qwen-image", "qwen-image-plus")
 SEED_EDIT = ("qwen-image-edit", "qwen-image-edit-plus", "qwen-image-edit-plus-2025-10-30")

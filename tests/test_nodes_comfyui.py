@@ -24,10 +24,10 @@ import os
 import re
 from pathlib import Path
 
-from support import comfyui as harness
 import pytest
 
 from qwen_image_dashscope.nodes.image_edit import IMAGE_INPUTS
+from support import comfyui as harness
 
 FIXTURES = harness.REPO_ROOT / "tests" / "fixtures" / "workflows"
 T2I, EDIT = "DashScopeQwenImageTextToImage", "DashScopeQwenImageEdit"

@@ -17,10 +17,10 @@ if __name__ == "__main__":  # run as a script: load the repository as the packag
     import conftest  # noqa: F401
 
 import qwen_image_dashscope as pack
-from qwen_image_dashscope.api.catalog.specs import IMAGE_EDIT, TEXT_TO_IMAGE
 from qwen_image_dashscope.api.catalog.models import spec_for
 from qwen_image_dashscope.api.catalog.pricing import TIER_1K_MAX_PIXELS, usd_price
 from qwen_image_dashscope.api.catalog.regions import REGIONS
+from qwen_image_dashscope.api.catalog.specs import IMAGE_EDIT, TEXT_TO_IMAGE
 
 REPO = Path(__file__).resolve().parents[1]
 BEGIN = "<!-- models: rendered from api/catalog/table.py by tests/test_nodes_help.py -->"

@@ -10,17 +10,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from qwen_image_dashscope.api.catalog.specs import REQUEST_BODY_TARGET
+from qwen_image_dashscope.api.errors import ValidationError
+from qwen_image_dashscope.nodes.image_edit import DashScopeQwenImageEdit as Edit
 from support.comfy_stubs.harness import (
     pixels_sent,
     png_pixels,
     run_node,
     saved_pixels,
 )
-
-from qwen_image_dashscope.api.errors import ValidationError
-from qwen_image_dashscope.api.catalog.specs import REQUEST_BODY_TARGET
-from qwen_image_dashscope.nodes.image_edit import DashScopeQwenImageEdit as Edit
-
 
 
 def image(batch=1, height=400, width=520, channels=3, seed=0):

@@ -8,16 +8,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from support.comfy_stubs.harness import pixels_sent, png_pixels, run_node, saved_pixels
 
-from qwen_image_dashscope.api.errors import ValidationError
+from qwen_image_dashscope.api.catalog.models import MODELS as TABLE, spec_for
 from qwen_image_dashscope.api.catalog.specs import IMAGE_EDIT, TEXT_TO_IMAGE
-from qwen_image_dashscope.api.catalog.models import spec_for
-from qwen_image_dashscope.api.catalog.models import MODELS as TABLE
+from qwen_image_dashscope.api.errors import ValidationError
 from qwen_image_dashscope.nodes import image_edit, outputs, runner, text_to_image
 from qwen_image_dashscope.nodes.image_edit import DashScopeQwenImageEdit as Edit
 from qwen_image_dashscope.nodes.text_to_image import DashScopeQwenImageTextToImage as T2I
-
+from support.comfy_stubs.harness import pixels_sent, png_pixels, run_node, saved_pixels
 
 
 def posts(emu):
@@ -187,7 +185,7 @@ def test_unified_edit_with_three_references_and_n(service, comfy):
     assert post.json["model"] == "qwen-image-3.0" and post.json["parameters"]["n"] == 2
     got = [png_pixels(data) for data in service.input_images(post)]
     assert len(got) == 3
-    for sent, received in zip(inputs, got):
+    for sent, received in zip(inputs, got, strict=False):
         assert np.array_equal(received, pixels_sent(sent)[0])  # lossless, in order
     assert images.shape[0] == 2
     served = {png_pixels(data).tobytes() for data in service.served_images.values()}
@@ -201,7 +199,7 @@ def test_a_model_taking_more_references_gets_them_all(service, comfy):
     (post,) = posts(service)
     got = [png_pixels(data) for data in service.input_images(post)]
     assert [g.shape for g in got] == [(400, 520, 3)] * 5
-    for name, received in zip(inputs, got):
+    for name, received in zip(inputs, got, strict=False):
         assert np.array_equal(received, pixels_sent(inputs[name])[0])
 
 

@@ -174,7 +174,7 @@ def check_pack_widgets(cls, widgets, values):
     types = cls.INPUT_TYPES()
     inputs = {**types["required"], **types.get("optional", {})}
     named = {}
-    for name, value in zip(widgets, values):
+    for name, value in zip(widgets, values, strict=False):
         if name == "control_after_generate":
             continue
         kind, options = inputs[name]
@@ -236,7 +236,7 @@ def test_example_workflows_cover_the_five_graphs():
 def widget_values(node: dict) -> dict:
     """{widget name: value} of a pack node of a workflow, by position as the frontend reads."""
     widgets, _, _ = pack_node_shape(pack.NODE_CLASS_MAPPINGS[node["type"]])
-    return dict(zip(widgets, node["widgets_values"]))
+    return dict(zip(widgets, node["widgets_values"], strict=False))
 
 
 # -- last month's workflows (frozen) --------------------------------------------------------------
@@ -275,7 +275,7 @@ def test_frozen_workflows_keep_their_widgets_in_place_and_pass_the_queue_time_ch
         assert extra in ([], ["done"])
         if extra:
             assert widgets[len(old)] == "prompt_extend_mode"
-        named = {name: value for name, value in zip(widgets, values)
+        named = {name: value for name, value in zip(widgets, values, strict=False)
                  if name != "control_after_generate"}
         accepted = inspect.getfullargspec(cls.VALIDATE_INPUTS).args[1:]
         assert cls.VALIDATE_INPUTS(**{k: v for k, v in named.items() if k in accepted}) is True

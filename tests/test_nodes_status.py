@@ -2,9 +2,9 @@
 wait, and the summary a run ends with."""
 import pytest
 
+from qwen_image_dashscope.api.call.waiting import Progress
 from qwen_image_dashscope.api.errors import ContentModerationError
 from qwen_image_dashscope.api.schema import GeneratedImage, GenerationResult
-from qwen_image_dashscope.api.call.waiting import Progress
 from qwen_image_dashscope.nodes import status as status_module
 from qwen_image_dashscope.nodes.status import BatchStatus, duration, summary
 

@@ -6,11 +6,11 @@ import time
 
 import numpy as np
 import pytest
-from support.comfy_stubs.harness import png_pixels, run_node, saved_pixels
 
 from qwen_image_dashscope.api.emulator import BEIJING_KEY
 from qwen_image_dashscope.api.errors import MissingApiKeyError, TaskFailedError, ValidationError
 from qwen_image_dashscope.nodes.text_to_image import SIZES, DashScopeQwenImageTextToImage as T2I
+from support.comfy_stubs.harness import png_pixels, run_node, saved_pixels
 
 SQUARE = "1328*1328 (1:1)"
 WIDE = "1664*928 (16:9)"

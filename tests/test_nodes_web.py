@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 import qwen_image_dashscope as pack
-from qwen_image_dashscope.api.catalog.specs import IMAGE_EDIT, TEXT_TO_IMAGE
 from qwen_image_dashscope.api.catalog.models import spec_for
 from qwen_image_dashscope.api.catalog.pricing import estimate_usd
+from qwen_image_dashscope.api.catalog.specs import IMAGE_EDIT, TEXT_TO_IMAGE
 from qwen_image_dashscope.nodes.status import _dollars
 from qwen_image_dashscope.nodes.widgets import REGION_CHOICES
 

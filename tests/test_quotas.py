@@ -7,10 +7,15 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from qwen_image_dashscope.api import ImageEditRequest, TextToImageRequest
-from qwen_image_dashscope.api.service import quotas
-from qwen_image_dashscope.api.emulator import Emulator
 from qwen_image_dashscope.api.catalog.models import MODELS
-from qwen_image_dashscope.api.service.quotas import AccountLimits, QuotaBook, limits_for, read_quotas
+from qwen_image_dashscope.api.emulator import Emulator
+from qwen_image_dashscope.api.service import quotas
+from qwen_image_dashscope.api.service.quotas import (
+    AccountLimits,
+    QuotaBook,
+    limits_for,
+    read_quotas,
+)
 from qwen_image_dashscope.api.state import PROCESS_STATE
 from support.client import api_requests, make_client, png_bytes
 

@@ -23,11 +23,12 @@ from qwen_image_dashscope.api import (
     QwenImageClient,
     ResultStore,
     TextToImageRequest,
+    cli,
 )
-from qwen_image_dashscope.api import cli
-from qwen_image_dashscope.api.recovery import unfinished
+from qwen_image_dashscope.api.catalog.specs import IMAGE_GENERATION_PATH
 from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
 from qwen_image_dashscope.api.errors import AmbiguousTaskError
+from qwen_image_dashscope.api.recovery import unfinished
 from qwen_image_dashscope.api.state import PROCESS_STATE
 from qwen_image_dashscope.api.storage.journal import (
     AMBIGUOUS,
@@ -36,7 +37,6 @@ from qwen_image_dashscope.api.storage.journal import (
     STORED,
     Journal,
 )
-from qwen_image_dashscope.api.catalog.specs import IMAGE_GENERATION_PATH
 from support.client import ASYNC_PATH, FAST_RETRY, SG, SYNC_PATH, api_requests, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -563,8 +563,8 @@ def test_progress_piped_to_a_file_writes_plain_lines(emu, tmp_path):
 def test_progress_on_a_terminal_redraws_one_line(monkeypatch):
     import io
 
-    from qwen_image_dashscope.api.cli.console import Console
     from qwen_image_dashscope.api.call.waiting import Progress
+    from qwen_image_dashscope.api.cli.console import Console
 
     class Terminal(io.StringIO):
         def isatty(self):

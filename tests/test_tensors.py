@@ -5,14 +5,14 @@ import io
 import numpy as np
 import pytest
 import torch
-from support.comfy_stubs.harness import pixels_sent, png_pixels, saved_pixels
 from PIL import Image
 
-from qwen_image_dashscope.api.errors import ValidationError
 from qwen_image_dashscope.api import images as api_images
-from qwen_image_dashscope.api.images import data_uri_length, mime_type
 from qwen_image_dashscope.api.catalog.specs import EDIT_INPUT_MAX_BYTES
+from qwen_image_dashscope.api.errors import ValidationError
+from qwen_image_dashscope.api.images import data_uri_length, mime_type
 from qwen_image_dashscope.nodes import tensors
+from support.comfy_stubs.harness import pixels_sent, png_pixels, saved_pixels
 
 
 def png(array, mode="RGB", format="PNG", **options) -> bytes:
@@ -96,7 +96,7 @@ def test_results_of_different_sizes_share_the_batch_padded_with_exact_pixels():
     out = saved_pixels(images)
     assert [(p.index, p.width, p.height, p.x, p.y) for p in placed] == [
         (0, 60, 40, 0, 5), (1, 31, 30, 14, 10), (2, 20, 50, 20, 0)]
-    for p, pixels in zip(placed, (first, other, tall)):
+    for p, pixels in zip(placed, (first, other, tall), strict=False):
         frame = out[p.index]
         assert np.array_equal(frame[p.y:p.y + p.height, p.x:p.x + p.width], pixels)
         outside = np.ones(frame.shape[:2], bool)

@@ -16,17 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from support.comfy_stubs.harness import png_pixels, run_node, saved_pixels, widget_defaults
+
 from qwen_image_dashscope.api import TextToImageRequest
-from qwen_image_dashscope.api.errors import TaskFailedError
 from qwen_image_dashscope.api.catalog.models import MODELS
 from qwen_image_dashscope.api.catalog.pricing import usd_price
+from qwen_image_dashscope.api.errors import TaskFailedError
 from qwen_image_dashscope.api.service.retry import RetryPolicy
 from qwen_image_dashscope.nodes import tensors
 from qwen_image_dashscope.nodes.image_edit import DashScopeQwenImageEdit as Edit
 from qwen_image_dashscope.nodes.text_to_image import DashScopeQwenImageTextToImage as T2I
 from support.client import make_client
-
+from support.comfy_stubs.harness import png_pixels, run_node, saved_pixels, widget_defaults
 
 T2I_MODEL, EDIT_MODEL = "qwen-image-plus", "qwen-image-edit-plus"
 
@@ -183,7 +183,7 @@ def test_429_storms_are_absorbed_and_nothing_is_created_twice(service, comfy, st
         for r in posts(service, "/image-synthesis") + posts(service, "/generation"):
             attempts.setdefault((r.path, r.json["parameters"]["seed"]), []).append(r)
         gaps = [b.time - a.time for tries in attempts.values()
-                for a, b in zip(tries, tries[1:]) if a.status == 429]
+                for a, b in zip(tries, tries[1:], strict=False) if a.status == 429]
         assert len(gaps) == 8 and min(gaps) >= retry_after - 0.05, gaps
     # ... and every image came, each made once.
     assert t2i_images.shape[0] == 3 and edit_images.shape[0] == 2

@@ -18,11 +18,10 @@ from qwen_image_dashscope.api import (
     TextToImageRequest,
     ValidationError,
 )
+from qwen_image_dashscope.api.catalog.specs import REQUEST_BODY_LIMIT, REQUEST_BODY_TARGET
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, Emulator
 from qwen_image_dashscope.api.images import data_uri_length, inspect_image, shrink_to_fit
-from qwen_image_dashscope.api.catalog.specs import REQUEST_BODY_LIMIT, REQUEST_BODY_TARGET
 from support.client import BJ, SG, SYNC_PATH, api_requests, make_client, png_bytes
-
 
 
 def noisy_png(side: int = 3000) -> bytes:
@@ -273,9 +272,9 @@ def test_shrink_to_fit_is_lossless_when_it_can_be():
 
 def test_the_edit_node_passes_its_input_transport_widget(service, comfy, monkeypatch):
     import torch
-    from support.comfy_stubs.harness import run_node
 
     from qwen_image_dashscope.nodes.image_edit import DashScopeQwenImageEdit as Edit
+    from support.comfy_stubs.harness import run_node
 
     picture = torch.rand(1, 400, 520, 3, generator=torch.Generator().manual_seed(1))
     with pytest.raises(ValidationError, match=r"input_transport: 'upload' needs"):

@@ -17,9 +17,9 @@ from qwen_image_dashscope.api import (
     to_data_uri,
     validate,
 )
-from qwen_image_dashscope.api.emulator import Emulator
 from qwen_image_dashscope.api.catalog.specs import EDIT_INPUT_MAX_BYTES
 from qwen_image_dashscope.api.catalog.validation import normalize_size
+from qwen_image_dashscope.api.emulator import Emulator
 from support.client import make_client, png_bytes
 
 T2I = TextToImageRequest("a quiet lake")

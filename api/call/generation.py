@@ -19,9 +19,9 @@ import logging
 import math
 import time
 
-from ..storage.charges import Charges
+from ..catalog.pricing import cost_usd
+from ..catalog.specs import ASYNC, IMAGE_EDIT, SYNC, ModelSpec
 from ..config import Config, key_fingerprint
-from ..service.download import Downloader, over_pixel_cap
 from ..errors import (
     ApiError,
     DownloadError,
@@ -32,21 +32,12 @@ from ..errors import (
     TransportError,
     ValidationError,
 )
-from .inputs import InputPlanner
-from ..storage.journal import FAILED, STORED, SUCCEEDED, UNFETCHED, Entry, Journal
-from ..storage.durations import learned_durations
-from .limiter import ModelLimiter, Slot
-from ..catalog.specs import ASYNC, IMAGE_EDIT, SYNC, ModelSpec
-from .polling import service_duration
-from ..catalog.pricing import cost_usd
-from ..service.quotas import model_limits
+from ..recovery.finder import TaskFinder, create_or_find
 from ..schema import GeneratedImage, GenerationResult, Usage
 from ..service.answers import task_error
-from ..recovery.finder import TaskFinder, create_or_find
-from ..state import ProcessState
-from ..storage.store import ResultStore, request_fingerprint
+from ..service.download import Downloader, over_pixel_cap
+from ..service.quotas import model_limits
 from ..service.transport import Transport, task_path
-from .waiting import Abandoned, Job
 from ..service.wire import (
     SYNC_PATH,
     TaskState,
@@ -59,6 +50,15 @@ from ..service.wire import (
     task_body,
     within_asked,
 )
+from ..state import ProcessState
+from ..storage.charges import Charges
+from ..storage.durations import learned_durations
+from ..storage.journal import FAILED, STORED, SUCCEEDED, UNFETCHED, Entry, Journal
+from ..storage.store import ResultStore, request_fingerprint
+from .inputs import InputPlanner
+from .limiter import ModelLimiter, Slot
+from .polling import service_duration
+from .waiting import Abandoned, Job
 
 log = logging.getLogger(__name__)
 
@@ -391,7 +391,7 @@ class Generator:
                           len(result.images), store.directory, exc,
                           " ".join(image.url for image in result.images))
                 result.notes.append(f"the images could not be saved to the result store: {exc}")
-        missing = [url for url, outcome in zip(urls, outcomes)
+        missing = [url for url, outcome in zip(urls, outcomes, strict=False)
                    if isinstance(outcome, DownloadError) or not saved]
         self._journal(entry, status=UNFETCHED if missing else STORED, urls=missing,
                       saved=[i.saved_path for i in result.images if i.saved_path])

@@ -14,13 +14,13 @@ from __future__ import annotations
 import base64
 import logging
 
+from ..catalog.regions import Region
+from ..catalog.specs import INPUT_TRANSPORTS, REQUEST_BODY_TARGET
 from ..errors import ApiError, AuthenticationError, TransportError, ValidationError
 from ..images import data_uri_length, inspect_image, mime_type, shrink_to_fit, to_data_uri
-from ..catalog.specs import INPUT_TRANSPORTS, REQUEST_BODY_TARGET
-from ..catalog.regions import Region
-from ..state import UploadCache
 from ..service.transport import Transport
 from ..service.uploads import REUSE_FOR, TemporaryStorage
+from ..state import UploadCache
 from .waiting import Job
 
 log = logging.getLogger(__name__)

@@ -35,9 +35,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from ..catalog.specs import FALLBACK_REQUESTS_PER_SECOND, ModelSpec
 from ..config import key_fingerprint
 from ..errors import ApiError, CancelledError, RateLimitError
-from ..catalog.specs import FALLBACK_REQUESTS_PER_SECOND, ModelSpec
 from ..service.retry import sleep_or_cancel
 from ..state import ProcessState
 

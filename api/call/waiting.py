@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import CancelledError
 from ..catalog.specs import ModelSpec
+from ..errors import CancelledError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,15 @@ The rows are in ``table``, their types in ``specs``.
 from __future__ import annotations
 
 from ..errors import ValidationError
-from .specs import IMAGE_EDIT, OPTIONAL_PARAMETERS, TEXT2IMAGE_PATH, TEXT_TO_IMAGE, InputRule, ModelSpec, SizeRule
+from .specs import (
+    IMAGE_EDIT,
+    OPTIONAL_PARAMETERS,
+    TEXT2IMAGE_PATH,
+    TEXT_TO_IMAGE,
+    InputRule,
+    ModelSpec,
+    SizeRule,
+)
 from .table import MODELS
 
 __all__ = ["DEFAULT_MODEL", "MODELS", "models_of", "spec_for"]

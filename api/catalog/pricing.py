@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 
-from .specs import ModelSpec, Price
 from ..schema import Usage
+from .specs import ModelSpec, Price
 
 # The rate the seed references imply: Beijing's qwen-image-plus is 0.2 CNY there and
 # "$0.028671" in the text-to-image reference (about 6.976 CNY per USD).

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .regions import BEIJING, FRANKFURT, REGIONS, SINGAPORE, TOKYO
 from .specs import (
     EDIT_CUSTOM_SIZE_RANGE,
     EDIT_INPUT_FORMATS,
@@ -41,7 +42,6 @@ from .specs import (
     SizeRule,
     TextLimit,
 )
-from .regions import BEIJING, FRANKFURT, REGIONS, SINGAPORE, TOKYO
 
 BJ_SG = frozenset({BEIJING, SINGAPORE})
 ALL_REGIONS = frozenset(REGIONS)

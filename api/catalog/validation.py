@@ -21,13 +21,15 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-from dataclasses import dataclass, field
 import math
 import numbers
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ValidationError
+from .models import spec_for
+from .regions import REGIONS
 from .specs import (
     IMAGE_EDIT,
     PARAMETER_DEFAULTS,
@@ -37,8 +39,6 @@ from .specs import (
     ModelSpec,
     area_text,
 )
-from .models import spec_for
-from .regions import REGIONS
 
 _MODEL_ID = re.compile(r"[A-Za-z0-9._-]+")
 MODEL_ID_CHARS = "letters, digits, '.', '_' and '-'"

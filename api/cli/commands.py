@@ -16,9 +16,8 @@ import logging
 import sys
 from pathlib import Path
 
-from ..config import BUDGET_IMAGES_ENV, BUDGET_USD_ENV, Config
-from .console import Console, TerminalStream
-from ..errors import CancelledError, ConfigurationError, QwenImageError, ValidationError
+from ..catalog.models import DEFAULT_MODEL, MODELS, models_of
+from ..catalog.regions import REGIONS, WORKSPACE_ENV, other_region, region_env_suffix
 from ..catalog.specs import (
     IMAGE_EDIT,
     INPUT_TRANSPORTS,
@@ -26,9 +25,10 @@ from ..catalog.specs import (
     REQUEST_BODY_TARGET,
     TEXT_TO_IMAGE,
 )
-from ..catalog.models import DEFAULT_MODEL, MODELS, models_of
-from ..catalog.regions import REGIONS, WORKSPACE_ENV, other_region, region_env_suffix
 from ..catalog.validation import normalize_size
+from ..config import BUDGET_IMAGES_ENV, BUDGET_USD_ENV, Config
+from ..errors import CancelledError, ConfigurationError, QwenImageError, ValidationError
+from .console import Console, TerminalStream
 
 DEFAULT_OUT = Path("qwen-image-output")
 log = logging.getLogger("qwen_image")
@@ -114,8 +114,8 @@ def cmd_doctor(args) -> int:
     The check is a task query for a random id (answered UNKNOWN for a valid key, 401 for
     an invalid one), so it costs nothing.
     """
-    from ..storage.budget import SpendGuard
     from ..client import QwenImageClient
+    from ..storage.budget import SpendGuard
 
     default = Config.resolve(region=args.region)
     out = TerminalStream(sys.stdout)
@@ -161,9 +161,9 @@ def cmd_doctor(args) -> int:
 def cmd_recover(args) -> int:
     """Finish what the journal left open in the last 24 hours: poll, find and download
     every image that succeeded into the store its entry names (or --out)."""
+    from ..recovery.unfinished import recover_all
     from ..storage.journal import Journal
     from ..storage.store import ResultStore
-    from ..recovery.unfinished import recover_all
 
     out = ResultStore(Path(args.out)) if args.out else None
     if out is not None:

@@ -21,8 +21,19 @@ from . import faults, rules, validate
 from .accounts import Keyring, key_id
 from .errors import ApiError
 from .faults import Faults
-from .http import (Handler, RecordedRequest, Response, Server, content_length, oss_error,
-                   parse_json, read_body, redacted_headers, require_loopback, send)
+from .http import (
+    Handler,
+    RecordedRequest,
+    Response,
+    Server,
+    content_length,
+    oss_error,
+    parse_json,
+    read_body,
+    redacted_headers,
+    require_loopback,
+    send,
+)
 from .limits import RateLimiter, quota_table
 from .service import Service
 from .state import Settings, Shared

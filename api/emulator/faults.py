@@ -29,8 +29,8 @@ except as noted; ``path="/quotas"`` aims one at the quotas API.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from . import rules

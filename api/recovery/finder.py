@@ -74,6 +74,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
+from ..call.waiting import Job
+from ..catalog.specs import ASYNC, TEXT2IMAGE_PATH, ModelSpec
 from ..errors import (
     AmbiguousRequestError,
     AmbiguousTaskError,
@@ -82,12 +84,10 @@ from ..errors import (
     ServerError,
     TransportError,
 )
-from ..storage.journal import AMBIGUOUS, CREATED, LOST, NOT_CREATED, SENDING, Entry, Journal
-from ..catalog.specs import ASYNC, TEXT2IMAGE_PATH, ModelSpec
-from ..storage.store import ResultStore
 from ..service.transport import Transport
-from ..call.waiting import Job
 from ..service.wire import TaskState, read_created
+from ..storage.journal import AMBIGUOUS, CREATED, LOST, NOT_CREATED, SENDING, Entry, Journal
+from ..storage.store import ResultStore
 
 if TYPE_CHECKING:
     from ..call.generation import Generator

@@ -24,8 +24,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, TextIO
 
+from ..call.waiting import Job
+from ..catalog.models import spec_for
+from ..catalog.specs import SYNC, TEXT2IMAGE_PATH
 from ..config import key_fingerprint
 from ..errors import AmbiguousTaskError, QwenImageError, TaskError
+from ..schema import GenerationResult
+from ..service.transport import CONNECT_TIMEOUT
 from ..storage.journal import (
     AMBIGUOUS,
     EXPIRED,
@@ -38,13 +43,8 @@ from ..storage.journal import (
     Journal,
     journaled_request,
 )
-from ..catalog.specs import SYNC, TEXT2IMAGE_PATH
-from ..catalog.models import spec_for
-from .finder import TASK_DATA_TTL, store_candidates
-from ..schema import GenerationResult
 from ..storage.store import ResultStore
-from ..service.transport import CONNECT_TIMEOUT
-from ..call.waiting import Job
+from .finder import TASK_DATA_TTL, store_candidates
 
 if TYPE_CHECKING:
     from ..client import QwenImageClient

@@ -6,6 +6,8 @@ does the same for a task that ended without images. The tables are the vendor's 
 """
 from __future__ import annotations
 
+from ..catalog.regions import other_region, region_env_suffix, region_name
+from ..catalog.specs import REQUEST_BODY_TARGET
 from ..errors import (
     AccessDeniedError,
     ApiError,
@@ -21,8 +23,6 @@ from ..errors import (
     TaskFailedError,
     TaskUnknownError,
 )
-from ..catalog.specs import REQUEST_BODY_TARGET
-from ..catalog.regions import other_region, region_env_suffix, region_name
 
 _RATE_CODES = {"Throttling", "Throttling.RateQuota", "LimitRequests"}
 _QUOTA_HINTS = {

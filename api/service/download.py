@@ -27,9 +27,9 @@ import requests
 import urllib3
 from PIL import Image
 
+from .. import images
 from ..config import is_loopback
 from ..errors import DownloadError, excerpt
-from .. import images
 from ..images import MAX_RESULT_PIXELS, inspect_image
 from ..schema import GeneratedImage
 from .retry import Retry, RetryPolicy, retrying

@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import uuid
 
+from ..catalog.regions import REGIONS, other_region, region_env_suffix, region_name
 from ..config import Config, key_fingerprint
 from ..errors import AuthenticationError, QwenImageError
-from ..catalog.regions import REGIONS, other_region, region_env_suffix, region_name
-from .retry import RetryPolicy
 from ..state import KeyProbes
+from .retry import RetryPolicy
 from .transport import Transport
 
 log = logging.getLogger(__name__)

@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from ..bounds import bounded
-from ..config import key_fingerprint
-from ..errors import ApiError, QwenImageError
 from ..call.limiter import ModelLimits
 from ..catalog.specs import ModelSpec
-from .retry import RetryPolicy
+from ..config import key_fingerprint
+from ..errors import ApiError, QwenImageError
 from ..state import ProcessState
+from .retry import RetryPolicy
 
 if TYPE_CHECKING:  # the process state holds a QuotaBook; importing it must not load requests
     from .transport import Transport

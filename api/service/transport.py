@@ -47,6 +47,7 @@ import requests
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 
 from ..bounds import bounded
+from ..catalog.regions import region_name
 from ..config import Config
 from ..errors import (
     AmbiguousRequestError,
@@ -58,12 +59,11 @@ from ..errors import (
     ValidationError,
     excerpt,
 )
-from ..catalog.regions import region_name
-from .retry import Retry, RetryPolicy, retrying
-from .clock import ServiceClock
-from .answers import api_error
-from .wire import TASK_ID_CHARS, plausible_task_id
 from ..version import VERSION
+from .answers import api_error
+from .clock import ServiceClock
+from .retry import Retry, RetryPolicy, retrying
+from .wire import TASK_ID_CHARS, plausible_task_id
 
 log = logging.getLogger(__name__)
 

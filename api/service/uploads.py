@@ -24,10 +24,10 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ..catalog.specs import TEMPORARY_FILE_TTL
 from ..config import key_fingerprint
 from ..errors import CancelledError, ServerError
 from ..images import inspect_image, mime_type
-from ..catalog.specs import TEMPORARY_FILE_TTL
 from ..state import UploadCache
 from .transport import Transport
 

@@ -24,8 +24,8 @@ import re
 from dataclasses import dataclass, field
 
 from ..bounds import bounded, warn_once
-from ..errors import ServerError, ValidationError
 from ..catalog.specs import PARAMETER_DEFAULTS, ModelSpec
+from ..errors import ServerError, ValidationError
 from ..schema import Usage
 
 SYNC_PATH = "/services/aigc/multimodal-generation/generation"

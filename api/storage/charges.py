@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import threading
 
-from .budget import Reservation, SpendGuard
-from ..errors import AmbiguousRequestError, QwenImageError
-from ..catalog.specs import ModelSpec
 from ..catalog.pricing import estimate_usd
 from ..catalog.regions import region_name
+from ..catalog.specs import ModelSpec
+from ..errors import AmbiguousRequestError, QwenImageError
 from ..service.wire import TaskState, billed_count, within_asked
+from .budget import Reservation, SpendGuard
 
 
 class Charges:

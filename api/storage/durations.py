@@ -76,7 +76,7 @@ class DurationFile:
                     entries = self._read()
                 except ValueError:  # another shape: nothing in it worth keeping
                     entries = []
-                record = dict(zip(_FIELDS, key), mean=round(estimate[0], 3),
+                record = dict(zip(_FIELDS, key, strict=False), mean=round(estimate[0], 3),
                               deviation=round(estimate[1], 3), updated=time.time())
                 kept = [e for e in entries if tuple(e[f] for f in _FIELDS) != key]
                 oldest = time.time() - KEEP_DAYS * 86400

@@ -48,9 +48,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ..catalog.specs import IMAGE_EDIT
 from ..config import Config, key_fingerprint
 from ..errors import AmbiguousRequestError, ConfigurationError, QwenImageError
-from ..catalog.specs import IMAGE_EDIT
 from ..schema import ImageEditRequest, TextToImageRequest
 from ..state import PROCESS_STATE, ProcessState
 from .store import ResultStore, atomic_write, exclusive_lock, request_fingerprint

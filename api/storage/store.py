@@ -40,9 +40,9 @@ except ImportError:  # Windows
     fcntl = None
 
 from ..bounds import warn_once
+from ..catalog.models import spec_for
 from ..errors import ConfigurationError
 from ..images import inspect_image, over_pixel_cap
-from ..catalog.models import spec_for
 from ..schema import GeneratedImage, GenerationResult
 from ..service.wire import resolved
 

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import requests
 from PIL import Image, ImageOps
+
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY, Emulator
 
 SG, BJ = "ap-southeast-1", "cn-beijing"

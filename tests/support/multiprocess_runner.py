@@ -20,9 +20,10 @@ from support.package import load_package  # noqa: E402 - needs the path above
 
 async def run(config: dict) -> dict:
     import torch
-    from support.comfy_stubs.harness import widget_defaults
+
     from qwen_image_dashscope.nodes.image_edit import DashScopeQwenImageEdit as Edit
     from qwen_image_dashscope.nodes.text_to_image import DashScopeQwenImageTextToImage as T2I
+    from support.comfy_stubs.harness import widget_defaults
 
     async def node(node_class, **inputs):
         arguments = {**widget_defaults(node_class), "unique_id": node_class.__name__,
@@ -45,6 +46,7 @@ def main() -> int:
     load_package()
     # Everything the nodes import is loaded before "ready": imports are not part of the race.
     import torch  # noqa: F401
+
     from qwen_image_dashscope.api import client  # noqa: F401
     from qwen_image_dashscope.nodes import image_edit, tensors, text_to_image  # noqa: F401
 
