@@ -10,9 +10,7 @@ client's ``state`` (``state.PROCESS_STATE`` by default), like a ``requests.Sessi
 """
 from __future__ import annotations
 
-import logging
 import threading
-import time
 from typing import Callable
 from urllib.parse import urlsplit
 
@@ -20,13 +18,13 @@ import requests
 
 from .call.generation import Generator
 from .call.inputs import AUTO, check_transport
-from .call.waiting import Abandoned, Job, Progress, Worker, guarded, notify, wait_for
+from .call.waiting import Job, Progress, Running, Worker, guarded
 from .catalog.models import spec_for
 from .catalog.regions import normalize_region, other_region, region_url
 from .catalog.specs import ASYNC, SYNC, TEXT_TO_IMAGE
 from .catalog.validation import Checked, validate
 from .config import Config, is_loopback
-from .errors import ApiError, AuthenticationError, CancelledError, TransportError, ValidationError
+from .errors import AuthenticationError, CancelledError, ValidationError
 from .recovery.unfinished import recover_in_background
 from .schema import GenerationResult, ImageEditRequest, TextToImageRequest
 from .service.download import Downloader
@@ -40,9 +38,7 @@ from .storage.charges import Charges
 from .storage.journal import HANDED, Journal
 from .storage.store import ResultStore, image_from_stored, request_fingerprint
 
-log = logging.getLogger(__name__)
 
-CANCEL_WAIT = 1.0  # longest wait for DashScope to confirm the cancel of a queued task
 
 __all__ = ["Progress", "QwenImageClient"]
 
@@ -112,11 +108,8 @@ class QwenImageClient:
         ``reuse``: with a fixed seed and a store, an identical earlier request is served
         from disk and nothing is sent.
         """
-        checked = self._check(request, TextToImageRequest)
-        interface, note = checked.spec.resolve_interface(interface)
-        if note:
-            checked.notes.append(note)
-        return self._generate(checked, interface, on_progress, cancel_event, reuse)
+        return self.start_text_to_image(request, interface=interface, reuse=reuse).wait(
+            on_progress, cancel_event)
 
     def edit_image(self, request: ImageEditRequest, *, input_transport: str = AUTO,
                    on_progress: Callable[[Progress], None] | None = None,
@@ -130,10 +123,30 @@ class QwenImageClient:
         re-encoded to fit elsewhere. "data_uri": never uploaded. "upload": always through
         the temporary storage (Beijing only). URL and ``oss://`` inputs are sent as given.
         """
+        return self.start_edit_image(request, input_transport=input_transport,
+                                     reuse=reuse).wait(on_progress, cancel_event)
+
+    def start_text_to_image(self, request: TextToImageRequest, *, interface: str | None = None,
+                            reuse: bool = False, after: Callable | None = None,
+                            on_done: Callable[[], None] | None = None) -> Running:
+        """``text_to_image`` without the wait: the call, validated and booked, runs in its
+        worker thread; the caller waits on the returned ``Running`` (its ``wait``, or its
+        ``progress``/``done``/``result``/``abandon`` in a loop of its own, as ComfyUI's nodes
+        do for all their calls at once). ``after(result)`` runs in the worker once the
+        images are in (its value is ``Running.extra``); ``on_done()`` when the worker ends."""
+        checked = self._check(request, TextToImageRequest)
+        interface, note = checked.spec.resolve_interface(interface)
+        if note:
+            checked.notes.append(note)
+        return self._start(checked, interface, reuse, after, on_done)
+
+    def start_edit_image(self, request: ImageEditRequest, *, input_transport: str = AUTO,
+                         reuse: bool = False, after: Callable | None = None,
+                         on_done: Callable[[], None] | None = None) -> Running:
+        """``edit_image`` without the wait (see ``start_text_to_image``)."""
         checked = self._check(request, ImageEditRequest)
         check_transport(input_transport, self.config.region_info)
-        return self._generate(checked, SYNC, on_progress, cancel_event, reuse,
-                              input_transport=input_transport)
+        return self._start(checked, SYNC, reuse, after, on_done, input_transport=input_transport)
 
     def budget_status(self) -> BudgetStatus | None:
         """Today's spend and limits of the spend guard; None when there is none."""
@@ -198,13 +211,12 @@ class QwenImageClient:
         worker = Worker(lambda: self.generator.poll_until_done(job, task_id, job.started,
                                                                stop_when_abandoned=True),
                         f"qwen-image-wait-{task_id[:8]}")
-        try:
-            return wait_for(worker, job, on_progress, cancel_event).answer
-        except Abandoned:
-            raise CancelledError(
-                f"Stopped waiting for task {task_id}; it continues at DashScope.",
-                hint="cancel_task() cancels it while it is still queued; get_task() reads its "
-                     "result for 24 hours.") from None
+        stopped = CancelledError(
+            f"Stopped waiting for task {task_id}; it continues at DashScope.",
+            hint="cancel_task() cancels it while it is still queued; get_task() reads its "
+                 "result for 24 hours.")
+        return Running(job, worker, given_up=lambda: stopped).wait(
+            on_progress, cancel_event).answer
 
     def check_key(self, region: str, *, base_url: str | None = None) -> bool:
         """Whether the configured key is valid in ``region`` (a free, unbilled probe)."""
@@ -229,12 +241,16 @@ class QwenImageClient:
         checked.request = resolved(checked.request, checked.spec)
         return checked
 
-    def _generate(self, checked: Checked, interface: str, on_progress, cancel_event,
-                  reuse: bool, *, input_transport: str = AUTO) -> GenerationResult:
+    def _start(self, checked: Checked, interface: str, reuse: bool, after, on_done, *,
+               input_transport: str = AUTO) -> Running:
         spec, request, notes = checked.spec, checked.request, checked.notes
-        stored = self._from_store(request, notes, reuse, on_progress)
+        stored = self._from_store(request, notes, reuse)
         if stored is not None:
-            return stored
+            running = Running.ready(stored)
+            running.extra = after(stored) if after is not None else None
+            if on_done is not None:
+                on_done()
+            return running
         self.config.api_key()  # a missing or malformed key fails here, before any work
         if self.background_recovery:
             recover_in_background(self)
@@ -246,25 +262,28 @@ class QwenImageClient:
             job = Job(request, spec, interface, expected, notes=notes, reservation=reservation,
                       input_transport=input_transport)
             work = self.generator.run_async if interface == ASYNC else self.generator.run_sync
-            worker = Worker(lambda: guarded(job, work), f"qwen-image-{interface}-{spec.id}")
+            running = Running(job, None, where_images_go=self._where_images_go(),
+                              keeps_images=self.store is not None, explain=self._explained)
+
+            def call() -> GenerationResult:
+                result = guarded(job, work)
+                if after is not None:
+                    running.extra = after(result)
+                return result
+
+            running.worker = Worker(call, f"qwen-image-{interface}-{spec.id}", on_done)
         except BaseException:
             self.charges.release(reservation)
             raise
-        try:
-            result = wait_for(worker, job, on_progress, cancel_event)
-        except Abandoned:
-            raise self._cancelled(job, worker) from None
-        except AuthenticationError as exc:
-            raise self._explained(exc) from None
-        notify(on_progress, Progress("done", time.monotonic() - job.started, job.task_id, 1.0,
-                                     f"{len(result.images)} image(s) ready"))
-        return result
+        return running
 
-    def _explained(self, error: AuthenticationError) -> AuthenticationError:
+    def _explained(self, error: BaseException) -> BaseException:
+        """An ``InvalidApiKey`` with a hint saying which region the key belongs to."""
+        if not isinstance(error, AuthenticationError):
+            return error
         return explained(error, self.config, self.transport, self.state.key_probes)
 
-    def _from_store(self, request, notes: list[str], reuse: bool,
-                    on_progress) -> GenerationResult | None:
+    def _from_store(self, request, notes: list[str], reuse: bool) -> GenerationResult | None:
         if not reuse:
             return None
         if self.store is None:
@@ -278,8 +297,6 @@ class QwenImageClient:
             return None
         meta = stored[0].metadata
         images = [image_from_stored(s) for s in stored]
-        notify(on_progress, Progress("done", 0.0, meta.get("task_id"), 1.0,
-                                     f"{len(images)} image(s) from the result store"))
         return GenerationResult(
             images=images, model=request.model, region=self.config.region,
             interface=meta.get("interface") or SYNC, request_id=meta.get("request_id"),
@@ -291,49 +308,6 @@ class QwenImageClient:
                            "identical request with the same seed was made before, so nothing "
                            "was sent or billed"],
             from_store=True)
-
-    def _cancelled(self, job: Job, worker: Worker) -> CancelledError:
-        """Stop a job the caller gave up on; the message says what happens to the money.
-
-        Where work goes on that cannot be stopped and its images will be stored, the error
-        carries the worker as ``background`` (a command line keeps its promise to save the
-        images by waiting for it).
-        """
-        with job.lock:
-            sent, task_id, status = job.sent, job.task_id, job.status
-        if not sent:
-            return CancelledError("Cancelled before the request was sent; nothing was billed.")
-        later = self._where_images_go()
-        going_on = dict(task_id=task_id,
-                        background=worker if self.store is not None else None)
-        if job.interface == SYNC:
-            return CancelledError(
-                "Cancelled. The synchronous request was already sent and cannot be stopped; "
-                "DashScope bills its images.", hint=later, **going_on)
-        if task_id is None:
-            return CancelledError(
-                "Cancelled while the task was being created. It is cancelled as soon as "
-                "DashScope answers; nothing is billed for a task cancelled while queued.",
-                hint=f"If it had already started by then, {later}", **going_on)
-        if status in (None, "PENDING", "SUSPENDED"):
-            cancel = Worker(lambda: self.cancel_task(task_id), f"qwen-image-cancel-{task_id[:8]}")
-            if not cancel.wait(CANCEL_WAIT):
-                return CancelledError(
-                    f"Cancelled. A cancel request for task {task_id} was sent but DashScope "
-                    "has not answered yet; nothing is billed if the task was still queued "
-                    "when it arrived.", hint=f"If it had already started, {later}", **going_on)
-            try:
-                cancel.result()
-            except (ApiError, TransportError) as exc:
-                log.info("Task %s could not be cancelled (%s); it has started", task_id,
-                         getattr(exc, "code", exc))
-            else:
-                return CancelledError(
-                    f"Cancelled. Task {task_id} was still queued and has been cancelled at "
-                    "DashScope; nothing was billed.", task_id=task_id)
-        return CancelledError(
-            f"Cancelled. Task {task_id} had already started and cannot be stopped; "
-            "DashScope bills its images when it succeeds.", hint=later, **going_on)
 
     def _where_images_go(self) -> str:
         if self.store is not None:

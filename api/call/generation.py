@@ -130,13 +130,22 @@ class Generator:
         self.charges.close_task(task_id, None)
         return answer
 
-    def cancel_quietly(self, task_id: str) -> None:
-        try:
-            self.cancel(task_id)
-            log.info("Task %s was cancelled while queued; nothing is billed", task_id)
-        except (ApiError, TransportError) as exc:
-            log.info("Task %s could not be cancelled (%s); its images will be kept", task_id,
-                     getattr(exc, "code", exc))
+    def cancel_for(self, job: Job, task_id: str) -> None:
+        """The call was given up: cancel its task if it is still queued (nothing is billed),
+        and tell the caller how that went (``Job.cancel_answered``)."""
+        with job.lock:
+            status = job.status
+        cancelled = False
+        if status in (None, "PENDING", "SUSPENDED"):
+            try:
+                self.cancel(task_id)
+                cancelled = True
+                log.info("Task %s was cancelled while queued; nothing is billed", task_id)
+            except (ApiError, TransportError) as exc:
+                log.info("Task %s could not be cancelled (%s); its images will be kept",
+                         task_id, getattr(exc, "code", exc))
+        job.cancelled = cancelled
+        job.cancel_answered.set()
 
     def poll_until_done(self, job: Job, task_id: str, created_at: float, *,
                         stop_when_abandoned: bool = False) -> TaskState:
@@ -151,8 +160,11 @@ class Generator:
             if stop_when_abandoned:
                 if job.abandon_event.wait(delay):
                     raise Abandoned()
-            else:
+            elif job.cancel_answered.is_set():
                 time.sleep(delay)
+            elif job.abandon_event.wait(delay):
+                self.cancel_for(job, task_id)  # given up: cancelled if queued, else kept
+                time.sleep(max(0.0, next_at - time.monotonic()))
             polled_at = time.monotonic()
             try:
                 state = self.query(task_id)
@@ -292,7 +304,7 @@ class Generator:
                     job.status = created["output"].get("task_status")
                     cancel_now = job.abandoned
                 if cancel_now:
-                    self.cancel_quietly(task_id)
+                    self.cancel_for(job, task_id)
                 job.emit("queued", f"task {task_id} created")
                 final = self.poll_until_done(job, task_id, created_at)
             finally:

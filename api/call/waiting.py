@@ -1,11 +1,14 @@
-"""Waiting for a call while it runs in a worker thread: progress, cancel, abandoned work.
+"""One call in flight: its worker thread, the loop that waits for it, progress and cancel.
 
-Each generation runs in a daemon worker thread; the calling thread only waits for it,
-delivers progress callbacks, and watches ``cancel_event``. That is what makes every call
-interruptible within a fraction of a second even while an HTTP request is blocking, and
-what keeps paid images safe: when the caller gives up on work that can no longer be
-stopped (a running task, a synchronous call already sent), the worker carries on, saves
-the images to the result store and logs where they went (``guarded``).
+A call's HTTP work (send, poll, download, store) runs in one daemon worker thread; the
+caller only waits for it, in one loop (``Running.wait`` for the Python API and the command
+line; ComfyUI's nodes run the same steps for all their calls in their own asyncio loop,
+``nodes.runner``). That is what makes every call interruptible within a fraction of a
+second even while an HTTP request is blocking, and what keeps paid images safe: when the
+caller gives up on work that can no longer be stopped (a running task, a synchronous call
+already sent), the worker carries on, saves the images to the result store and logs where
+they went (``guarded``). A task still queued when the caller gives up is cancelled by the
+worker itself (``Job.abandon_event``), so no second thread is needed for it.
 """
 from __future__ import annotations
 
@@ -16,13 +19,14 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from ..catalog.specs import ModelSpec
+from ..catalog.specs import SYNC, ModelSpec
 from ..errors import CancelledError
 
 log = logging.getLogger(__name__)
 
 WAIT_STEP = 0.05  # how often the calling thread looks at cancel_event
 TICK = 0.5  # progress is re-sent at least this often while waiting
+CANCEL_WAIT = 1.0  # longest wait for DashScope to confirm the cancel of a queued task
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,10 @@ class Job:
         self.status: str | None = None
         self.stage = "queued"
         self.events: queue.SimpleQueue[Progress] = queue.SimpleQueue()
+        # Set by the worker once it has asked DashScope to cancel the queued task of an
+        # abandoned call; ``cancelled``: whether DashScope accepted (nothing billed).
+        self.cancel_answered = threading.Event()
+        self.cancelled: bool | None = None
 
     @property
     def abandoned(self) -> bool:
@@ -89,10 +97,15 @@ class Job:
 
 
 class Worker:
-    """A daemon thread running one function; the caller waits on it in short steps."""
+    """A daemon thread running one function; the caller waits on it in short steps.
 
-    def __init__(self, function: Callable[[], object], name: str):
+    ``on_done()`` is called in the worker thread once the function has returned or raised
+    (an asyncio caller uses it to wake up at once)."""
+
+    def __init__(self, function: Callable[[], object], name: str,
+                 on_done: Callable[[], None] | None = None):
         self._function = function
+        self._on_done = on_done
         self._done = threading.Event()
         self._result = None
         self._error: BaseException | None = None
@@ -105,6 +118,12 @@ class Worker:
             self._error = exc
         finally:
             self._done.set()
+            if self._on_done is not None:
+                self._on_done()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
@@ -125,33 +144,152 @@ def notify(on_progress: Callable[[Progress], None] | None, progress: Progress) -
         log.exception("on_progress callback failed")
 
 
-def wait_for(worker: Worker, job: Job, on_progress, cancel_event: threading.Event | None):
-    """The worker's result; progress on the way; ``Abandoned`` once ``cancel_event`` is set
-    (unless the work has just finished)."""
-    last_sent = time.monotonic()
-    while True:
-        finished = worker.wait(WAIT_STEP)
+class Running:
+    """A call in flight: the worker doing its HTTP work and the job it shares with the caller.
+
+    ``progress()`` gives what to show since the last look (the worker's events, or a tick
+    every ``TICK`` while nothing happens); ``done``/``result()`` the outcome; ``abandon()``
+    gives the call up and returns the ``CancelledError`` that says what happens to the money.
+    ``Running.ready`` wraps a result that needed no work (one from the result store).
+    """
+
+    def __init__(self, job: Job | None, worker: Worker | None, *, result=None,
+                 where_images_go: str = "", keeps_images: bool = False,
+                 explain: Callable[[BaseException], BaseException] | None = None,
+                 given_up: Callable[[], CancelledError] | None = None):
+        self.job = job
+        self.worker = worker
+        self.extra = None  # what the caller's ``after(result)`` made of the result
+        self._ready = result
+        self._where_images_go = where_images_go
+        self._keeps_images = keeps_images
+        self._explain = explain
+        self._given_up = given_up or self._cancelled
+        self._last_shown = time.monotonic()
+        self._ended = False  # the final "done" progress was given
+
+    @classmethod
+    def ready(cls, result) -> "Running":
+        return cls(None, None, result=result)
+
+    @property
+    def done(self) -> bool:
+        return self.worker is None or self.worker.done
+
+    def result(self):
+        """The worker's result, or its error (an error ``explain`` can improve, improved)."""
+        if self.worker is None:
+            return self._ready
+        try:
+            return self.worker.result()
+        except BaseException as exc:
+            better = self._explain(exc) if self._explain is not None else exc
+            if better is exc:
+                raise
+            raise better from None
+
+    def progress(self) -> list[Progress]:
+        if self.done and not self._ended:
+            self._ended = True
+            return self._drain() + self._end()
+        if self.job is None:
+            return []
+        shown = self._drain()
+        now = time.monotonic()
+        if shown:
+            self._last_shown = now
+        elif now - self._last_shown >= TICK:
+            job, elapsed = self.job, now - self.job.started
+            shown.append(Progress(job.stage, elapsed, job.task_id,
+                                  job.fraction(job.stage, elapsed), job.stage_message()))
+            self._last_shown = now
+        return shown
+
+    def _drain(self) -> list[Progress]:
+        shown = []
+        if self.job is None:
+            return shown
         while True:
             try:
-                event = job.events.get_nowait()
+                shown.append(self.job.events.get_nowait())
             except queue.Empty:
-                break
-            notify(on_progress, event)
-            last_sent = time.monotonic()
-        if finished:
-            return worker.result()
-        now = time.monotonic()
-        if now - last_sent >= TICK:
-            elapsed = now - job.started
-            notify(on_progress, Progress(job.stage, elapsed, job.task_id,
-                                         job.fraction(job.stage, elapsed), job.stage_message()))
-            last_sent = now
-        if cancel_event is not None and cancel_event.is_set():
-            with job.lock:
-                if not job.finished:
-                    job.abandon_event.set()
-            if job.abandoned:
-                raise Abandoned()
+                return shown
+
+    def _end(self) -> list[Progress]:
+        """The last progress of a call that ended with images."""
+        try:
+            result = self.result()
+        except BaseException:  # the caller meets the error through result()
+            return []
+        if self.worker is None:
+            return [Progress("done", 0.0, result.task_id, 1.0,
+                             f"{len(result.images)} image(s) from the result store")]
+        if not hasattr(result, "images"):  # wait_task's answer
+            return []
+        return [Progress("done", time.monotonic() - self.job.started, self.job.task_id, 1.0,
+                         f"{len(result.images)} image(s) ready")]
+
+    def abandon(self) -> CancelledError | None:
+        """Give the call up: the worker stops what can still be stopped (a request not sent,
+        a task still queued, which it cancels at DashScope). None when it had just finished."""
+        job = self.job
+        if job is None:
+            return None
+        with job.lock:
+            if job.finished:
+                return None
+            job.abandon_event.set()
+        return self._given_up()
+
+    def wait(self, on_progress: Callable[[Progress], None] | None = None,
+             cancel_event: threading.Event | None = None):
+        """The one loop that waits: progress on the way, the result at the end; on
+        ``cancel_event`` the call is given up (``CancelledError``) unless it has just
+        finished."""
+        while True:
+            finished = self.worker is None or self.worker.wait(WAIT_STEP)
+            for event in self.progress():
+                notify(on_progress, event)
+            if finished:
+                return self.result()
+            if cancel_event is not None and cancel_event.is_set():
+                error = self.abandon()
+                if error is not None:
+                    raise error
+
+    def _cancelled(self) -> CancelledError:
+        """What happens to the money of a call given up now. Where work goes on that cannot
+        be stopped and its images will be stored, the error carries the worker as
+        ``background`` (a command line keeps its promise to save the images by waiting)."""
+        job = self.job
+        with job.lock:
+            sent, task_id, status = job.sent, job.task_id, job.status
+        if not sent:
+            return CancelledError("Cancelled before the request was sent; nothing was billed.")
+        later = self._where_images_go
+        going_on = dict(task_id=task_id, background=self.worker if self._keeps_images else None)
+        if job.interface == SYNC:
+            return CancelledError(
+                "Cancelled. The synchronous request was already sent and cannot be stopped; "
+                "DashScope bills its images.", hint=later, **going_on)
+        if task_id is None:
+            return CancelledError(
+                "Cancelled while the task was being created. It is cancelled as soon as "
+                "DashScope answers; nothing is billed for a task cancelled while queued.",
+                hint=f"If it had already started by then, {later}", **going_on)
+        if status in (None, "PENDING", "SUSPENDED"):
+            if not job.cancel_answered.wait(CANCEL_WAIT):
+                return CancelledError(
+                    f"Cancelled. A cancel request for task {task_id} was sent but DashScope "
+                    "has not answered yet; nothing is billed if the task was still queued "
+                    "when it arrived.", hint=f"If it had already started, {later}", **going_on)
+            if job.cancelled:
+                return CancelledError(
+                    f"Cancelled. Task {task_id} was still queued and has been cancelled at "
+                    "DashScope; nothing was billed.", task_id=task_id)
+        return CancelledError(
+            f"Cancelled. Task {task_id} had already started and cannot be stopped; "
+            "DashScope bills its images when it succeeds.", hint=later, **going_on)
 
 
 def guarded(job: Job, work: Callable[[Job], object]):
