@@ -224,24 +224,24 @@ class DashScopeQwenImageEdit(widgets.QwenImageNode):
         # Edits differ only in seed, in input images the node encoded to fit and (fitted
         # back) in size: the client validates each before sending it, so an invalid request
         # is refused before any is sent.
-        jobs = [runner.Job(replace(
-                    request, seed=runner.seed_for(seed, i),
-                    size=request.size if placement is None else placement.plan(i).size,
-                    images=tuple(batch[i if len(batch) > 1 else 0] for batch in encoded.values())),
-                    first=i * request.n, n=request.n)
-                for i in range(count)]
+        calls = [runner.Call(replace(
+                     request, seed=runner.seed_for(seed, i),
+                     size=request.size if placement is None else placement.plan(i).size,
+                     images=tuple(batch[i if len(batch) > 1 else 0]
+                                  for batch in encoded.values())),
+                     first=i * request.n, n=request.n)
+                 for i in range(count)]
         client = runner.make_client(region, comfy)
 
-        def call(job, on_progress, cancel_event):
+        def start(call, after, on_done):
             # The client keeps the request body within the service's limit (uploads or
             # re-encodes the inputs as needed), so a body is never refused as too large.
-            return client.edit_image(job.request, input_transport=input_transport,
-                                     on_progress=on_progress, cancel_event=cancel_event,
-                                     reuse=reuse_stored)
+            return client.start_edit_image(call.request, input_transport=input_transport,
+                                           reuse=reuse_stored, after=after, on_done=on_done)
 
-        outcomes = await runner.run_jobs(jobs, call, comfy=comfy, node_id=unique_id,
-                                         fail_fast=on_partial_failure == widgets.FAIL)
-        return await runner.in_thread(comfy, outputs.assemble, NODE_ID, model, IMAGE_EDIT, jobs,
+        outcomes = await runner.run_calls(calls, start, comfy=comfy, node_id=unique_id,
+                                          fail_fast=on_partial_failure == widgets.FAIL)
+        return await runner.in_thread(comfy, outputs.assemble, NODE_ID, model, IMAGE_EDIT, calls,
                                       outcomes, notes,
                                       None if placement is None else placement.compose)
 

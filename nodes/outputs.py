@@ -8,7 +8,7 @@ from ..api.catalog.models import spec_for
 from ..api.catalog.pricing import usd_price
 from ..api.config import budget_settings
 from ..api.errors import QwenImageError
-from .runner import Job
+from .runner import Call
 from .status import total_cost
 
 
@@ -28,30 +28,30 @@ def _dedupe(notes: list[str]) -> list[str]:
     return list(dict.fromkeys(notes))
 
 
-def assemble(node_id: str, model: str, family: str, jobs: list[Job], outcomes: list,
+def assemble(node_id: str, model: str, family: str, calls: list[Call], outcomes: list,
              notes: list[str], compose=None):
     """(IMAGE, prompt_used, info, MASK) from the results; raises the first error if none
-    worked. ``compose(succeeded)``, when given, makes IMAGE and MASK from the (job, result)
+    worked. ``compose(succeeded)``, when given, makes IMAGE and MASK from the (call, result)
     pairs instead of decoding the results as they are, and returns ``(images, masks,
-    {job.first: facts for that request's info}, notes)`` (nodes/placement.py)."""
+    {call.first: facts for that request's info}, notes)`` (nodes/placement.py)."""
     from .tensors import decode_images
 
-    succeeded = [(job, result) for job, result in zip(jobs, outcomes, strict=False)
+    succeeded = [(call, result) for call, result in zip(calls, outcomes, strict=False)
                  if not isinstance(result, QwenImageError)]
     if not succeeded:
         raise next(result for result in outcomes if isinstance(result, QwenImageError))
-    total = sum(job.n for job in jobs)
+    total = sum(call.n for call in calls)
     datas, files, prompts, requests_info = [], [], [], []
-    for job, result in succeeded:
-        used = one_line(result.actual_prompt or job.request.prompt)
+    for call, result in succeeded:
+        used = one_line(result.actual_prompt or call.request.prompt)
         for image in result.images:
             datas.append(image.data)
             files.append(image.saved_path or image.url.split("?", 1)[0])  # no signature
             prompts.append(used)
         notes.extend(result.notes)
         requests_info.append({
-            "outputs": job.label(total),
-            "seed": result.seed if result.seed is not None else job.request.seed,
+            "outputs": call.label(total),
+            "seed": result.seed if result.seed is not None else call.request.seed,
             "request_id": result.request_id,
             "task_id": result.task_id,
             "interface": result.interface,
@@ -62,7 +62,7 @@ def assemble(node_id: str, model: str, family: str, jobs: list[Job], outcomes: l
             "files": [image.saved_path for image in result.images if image.saved_path],
             **({"doubt": result.doubt} if result.doubt else {}),
             **({"actual_prompt": result.actual_prompt}
-               if result.actual_prompt and result.actual_prompt != job.request.prompt else {}),
+               if result.actual_prompt and result.actual_prompt != call.request.prompt else {}),
         })
     if compose is None:
         images, masks, padded = decode_images(datas, files)
@@ -70,8 +70,8 @@ def assemble(node_id: str, model: str, family: str, jobs: list[Job], outcomes: l
     else:
         (images, masks, fitted, composed), padded = compose(succeeded), []
         notes.extend(composed)
-    for (job, _), facts in zip(succeeded, requests_info, strict=False):
-        facts.update(fitted.get(job.first, {}))
+    for (call, _), facts in zip(succeeded, requests_info, strict=False):
+        facts.update(fitted.get(call.first, {}))
     if bool(masks.any()):
         notes.append("A result has transparency: 'images' holds its colour channels as "
                      "served and 'mask' its 1 - alpha, as LoadImage gives them (input images "
@@ -87,9 +87,10 @@ def assemble(node_id: str, model: str, family: str, jobs: list[Job], outcomes: l
     spec = spec_for(model, family)
     region = succeeded[0][1].region
     price = usd_price(spec, region)
-    failures = [{"outputs": job.label(total), "seed": job.request.seed,
+    failures = [{"outputs": call.label(total), "seed": call.request.seed,
                  "error": type(result).__name__, "message": str(result)}
-                for job, result in zip(jobs, outcomes, strict=False) if isinstance(result, QwenImageError)]
+                for call, result in zip(calls, outcomes, strict=False)
+                if isinstance(result, QwenImageError)]
     info = {
         "node": node_id,
         "model": model,

@@ -79,15 +79,15 @@ class Placement:
         return np.asarray(crop.resize(plan.send, Image.Resampling.LANCZOS))
 
     def compose(self, succeeded: list) -> tuple[torch.Tensor, torch.Tensor, dict, list[str]]:
-        """IMAGE and MASK at image 1's size from the (job, result) pairs, with facts per
+        """IMAGE and MASK at image 1's size from the (call, result) pairs, with facts per
         request for ``info``."""
         total = sum(len(result.images) for _, result in succeeded)
         height, width = int(self.image.shape[1]), int(self.image.shape[2])
         images = torch.empty(total, height, width, 3)
         out_masks = torch.zeros(total, height, width)
         facts, slot = {}, 0
-        for job, result in succeeded:
-            edit = job.first // job.n
+        for call, result in succeeded:
+            edit = call.first // call.n
             plan = self.plan(edit)
             hows = []
             for image in result.images:
@@ -101,7 +101,7 @@ class Placement:
                 else:
                     self._stitch(images[slot], out_masks[slot], edit, plan, rgb, alpha)
                 slot += 1
-            facts[job.first] = {"fit": self._facts(plan, hows)}
+            facts[call.first] = {"fit": self._facts(plan, hows)}
         return images, out_masks, facts, []
 
     def _stitch(self, out: torch.Tensor, out_mask: torch.Tensor, edit: int, plan: Plan,

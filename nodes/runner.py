@@ -7,9 +7,7 @@ Imports neither torch nor the HTTP client at import time (see ``widgets``).
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..api.catalog.specs import SEED_MAX
@@ -30,8 +28,9 @@ def seed_for(seed: int, index: int) -> int:
 
 
 @dataclass
-class Job:
-    """One call: its request and the output images it stands for (``first`` .. ``first+n-1``)."""
+class Call:
+    """One call of a node: its request and the output images it stands for (``first`` ..
+    ``first+n-1``)."""
 
     request: object
     first: int
@@ -91,74 +90,82 @@ def _previews(result) -> list:
     return pictures
 
 
-def _call_and_preview(call, job, on_progress, cancel_event):
-    # In the call's own thread, so decoding previews never holds up ComfyUI's event loop.
-    result = call(job, on_progress, cancel_event)
-    return result, _previews(result)
+async def run_calls(calls: list[Call], start, *, comfy: Comfy, node_id, fail_fast: bool) -> list:
+    """Start every call (``start(call, after, on_done)`` returns the client's ``Running``,
+    whose worker thread does the call's HTTP work), then wait for all of them in this one
+    loop.
 
-
-async def run_jobs(jobs: list[Job], call, *, comfy: Comfy, node_id, fail_fast: bool) -> list:
-    """Run ``call(job, on_progress, cancel_event)`` for every job concurrently in threads.
-
-    Returns one GenerationResult or QwenImageError per job. The status text counts the
-    images by state; each image becomes the node's preview as soon as its call has it; the
-    text ends with a summary (``status``). Every POLL_SECONDS the node looks at ComfyUI's
-    Cancel flag; on Cancel (or a failure with ``fail_fast``) the shared cancel event is
-    set, which cancels queued remote tasks, and the node returns at once without waiting
-    for the calls, whose running work still lands in the store.
+    Returns one GenerationResult or QwenImageError per call. The status text counts the
+    images by state; each image becomes the node's preview as soon as its call has it
+    (decoded in the call's worker, never on ComfyUI's event loop); the text ends with a
+    summary (``status``). The loop wakes the moment a call ends, and every POLL_SECONDS to
+    look at ComfyUI's Cancel flag; on Cancel (or a failure with ``fail_fast``) every call
+    still running is given up, which cancels queued remote tasks, and the node returns at
+    once without waiting for them: their running work still lands in the store.
     """
     import asyncio
 
     if comfy.interrupted():  # pressed while the inputs were prepared: send nothing
         comfy.raise_interrupted()
-    cancel_event = threading.Event()
-    status = BatchStatus([job.n for job in jobs])
+    status = BatchStatus([call.n for call in calls])
     bar = comfy.progress_bar(status.total, node_id)
     loop = asyncio.get_running_loop()
-    # A pool of this node's own: its calls block while they wait for the model's slots,
-    # and in the loop's shared default pool they would starve every other node's work.
-    pool = ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="dashscope-node")
-    futures = {loop.run_in_executor(pool, _call_and_preview, call, job, status.callback(i),
-                                    cancel_event): i
-               for i, job in enumerate(jobs)}
-    outcomes: list = [None] * len(jobs)
+    woken = asyncio.Event()
+
+    def on_done() -> None:  # in a worker thread
+        try:
+            loop.call_soon_threadsafe(woken.set)
+        except RuntimeError:  # a call given up ended after its loop closed: nobody waits
+            pass
+
+    outcomes: list = [None] * len(calls)
+    running: dict[int, object] = {}
     shown = (None, None)
     try:
-        pending = set(futures)
-        while pending:
-            done, pending = await asyncio.wait(pending, timeout=POLL_SECONDS)
+        for index, call in enumerate(calls):
+            try:
+                running[index] = start(call, _previews, on_done)
+            except QwenImageError as error:  # refused before anything was sent
+                outcomes[index] = error
+                status.finish(index, error)
+                if fail_fast:
+                    raise
+        while running:
+            try:
+                await asyncio.wait_for(woken.wait(), POLL_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+            woken.clear()
             if comfy.interrupted():
-                log.info("Cancel pressed: cancelling %d Qwen-Image call(s)", len(pending))
-                cancel_event.set()
+                log.info("Cancel pressed: cancelling %d Qwen-Image call(s)", len(running))
                 comfy.raise_interrupted()
-            for future in done:
-                index = futures[future]
-                error = future.exception()
-                if error is None:
-                    outcomes[index], previews = future.result()
-                    status.finish(index, outcomes[index])
-                    for picture in previews:
-                        comfy.progress(bar, status.images_done(), status.total, picture)
-                elif isinstance(error, QwenImageError):
+            for index, call_running in list(running.items()):
+                progress = status.callback(index)
+                for event in call_running.progress():
+                    progress(event)
+                if not call_running.done:
+                    continue
+                del running[index]
+                try:
+                    outcomes[index] = call_running.result()
+                except QwenImageError as error:
                     outcomes[index] = error
                     status.finish(index, error)
                     if fail_fast:
-                        raise error
-                else:
-                    raise error
+                        raise
+                    continue
+                status.finish(index, outcomes[index])
+                for picture in call_running.extra or ():
+                    comfy.progress(bar, status.images_done(), status.total, picture)
             now_shown = (status.text(), status.images_done())
             if now_shown != shown:
                 shown = now_shown
                 comfy.send_text(shown[0], node_id)
                 comfy.progress(bar, shown[1], status.total)
     except BaseException:
-        cancel_event.set()
-        for future in futures:
-            if not future.done():
-                future.add_done_callback(_consume)
+        for call_running in running.values():
+            call_running.give_up()  # what runs on finishes on its own, into the store
         raise
-    finally:
-        pool.shutdown(wait=False)  # calls left behind after Cancel finish on their own
     comfy.send_text(summary(outcomes, time.monotonic() - status.started, comfy.shown_path),
                     node_id)
     return outcomes

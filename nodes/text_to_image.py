@@ -128,16 +128,16 @@ class DashScopeQwenImageTextToImage(widgets.QwenImageNode):
                                   prompt_extend, watermark, prompt_extend_mode, enable_thinking)
         # Calls differ only in seed: the client validates each before sending it, so an
         # invalid request is refused before any is sent.
-        jobs = [runner.Job(replace(request, seed=runner.seed_for(seed, i)),
-                           first=i * request.n, n=request.n)
-                for i in range(batch)]
+        calls = [runner.Call(replace(request, seed=runner.seed_for(seed, i)),
+                             first=i * request.n, n=request.n)
+                 for i in range(batch)]
         client = runner.make_client(region, comfy)
 
-        def call(job, on_progress, cancel_event):
-            return client.text_to_image(job.request, interface=interface, on_progress=on_progress,
-                                        cancel_event=cancel_event, reuse=reuse_stored)
+        def start(call, after, on_done):
+            return client.start_text_to_image(call.request, interface=interface,
+                                              reuse=reuse_stored, after=after, on_done=on_done)
 
-        outcomes = await runner.run_jobs(jobs, call, comfy=comfy, node_id=unique_id,
-                                         fail_fast=on_partial_failure == widgets.FAIL)
+        outcomes = await runner.run_calls(calls, start, comfy=comfy, node_id=unique_id,
+                                          fail_fast=on_partial_failure == widgets.FAIL)
         return await runner.in_thread(comfy, outputs.assemble, NODE_ID, model, TEXT_TO_IMAGE,
-                                      jobs, outcomes, notes)
+                                      calls, outcomes, notes)

@@ -243,8 +243,8 @@ def test_results_of_different_sizes_are_one_batch_padded_and_info_says_how(comfy
     )
 
     sizes = [(1024, 768), (768, 1024)]
-    jobs = [runner.Job(TextToImageRequest(prompt="a kite", model="qwen-image-3.0", seed=i),
-                       first=i, n=1) for i in range(2)]
+    jobs = [runner.Call(TextToImageRequest(prompt="a kite", model="qwen-image-3.0", seed=i),
+                        first=i, n=1) for i in range(2)]
     results = [GenerationResult(
         images=[GeneratedImage(_png(w, h, 100 + i), f"https://x/{i}.png", w, h)],
         model="qwen-image-3.0", region="ap-southeast-1", interface="sync", cost_usd=0.03)

@@ -229,17 +229,23 @@ class Running:
         return [Progress("done", time.monotonic() - self.job.started, self.job.task_id, 1.0,
                          f"{len(result.images)} image(s) ready")]
 
-    def abandon(self) -> CancelledError | None:
+    def give_up(self) -> bool:
         """Give the call up: the worker stops what can still be stopped (a request not sent,
-        a task still queued, which it cancels at DashScope). None when it had just finished."""
+        a task still queued, which it cancels at DashScope). False when it had just finished."""
         job = self.job
         if job is None:
-            return None
+            return False
         with job.lock:
             if job.finished:
-                return None
+                return False
             job.abandon_event.set()
-        return self._given_up()
+        return True
+
+    def abandon(self) -> CancelledError | None:
+        """``give_up``, and the ``CancelledError`` that says what happens to the money (it may
+        wait up to ``CANCEL_WAIT`` for DashScope to confirm the cancel of a queued task).
+        None when the call had just finished."""
+        return self._given_up() if self.give_up() else None
 
     def wait(self, on_progress: Callable[[Progress], None] | None = None,
              cancel_event: threading.Event | None = None):

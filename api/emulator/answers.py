@@ -16,7 +16,7 @@ from typing import Any
 
 from . import rules
 from .catalog import Model
-from .validate import Job
+from .validate import Drawing
 
 
 def choices(urls: list[str], typed: bool = False) -> list[dict[str, Any]]:
@@ -25,7 +25,7 @@ def choices(urls: list[str], typed: bool = False) -> list[dict[str, Any]]:
     return [{"finish_reason": "stop", "message": {"role": "assistant", "content": content}}]
 
 
-def usage(job: Job, model: Model, count: int) -> dict[str, Any]:
+def usage(job: Drawing, model: Model, count: int) -> dict[str, Any]:
     """The usage block of a successful answer with *count* images."""
     width, height = job.size
     if model.answer != "qima":
@@ -36,7 +36,7 @@ def usage(job: Job, model: Model, count: int) -> dict[str, Any]:
             "output_image_count": count, "output_image_type": f"qima_output_{tier}"}
 
 
-def sync_output(job: Job, model: Model, urls: list[str]) -> dict[str, Any]:
+def sync_output(job: Drawing, model: Model, urls: list[str]) -> dict[str, Any]:
     """The "output" of a synchronous answer."""
     output: dict[str, Any] = {}
     if model.answer == "qima":

@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw, ImageOps
 from . import rules
 
 if TYPE_CHECKING:  # validate imports this module
-    from .validate import Job
+    from .validate import Drawing
 
 BICUBIC = Image.Resampling.BICUBIC
 Size = tuple[int, int]
@@ -134,7 +134,7 @@ def edit_output(base: Image.Image, seed: int, index: int, watermark: bool = Fals
     return png_bytes(img, rgba)
 
 
-def render(job: Job, rgba: bool = False) -> list[bytes]:
+def render(job: Drawing, rgba: bool = False) -> list[bytes]:
     """PNG bytes of every output of a validated job (RGBA ones with *rgba*)."""
     if not job.inputs:
         return [text_to_image(job.model, job.prompt, job.negative_prompt, job.size, job.seed, k,

@@ -240,7 +240,7 @@ class Service:
         fault = self._faults.take(call.record.path, ("oversized",), default=True)
         return (fault.details["width"], fault.details["height"]) if fault else None
 
-    def _note(self, record: RecordedRequest, job: validate.Job) -> None:
+    def _note(self, record: RecordedRequest, job: validate.Drawing) -> None:
         record.notes.extend(job.notes)
         if job.notes:
             with self._shared.lock:

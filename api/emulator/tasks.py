@@ -35,7 +35,7 @@ from .accounts import Key
 from .catalog import MODELS
 from .errors import ApiError
 from .state import Bucket, Shared
-from .validate import Job
+from .validate import Drawing
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class Task:
     api: str  # SYNTHESIS or GENERATION
     key: Key
     model: str
-    job: Job
+    job: Drawing
     request: dict[str, Any]
     submitted: float
     request_id: str  # of the creating request, as the task list shows it

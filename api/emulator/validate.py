@@ -18,7 +18,7 @@ header X-DashScope-OssResourceResolve: enable, else 400 InvalidURL). Decoded ima
 JPEG/PNG/BMP/TIFF/WEBP, at most 10 MB, each side in [384, 3072].
 
 Prompts and negative prompts over the model's limits (catalog.Model.prompt_max and
-negative_max; characters stand in for the pages' tokens) are cut silently; Job.notes says
+negative_max; characters stand in for the pages' tokens) are cut silently; Drawing.notes says
 so. A prompt or negative prompt (after cutting) containing "[[unsafe]]": 400
 DataInspectionFailed "Input or output data may contain inappropriate content.".
 """
@@ -43,7 +43,7 @@ Fetch = Callable[[str], bytes]  # the bytes of one image item
 
 
 @dataclass
-class Job:
+class Drawing:
     """What the model is asked to draw, after validation and truncation."""
 
     model: str
@@ -81,7 +81,7 @@ def model_of(body: Any, api: str) -> tuple[str, Model]:
     return name, model
 
 
-def generation(body: dict[str, Any], name: str, model: Model, fetch: Fetch) -> Job:
+def generation(body: dict[str, Any], name: str, model: Model, fetch: Fetch) -> Drawing:
     """A messages body (multimodal-generation, image-generation); fetch(value) gives the
     bytes of one image item."""
     messages = _input(body).get("messages")
@@ -116,7 +116,7 @@ def generation(body: dict[str, Any], name: str, model: Model, fetch: Fetch) -> J
     return job
 
 
-def synthesis(body: dict[str, Any], name: str, model: Model) -> Job:
+def synthesis(body: dict[str, Any], name: str, model: Model) -> Drawing:
     """An image-synthesis (async task) body: prompt and negative_prompt sit in input."""
     inp = _input(body)
     prompt = inp.get("prompt")
@@ -204,7 +204,7 @@ def _parameters(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _job(name: str, model: Model, prompt: Any, negative: Any, params: dict[str, Any],
-         with_images: bool) -> Job:
+         with_images: bool) -> Drawing:
     if not isinstance(prompt, str) or not prompt.strip():
         raise invalid("The prompt (text) must not be empty.")
     if negative is None:
@@ -226,7 +226,7 @@ def _job(name: str, model: Model, prompt: Any, negative: Any, params: dict[str, 
     extend = _boolean(params, "prompt_extend", True) if model.prompt_extend else False
     if model.thinking:
         _check_thinking(params, with_images)
-    job = Job(name, prompt, negative, n=n, seed=seed, prompt_extend=extend,
+    job = Drawing(name, prompt, negative, n=n, seed=seed, prompt_extend=extend,
               watermark=_boolean(params, "watermark", False))
     for attr, limit in (("prompt", model.prompt_max), ("negative_prompt", model.negative_max)):
         text = getattr(job, attr)
@@ -265,6 +265,6 @@ def _boolean(params: dict[str, Any], name: str, default: bool) -> bool:
     return value
 
 
-def _inspect(job: Job) -> None:
+def _inspect(job: Drawing) -> None:
     if rules.UNSAFE_MARKER in job.prompt or rules.UNSAFE_MARKER in job.negative_prompt:
         raise ApiError("DataInspectionFailed")
