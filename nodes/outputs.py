@@ -89,7 +89,8 @@ def assemble(node_id: str, model: str, family: str, jobs: list[Job], outcomes: l
     price = usd_price(spec, region)
     failures = [{"outputs": job.label(total), "seed": job.request.seed,
                  "error": type(result).__name__, "message": str(result)}
-                for job, result in zip(jobs, outcomes, strict=False) if isinstance(result, QwenImageError)]
+                for job, result in zip(jobs, outcomes, strict=False)
+                if isinstance(result, QwenImageError)]
     info = {
         "node": node_id,
         "model": model,
