@@ -38,8 +38,6 @@ from .storage.charges import Charges
 from .storage.journal import HANDED, Journal
 from .storage.store import ResultStore, image_from_stored, request_fingerprint
 
-
-
 __all__ = ["Progress", "QwenImageClient"]
 
 

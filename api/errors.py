@@ -94,7 +94,8 @@ class ApiError(QwenImageError):
     retryable = False
 
     def __init__(self, status: int | None, code: str | None, message: str,
-                 request_id: str | None = None, *, hint: str = "", retry_after: float | None = None):
+                 request_id: str | None = None, *, hint: str = "",
+                 retry_after: float | None = None):
         self.status = status
         self.code = code or "Unknown"
         self.message = redact(message or "")

@@ -171,7 +171,8 @@ def test_object_info_lists_every_node(comfy):
         assert info["description"] == cls.DESCRIPTION
         expected_inputs = json.loads(json.dumps(cls.INPUT_TYPES()))
         assert info["input"] == expected_inputs
-        assert info["input_order"] == {section: list(values) for section, values in expected_inputs.items()}
+        assert info["input_order"] == {section: list(values)
+                                       for section, values in expected_inputs.items()}
         assert info["output"] == list(cls.RETURN_TYPES)
         assert info["output_name"] == list(cls.RETURN_NAMES)
         assert info["output_node"] is False
@@ -182,7 +183,8 @@ def test_object_info_lists_every_node(comfy):
     assert edit["input"]["optional"]["mask"][0] == "MASK"
     assert "match input" in edit["input"]["required"]["size"][0]
     assert edit["input"]["required"]["image"][0] == "IMAGE"
-    assert [edit["input"]["optional"][name][0] for name in ("image2", "image3")] == ["IMAGE", "IMAGE"]
+    assert ([edit["input"]["optional"][name][0] for name in ("image2", "image3")]
+            == ["IMAGE", "IMAGE"])
     assert t2i["input"]["required"]["seed"][1]["control_after_generate"] is True
 
 
@@ -249,7 +251,8 @@ def _check_exact(session: Session, entry: dict, served_before: int, requests_bef
     # Every picture sent for an edit is a LoadImage file or an earlier result, pixel for pixel.
     known = [pixels(data) for data in inputs.values()] + served
     for recorded in new_generation_requests(session.emu, requests_before):
-        if "multimodal-generation" in recorded.path and recorded.json["model"].startswith("qwen-image-edit"):
+        if ("multimodal-generation" in recorded.path
+                and recorded.json["model"].startswith("qwen-image-edit")):
             for sent in session.emu.input_images(recorded):
                 assert pixels(sent) in known, "an edit input was not sent pixel-exact"
     return saved
@@ -450,12 +453,14 @@ def test_the_text_to_image_mask_output_through_mask_to_image_is_1_minus_alpha(co
 
 
 def test_invalid_edit_is_refused_at_queue_time(comfy):
-    place_inputs(comfy, {"1": {"class_type": "LoadImage", "inputs": {"image": "qwen_edit_input.png"}}})
+    place_inputs(comfy, {"1": {"class_type": "LoadImage",
+                               "inputs": {"image": "qwen_edit_input.png"}}})
     prompt = {
         "1": {"class_type": "LoadImage", "inputs": {"image": "qwen_edit_input.png"}},
         "2": qwen_node(comfy, EDIT, image=["1", 0], prompt="Make it snow.", n=2, size="custom",
                        width=1024, height=768),
-        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "refused"}},
+        "3": {"class_type": "SaveImage",
+              "inputs": {"images": ["2", 0], "filename_prefix": "refused"}},
     }
     before = len(comfy.emu.requests)
     with pytest.raises(harness.HttpError) as refused:
@@ -476,7 +481,8 @@ def test_invalid_edit_is_refused_at_queue_time(comfy):
 def test_overlong_prompt_is_refused_at_queue_time(comfy):
     prompt = {
         "1": qwen_node(comfy, T2I, prompt="x" * 801),
-        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "refused"}},
+        "2": {"class_type": "SaveImage",
+              "inputs": {"images": ["1", 0], "filename_prefix": "refused"}},
     }
     with pytest.raises(harness.HttpError) as refused:
         comfy.queue(prompt)
@@ -525,7 +531,8 @@ def test_interrupt_cancels_the_queued_tasks_and_reports_interrupted(comfy):
     prompt = {
         "1": qwen_node(comfy, T2I, prompt=text, batch=2, interface="async", reuse_stored=False,
                        prompt_extend=False, seed=1234),
-        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "interrupted"}},
+        "2": {"class_type": "SaveImage",
+              "inputs": {"images": ["1", 0], "filename_prefix": "interrupted"}},
     }
     model = prompt["1"]["inputs"]["model"]
     emu.set_latency(latency)
@@ -569,7 +576,8 @@ def test_interrupt_cancels_the_queued_tasks_and_reports_interrupted(comfy):
         emu.set_latency(0.2)
         # Let the other client's tasks end, so later tests find the account's slots free.
         deadline = time.monotonic() + latency + 5
-        while any(t["status"] in ("PENDING", "RUNNING") for t in emu.tasks) and time.monotonic() < deadline:
+        while (any(t["status"] in ("PENDING", "RUNNING") for t in emu.tasks)
+               and time.monotonic() < deadline):
             time.sleep(0.1)
 
 
@@ -649,7 +657,8 @@ def test_key_never_appears_in_outputs_workflows_history_or_log(comfy):
     assert len(key) > 8
     # One run of its own, so the check has something to look at when run alone.
     prompt = {"1": qwen_node(comfy, T2I, prompt="A lighthouse at night, key check"),
-              "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "keycheck"}}}
+              "2": {"class_type": "SaveImage",
+                    "inputs": {"images": ["1", 0], "filename_prefix": "keycheck"}}}
     entry = comfy.run(prompt, load_workflow(WORKFLOWS[0]) if WORKFLOWS else None)
     assert entry["status"]["status_str"] == "success", entry["status"]
     pngs = sorted(comfy.output.rglob("*.png"))

@@ -33,7 +33,8 @@ SECOND_BJ_KEY = "sk-emulator-beijing-second"
 STRANGER_KEY = "sk-emulator-another-account"
 ACCOUNT_KEYS = {SINGAPORE_KEY: (SG, "acme"), SECOND_SG_KEY: (SG, "acme"),
                 BEIJING_KEY: (BJ, "acme"), SECOND_BJ_KEY: (BJ, "acme"), STRANGER_KEY: SG}
-EMULATOR = {"latency": 0.3, "rate_limits": False, "keys": ACCOUNT_KEYS}  # the options of this module's ``emulator``/``emu``
+# the options of this module's ``emulator``/``emu``
+EMULATOR = {"latency": 0.3, "rate_limits": False, "keys": ACCOUNT_KEYS}
 ITEM_FIELDS = {"task_id", "status", "model_name", "request_id", "gmt_create", "region",
                "api_key_id", "caller_uid", "caller_parent_id", "user_api_unique_key"}
 UTC8 = timedelta(hours=8)

@@ -124,8 +124,8 @@ def test_only_loopback_hosts_are_accepted():
             serve(host=host, port=0)
     with pytest.raises(ValueError):
         Emulator(keys={"sk-x": "us-east-1"})
-    with pytest.raises(RuntimeError):
-        Emulator().url  # no port before start()
+    with pytest.raises(RuntimeError, match=r"start\(\) the emulator first"):
+        _ = Emulator().url  # reading it before start() is refused: no port yet
 
 
 def test_serve_runs_until_interrupted_and_logs_urls_and_keys(tmp_path):

@@ -32,7 +32,8 @@ from support.emulator_http import (
     wait_until,
 )
 
-EMULATOR = {"latency": 0.02, "rate_limits": False}  # the options of this module's ``emulator``/``emu``
+# the options of this module's ``emulator``/``emu``
+EMULATOR = {"latency": 0.02, "rate_limits": False}
 
 IMAGE_GENERATION = "/services/aigc/image-generation/generation"
 V1_USAGE = {"width", "height", "image_count"}

@@ -1,4 +1,5 @@
-"""Last month's workflows in the real ComfyUI frontend: they load with every value in place, and run.
+"""Last month's workflows in the real ComfyUI frontend: they load with every value in place,
+and run.
 
 The workflows frozen in tests/fixtures/workflows/ (copies of example_workflows/ as they were
 shipped, and in saved-after-run/ the same ones as the frontend saved them after running them,
@@ -146,7 +147,8 @@ def _frozen(path: Path) -> dict[str, tuple[list, list]]:
         count = len(expected["widgets"])
         after_run = path.parent.name == "saved-after-run" and node["type"] in PACK_NODES
         assert len(values) == count + (1 if after_run else 0), (path.name, node["id"], values)
-        result[str(node["id"])] = (list(zip(expected["widgets"], values, strict=False)), values[count:])
+        result[str(node["id"])] = (list(zip(expected["widgets"], values, strict=False)),
+                                   values[count:])
     return result
 
 
@@ -183,7 +185,8 @@ def widget_problems(path: Path, live_nodes: list[dict], object_info: dict) -> li
             shift = next(i for i, name in enumerate(frozen) if i >= len(names) or names[i] != name)
             problems.append(
                 f"node {node_id} ({node['type']}): old values land in other widgets from position "
-                f"{shift} ({frozen[shift]!r} was there, now {names[shift] if shift < len(names) else None!r})."
+                f"{shift} ({frozen[shift]!r} was there, "
+                f"now {names[shift] if shift < len(names) else None!r})."
                 f"\n  frozen widgets: {frozen}\n  live widgets:   {names}\n  "
                 "New inputs must come after every old one (and none may be removed).")
         for position, (name, value) in enumerate(pairs):
@@ -195,7 +198,8 @@ def widget_problems(path: Path, live_nodes: list[dict], object_info: dict) -> li
             known, default = input_default(object_info[node["type"]], widget["name"])
             if known and widget["value"] != default:
                 why = (f" (the status text this workflow saved after the node's last widget: "
-                       f"{trailing[node_id]!r})" if widget["value"] in trailing.get(node_id, []) else "")
+                       f"{trailing[node_id]!r})"
+                       if widget["value"] in trailing.get(node_id, []) else "")
                 problems.append(
                     f"node {node_id} ({node['type']}): new widget {widget['name']} = "
                     f"{widget['value']!r}, not its default {default!r}{why}")
@@ -216,7 +220,8 @@ def check_run(session: Session, page, prompt_id: str) -> list[Path]:
     entry, events = harness.wait_for_run(page, session.server, prompt_id)
     if entry["status"]["status_str"] != "success":
         error = harness.messages(entry).get("execution_error") or entry["status"]
-        pytest.fail(f"the run ended in {entry['status']['status_str']}: node {error.get('node_id')} "
+        pytest.fail(f"the run ended in {entry['status']['status_str']}: "
+                    f"node {error.get('node_id')} "
                     f"({error.get('node_type')}): {error.get('exception_type')}: "
                     f"{error.get('exception_message')}")
     types = [e["type"] for e in events]
@@ -246,7 +251,8 @@ def test_pack_web_extensions_load_in_the_frontend(page, comfy):
     """Every .js of WEB_DIRECTORY is fetched and runs: a wrong import path (the frontend serves
     web/x.js as /extensions/<pack>/x.js, so web/js/x.js imports "../../../scripts/app.js") is
     only a console error in the browser, and the extension silently does nothing."""
-    scripts = sorted(p.relative_to(REPO_ROOT / "web").as_posix() for p in (REPO_ROOT / "web").rglob("*.js"))
+    scripts = sorted(p.relative_to(REPO_ROOT / "web").as_posix()
+                     for p in (REPO_ROOT / "web").rglob("*.js"))
     if not scripts:
         pytest.skip("the pack has no web/**/*.js")
     fetched = harness.loaded_scripts(page)
@@ -286,7 +292,8 @@ def test_frozen_workflow_loads_with_every_value_in_place(page, comfy, path):
     assert not problems, "\n".join(problems)
 
     # Saving it again keeps every old value at its old position (new widgets come after).
-    saved = {str(n["id"]): n.get("widgets_values") or [] for n in harness.save_workflow(page)["nodes"]}
+    saved = {str(n["id"]): n.get("widgets_values") or []
+             for n in harness.save_workflow(page)["nodes"]}
     for node_id, pairs in frozen_values(path).items():
         assert saved[node_id][:len(pairs)] == [value for _, value in pairs], node_id
     assert harness.page_errors(page) == []
@@ -318,7 +325,8 @@ def test_frozen_workflow_runs_from_the_frontend(page, comfy, path):
     missing = harness.missing_local_models(comfy.object_info, prompt)
     if not missing:
         assert queued["ok"], ("the server refused the frontend's prompt: "
-                              + json.dumps(queued["node_errors"] or queued["error"], ensure_ascii=False)[:3000])
+                              + json.dumps(queued["node_errors"] or queued["error"],
+                                           ensure_ascii=False)[:3000])
         check_run(comfy, page, queued["prompt_id"])
         assert not [n for n in harness.graph_nodes(page) if n["has_errors"]]
         return
@@ -337,7 +345,8 @@ def test_frozen_workflow_runs_from_the_frontend(page, comfy, path):
     # Its cloud part runs from the frontend: a Save Image on each Qwen node, queued alone
     # ("Queue selected output nodes": only those outputs are validated and run).
     page.keyboard.press("Escape")  # the error dialog
-    saves = [harness.add_node(page, "SaveImage", (0, 900 + 400 * number), {"images": (int(qwen_id), 0)})
+    saves = [harness.add_node(page, "SaveImage", (0, 900 + 400 * number),
+                              {"images": (int(qwen_id), 0)})
              for number, qwen_id in enumerate(qwen_ids)]
     queued = harness.queue_from_frontend(page, saves)
     assert queued["ok"] and queued["prompt_id"], queued
@@ -361,7 +370,8 @@ def test_screenshot_of_each_model(page, comfy, node_type, tmp_path):
     harness.load_workflow(page, harness.EMPTY_WORKFLOW)
     node_id = None
     for model in [None, *models]:
-        name = f"{node_type}-{'default' if model is None else re.sub(r'[^A-Za-z0-9._-]', '_', model)}.png"
+        label = "default" if model is None else re.sub(r"[^A-Za-z0-9._-]", "_", model)
+        name = f"{node_type}-{label}.png"
         shot = harness.screenshot_node(page, node_type, {"model": model} if model else None,
                                        folder / name, node_id=node_id)
         node_id = shot["id"]

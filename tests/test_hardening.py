@@ -430,7 +430,8 @@ def test_every_public_exception_has_a_docstring():
 
 
 def test_the_error_table_documents_every_public_exception():
-    table = (Path(__file__).resolve().parents[1] / "docs" / "python-and-cli.md").read_text(encoding="utf-8")
+    table = ((Path(__file__).resolve().parents[1] / "docs" / "python-and-cli.md")
+             .read_text(encoding="utf-8"))
     names = [name for name, value in vars(errors_module).items()
              if isinstance(value, type) and issubclass(value, Exception)
              and not name.startswith("_")]

@@ -117,7 +117,8 @@ def test_prompt_limits():
     assert (MODELS["qwen-image-2.0"].prompt.limit, MODELS["qwen-image-2.0"].prompt.unit) == (
         1300, "tokens")
     assert MODELS["qwen-image-3.0"].prompt.limit == 4500
-    assert not MODELS["qwen-image-3.0"].prompt.cut and MODELS["qwen-image-3.0"].negative_prompt is None
+    assert (not MODELS["qwen-image-3.0"].prompt.cut
+            and MODELS["qwen-image-3.0"].negative_prompt is None)
 
 
 def test_input_images():

@@ -75,7 +75,7 @@ def test_three_processes_one_key_every_image_saved_once(tmp_path):
         served = emu.served_images
 
     assert elapsed < DEADLINE, f"a process hung ({elapsed:.0f} s)"
-    for process, (out, err) in zip(processes, outputs, strict=False):
+    for process, (_out, err) in zip(processes, outputs, strict=False):
         assert process.returncode == 0, err[-3000:]
     results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
     for result in results:

@@ -280,7 +280,8 @@ def test_a_batch_shows_its_cost_then_each_image_as_it_lands_then_a_summary(page,
 # -- 4. no markup reaches the page ----------------------------------------------------------------
 
 # A store folder whose name is markup: the summary under the node names it ("saved in ...").
-_XSS = 'store <img src=x onerror="window.__qwenXss=1"> [[x|javascript:window.__qwenXss=2]] www.evil.example'
+_XSS = ('store <img src=x onerror="window.__qwenXss=1"> [[x|javascript:window.__qwenXss=2]] '
+        'www.evil.example')
 
 
 @frontend
@@ -318,7 +319,8 @@ def test_a_status_text_with_markup_arrives_escaped_and_runs_no_script(browser, t
             assert page.evaluate("() => window.__qwenXss") is None
             assert page.evaluate("() => document.querySelectorAll('img[src=\"x\"]').length") == 0
 
-            harness.set_widgets(page, node, {"custom_model": '<img src=x onerror="window.__qwenXss=3">'})
+            harness.set_widgets(page, node,
+                                {"custom_model": '<img src=x onerror="window.__qwenXss=3">'})
             refused = harness.queue_from_frontend(page)
             assert not refused["ok"] and "custom_model" in json.dumps(refused["node_errors"])
             assert "letters, digits" in json.dumps(refused["node_errors"])

@@ -143,7 +143,7 @@ if __name__ == "__main__":
         text = path.read_text(encoding="utf-8")
         assert len(_sections(text)) == len(node_ids), path
         rendered = iter(render(node_id) for node_id in node_ids)
-        text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: next(rendered),
-                      text, flags=re.DOTALL)
+        text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END),
+                      lambda _, rendered=rendered: next(rendered), text, flags=re.DOTALL)
         path.write_text(text, encoding="utf-8")
         print(f"rewrote the models sections of {path.relative_to(REPO)}")

@@ -48,7 +48,8 @@ def served_pixels(emu):
 
 def test_batch_of_edits_times_n_outputs_with_exact_pixels_both_ways(service, comfy):
     inputs = image(batch=2)
-    images, prompts, info, _ = run_node(Edit, image=inputs, prompt="make the sky pink", n=2, seed=10)
+    images, prompts, info, _ = run_node(Edit, image=inputs, prompt="make the sky pink", n=2,
+                                        seed=10)
 
     sent = pixels_sent(inputs)
     got = received(service)

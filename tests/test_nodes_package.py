@@ -109,7 +109,8 @@ def pack_node_shape(cls):
 def pack_sockets(cls) -> dict[str, str]:
     """{socket input name: type} of a pack node, in definition order."""
     types = cls.INPUT_TYPES()
-    return {name: spec[0] for name, spec in {**types["required"], **types.get("optional", {})}.items()
+    return {name: spec[0]
+            for name, spec in {**types["required"], **types.get("optional", {})}.items()
             if not (isinstance(spec[0], list) or spec[0] in WIDGET_TYPES)}
 
 

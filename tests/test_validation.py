@@ -270,7 +270,8 @@ def test_limits_only_third_parties_report_are_noted_not_refused():
 def test_token_limits_are_notes_never_refusals():
     checked = validate(t2i("qwen-image-2.0", prompt="word " * 1200))  # about 1500 tokens
     assert len(checked.notes) == 1
-    assert "roughly 1500 tokens (an estimate), over qwen-image-2.0's 1300 tokens" in checked.notes[0]
+    assert ("roughly 1500 tokens (an estimate), over qwen-image-2.0's 1300 tokens"
+            in checked.notes[0])
     note = validate(t2i("qwen-image-3.0", prompt="貓" * 4600)).notes[0]
     assert "4600 tokens" in note and "the most its page recommends" in note
     assert "service drops the excess" in validate(t2i("qwen-image-max", prompt="貓" * 900)).notes[0]

@@ -1,8 +1,8 @@
 """The one region vocabulary: ids, display names, hosts, and what each region offers.
 
-Hosts (Model Studio: "List model quotas" and "Configure the API key"): Beijing and Singapore have the
-shared hosts the SDK has always used; Virginia and Hong Kong have shared hosts named on the
-quota page; every region has workspace-dedicated hosts
+Hosts (Model Studio: "List model quotas" and "Configure the API key"): Beijing and Singapore
+have the shared hosts the SDK has always used; Virginia and Hong Kong have shared hosts named on
+the quota page; every region has workspace-dedicated hosts
 ``https://{WorkspaceId}.{region}.maas.aliyuncs.com``, the only ones for Frankfurt and Tokyo.
 A key, its region and the host must match: keys of one region fail in another.
 """

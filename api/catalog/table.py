@@ -51,7 +51,8 @@ ALL_PARAMETERS = frozenset(OPTIONAL_PARAMETERS)  # 3.0: adds prompt_extend_mode,
 
 SEED_CHARS = TextLimit(PROMPT_MAX_CHARS)
 NEGATIVE_CHARS = TextLimit(NEGATIVE_PROMPT_MAX_CHARS)
-TOKENS_800 = TextLimit(800, "tokens")  # 千问-文生图 / 千问-图像编辑: "other models 800 Token; the excess is cut"
+# 千问-文生图 / 千问-图像编辑: "other models 800 Token; the excess is cut"
+TOKENS_800 = TextLimit(800, "tokens")
 
 SEED_INPUTS = InputRule(side=(EDIT_INPUT_SIDE_MIN, EDIT_INPUT_SIDE_MAX), side_required=True)
 PAGE_INPUTS = InputRule(side=(EDIT_INPUT_SIDE_MIN, EDIT_INPUT_SIDE_MAX),

@@ -19,7 +19,8 @@ With watermark true, "Qwen-Image" in white on black near the bottom-right corner
 RGBA results (Emulator(rgba=True), ``qwen-image emulator --rgba``; the Qwen-Image 2.1 family
 makes transparent images): the same colours with an alpha channel (rgba_alpha): 255 inside
 the ellipse inscribed in the box (W/8, H/8)-(7W/8, 7H/8), elsewhere a left-to-right ramp
-from 0 to 127 (Image.linear_gradient("L") rotated by 90 degrees, resized to W x H with BICUBIC, halved).
+from 0 to 127 (Image.linear_gradient("L") rotated by 90 degrees, resized to W x H with BICUBIC,
+halved).
 """
 from __future__ import annotations
 

@@ -121,7 +121,8 @@ class Scheduler:
         if task.key.account != key.account or task.region != key.region:
             return False
         # The service keeps task data as long as result URLs live.
-        return task.ended is None or self._shared.now() <= task.ended + self._shared.settings.result_ttl
+        return (task.ended is None
+                or self._shared.now() <= task.ended + self._shared.settings.result_ttl)
 
     def cancel(self, task: Task) -> bool:
         """Cancel a PENDING task (call with the lock held); False for any other status."""

@@ -476,7 +476,8 @@ def create_or_find(generator: "Generator", spec: ModelSpec, send: Callable[..., 
         entry = generator.begin(request, spec.id, ASYNC, spec.async_path)
         sent = []
 
-        def before() -> None:
+        # ``send`` calls it in this iteration; the defaults bind this iteration's values.
+        def before(*, entry=entry, sent=sent) -> None:
             if before_attempt is not None:
                 before_attempt()
             sent.append(time.time())

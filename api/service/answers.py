@@ -1,8 +1,9 @@
 """DashScope's error answers as the pack's exceptions, each with its fix.
 
 ``api_error`` maps an error answer (HTTP status + ``code``; the codes of Model Studio's
-"Status codes" and "Error messages" pages) to a class of ``errors`` and a hint naming what to do; ``task_error``
-does the same for a task that ended without images. The tables are the vendor's codes.
+"Status codes" and "Error messages" pages) to a class of ``errors`` and a hint naming what to
+do; ``task_error`` does the same for a task that ended without images. The tables are the
+vendor's codes.
 """
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ def _authentication_hint(region: str) -> str:
 
 def api_error(status: int | None, code: str | None, message: str, request_id: str | None,
               *, region: str, retry_after: float | None = None) -> ApiError:
-    """The ``errors`` class and fix for a DashScope error answer (Model Studio: "Error messages")."""
+    """The ``errors`` class and fix for a DashScope error answer (Model Studio: "Error
+    messages")."""
     code = code or None
     args = (status, code, message, request_id)
     if code == "InvalidApiKey" or status == 401:

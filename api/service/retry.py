@@ -86,8 +86,8 @@ def retrying(attempt: Callable[[], T], policy: RetryPolicy, *, what: str,
                             time.monotonic() - started)
                 raise (give_up(failed.error, number + 1) if give_up else failed.error) from None
             log.warning("%s failed (%s); attempt %d in %.1f s", what,
-                        getattr(failed.error, "code", None) or type(failed.error).__name__, number + 2,
-                        delay)
+                        getattr(failed.error, "code", None) or type(failed.error).__name__,
+                        number + 2, delay)
             sleep_or_cancel(delay, cancel_event,
                             cancelled_message or f"Cancelled while waiting to retry {what}.")
     raise AssertionError("unreachable: the loop returns or raises")

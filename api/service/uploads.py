@@ -10,8 +10,9 @@ Offered in the Beijing region only (``Region.temporary_storage``). For one reque
 
 A file lives 48 hours and can be used only by the account and the model it was uploaded
 for. The process state (``state.UploadCache``) therefore remembers, per (endpoint, key
-fingerprint, model), the name of every content hash it uploaded, for ``REUSE_FOR`` (two hours less than the file's life, a
-margin for a request that waits in the queue), and sends a repeated image by that name
+fingerprint, model), the name of every content hash it uploaded, for ``REUSE_FOR`` (two hours
+less than the file's life, a margin for a request that waits in the queue), and sends a
+repeated image by that name
 without uploading it again. The memory is shared by every client of the process and
 thread-safe; two calls needing the same new image wait for one upload. It is not kept
 across restarts: after one, an image is uploaded once more (uploads are free).

@@ -134,11 +134,11 @@ class ComfyUI:
             try:
                 self.get("/api/system_stats", timeout=2)
                 break
-            except (OSError, HttpError):
+            except (OSError, HttpError) as exc:
                 if time.monotonic() > deadline:
                     self.stop()
                     raise RuntimeError(f"ComfyUI did not answer within {timeout:.0f} s:"
-                                       f"\n{self.log_text()[-4000:]}")
+                                       f"\n{self.log_text()[-4000:]}") from exc
                 time.sleep(0.25)
         self.started_in = time.monotonic() - launched
         return self
@@ -157,7 +157,8 @@ class ComfyUI:
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, body=None, timeout: float = 30.0) -> tuple[int, dict, bytes]:
+    def request(self, method: str, path: str, body=None,
+                timeout: float = 30.0) -> tuple[int, dict, bytes]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method,
                                      headers={"Content-Type": "application/json"} if data else {})
@@ -180,7 +181,8 @@ class ComfyUI:
 
     # -- prompts ---------------------------------------------------------------------------
 
-    def queue(self, prompt: dict, workflow: dict | None = None, client_id: str = "integration-test") -> str:
+    def queue(self, prompt: dict, workflow: dict | None = None,
+              client_id: str = "integration-test") -> str:
         """POST /prompt as the frontend does (the UI workflow goes into the PNG's metadata)."""
         body = {"client_id": client_id, "prompt": prompt}
         if workflow is not None:
@@ -249,7 +251,8 @@ def widget_inputs(info: dict) -> list[tuple[str, int]]:
                 continue
             extra = 0
             control = options.get("control_after_generate")
-            if control or (kind == "INT" and name in ("seed", "noise_seed") and control is not False):
+            if control or (kind == "INT" and name in ("seed", "noise_seed")
+                           and control is not False):
                 extra += 1
             extra += sum(1 for option in UPLOAD_OPTIONS if options.get(option))
             result.append((name, extra))
@@ -364,7 +367,8 @@ def input_picture(name: str):
     draw = ImageDraw.Draw(image)
     for y in range(1024):
         t = y / 1023
-        draw.line([(0, y), (767, y)], fill=(int(110 + 80 * t), int(160 + 50 * t), int(230 - 40 * t)))
+        draw.line([(0, y), (767, y)],
+                  fill=(int(110 + 80 * t), int(160 + 50 * t), int(230 - 40 * t)))
     draw.rectangle([(0, 820), (767, 1023)], fill=(96, 140, 84))
     draw.ellipse([(294, 170), (474, 370)], fill=(232, 190, 160))
     draw.ellipse([(300, 150), (468, 250)], fill=(70, 48, 36))
@@ -442,13 +446,15 @@ FRONTEND_SETTINGS = {"Comfy.TutorialCompleted": True}
 # Runs before the page's own scripts: page errors and (after open_app) api events go here.
 _INIT_SCRIPT = """
 window.__qwenTest = {errors: [], console_errors: [], events: [], queued: []};
-window.addEventListener('error', (e) => window.__qwenTest.errors.push('error: ' + (e.message || e)));
+window.addEventListener('error',
+                        (e) => window.__qwenTest.errors.push('error: ' + (e.message || e)));
 // e.g. "Error loading extension /extensions/<pack>/x.js TypeError: Failed to fetch dynamically
 // imported module": the frontend reports a pack's broken JS with console.error and goes on.
 const consoleError = console.error.bind(console);
 console.error = (...args) => {
   try {
-    window.__qwenTest.console_errors.push(args.map((a) => a && a.stack ? String(a) + ' ' + a.stack : String(a)).join(' '));
+    window.__qwenTest.console_errors.push(
+      args.map((a) => a && a.stack ? String(a) + ' ' + a.stack : String(a)).join(' '));
   } catch (_) {}
   consoleError(...args);
 };
@@ -482,7 +488,8 @@ _HOOKS = f"""() => {{
   }};
   for (const type of ['execution_start', 'execution_cached', 'executed', 'execution_success',
                       'execution_error', 'execution_interrupted', 'progress_text']) {{
-    api.addEventListener(type, (e) => rec.events.push({{type, detail: JSON.parse(JSON.stringify(e.detail ?? null))}}));
+    api.addEventListener(type, (e) => rec.events.push(
+      {{type, detail: JSON.parse(JSON.stringify(e.detail ?? null))}}));
   }}
 }}"""
 _TWO_FRAMES = "await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));"
@@ -501,7 +508,8 @@ def frontend_location() -> Path | str:
 
 
 class Browser:
-    """playwright + one headless Chromium; ``with open_browser() as browser: browser.new_page()``."""
+    """playwright + one headless Chromium;
+    ``with open_browser() as browser: browser.new_page()``."""
 
     def __init__(self, chromium: Path | None = None):
         found = frontend_location() if chromium is None else Path(chromium)
@@ -597,7 +605,8 @@ def load_workflow(page, workflow: dict) -> dict:
       const visible = (el) => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length);
       return {{
         missing_node_types: missing.map((t) => typeof t === 'string' ? t : t.type),
-        dialogs: [...document.querySelectorAll('.p-dialog')].filter(visible).map((d) => d.innerText),
+        dialogs: [...document.querySelectorAll('.p-dialog')].filter(visible)
+                   .map((d) => d.innerText),
         toasts: [...document.querySelectorAll('.p-toast-message-warn, .p-toast-message-error')]
                   .map((t) => t.innerText),
       }};
@@ -631,7 +640,8 @@ def graph_nodes(page) -> list[dict]:
         errors: errors[String(n.id)] || null,
         widgets: (n.widgets || []).map((w) => ({{
           name: w.name, type: w.type, value: w.value === undefined ? null : w.value,
-          serialize: w.serialize !== false, to_prompt: !(w.options && w.options.serialize === false),
+          serialize: w.serialize !== false,
+          to_prompt: !(w.options && w.options.serialize === false),
           hidden: !!w.hidden, options_hidden: !!(w.options && w.options.hidden),
           advanced: !!(w.advanced || (w.options && w.options.advanced)),
           values: w.options && Array.isArray(w.options.values) ? [...w.options.values] : null,
@@ -671,7 +681,8 @@ def queue_from_frontend(page, queue_node_ids: list | None = None) -> dict:
     }}""", [str(i) for i in queue_node_ids] if queue_node_ids else None)
 
 
-def wait_for_run(page, server: ComfyUI, prompt_id: str, timeout: float = 120.0) -> tuple[dict, list[dict]]:
+def wait_for_run(page, server: ComfyUI, prompt_id: str,
+                 timeout: float = 120.0) -> tuple[dict, list[dict]]:
     """The /history entry of a prompt queued from the page, once the frontend has also seen it
     end (execution_success / execution_error / execution_interrupted over its websocket);
     returns (entry, the frontend's events of that prompt)."""
@@ -714,7 +725,8 @@ def set_widgets(page, node_id, overrides: dict) -> None:
       for (const [name, value] of Object.entries(overrides)) {{
         const widget = (node.widgets || []).find((w) => w.name === name);
         if (!widget) throw new Error('node ' + id + ' (' + node.type + ') has no widget ' + name +
-                                     '; it has ' + (node.widgets || []).map((w) => w.name).join(', '));
+                                     '; it has ' +
+                                     (node.widgets || []).map((w) => w.name).join(', '));
         if (typeof widget.setValue === 'function')
           widget.setValue(value, {{e: undefined, node, canvas: app.canvas}});
         else {{ widget.value = value; widget.callback?.(value, app.canvas, node); }}
@@ -757,7 +769,8 @@ def screenshot_node(page, node_type: str, widget_overrides: dict | None, path, *
       // the title bar, and above it the source badge ("Qwen-Image") drawn at the top right
       const title = LiteGraph.NODE_TITLE_HEIGHT + 22;
       const [x0, y0] = app.canvasPosToClientPos([node.pos[0], node.pos[1] - title]);
-      const [x1, y1] = app.canvasPosToClientPos([node.pos[0] + node.size[0], node.pos[1] + node.size[1]]);
+      const [x1, y1] = app.canvasPosToClientPos([node.pos[0] + node.size[0],
+                                                 node.pos[1] + node.size[1]]);
       const x = Math.max(0, Math.floor(x0 - margin)), y = Math.max(0, Math.floor(y0 - margin));
       return {{x, y, width: Math.min(window.innerWidth - x, Math.ceil(x1 + margin) - x),
                height: Math.min(window.innerHeight - y, Math.ceil(y1 + margin) - y)}};
@@ -788,7 +801,9 @@ def missing_local_models(object_info: dict, prompt: dict) -> dict[str, str]:
         if not info["category"].startswith("loaders"):
             continue
         for name, value in node["inputs"].items():
-            spec = info["input"].get("required", {}).get(name) or info["input"].get("optional", {}).get(name)
-            if spec and isinstance(spec[0], list) and isinstance(value, str) and value not in spec[0]:
+            spec = (info["input"].get("required", {}).get(name)
+                    or info["input"].get("optional", {}).get(name))
+            if (spec and isinstance(spec[0], list) and isinstance(value, str)
+                    and value not in spec[0]):
                 missing[node_id] = value
     return missing

@@ -1,6 +1,7 @@
 """One ComfyUI-like process for tests/test_multiprocess.py (not a test module itself).
 
-    python tests/support/multiprocess_runner.py '{"prompt": ..., "seed": ..., "batch": ..., "edit": ...}'
+    python tests/support/multiprocess_runner.py \\
+        '{"prompt": ..., "seed": ..., "batch": ..., "edit": ...}'
 
 Loads the repository as the package the way tests/conftest.py does, reads DashScope's base
 URL, the key and the result store from the environment (set by the test), prints "ready",
