@@ -14,11 +14,13 @@ from qwen_image_dashscope.api import (
     QwenImageClient,
     TextToImageRequest,
 )
+from qwen_image_dashscope.api.catalog.regions import REGIONS, region_env_suffix
 from qwen_image_dashscope.api.cli.commands import main
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY
 from support.client import ASYNC_PATH, BJ, FAST_RETRY, SG, png_bytes
 
 UNKNOWN_KEY = "sk-nobody-knows-this-key-7f3a"
+OTHER_REGIONS = [r for r, info in REGIONS.items() if r not in (SG, BJ) and info.shared_url]
 
 
 def key_id(key: str) -> str:
@@ -28,12 +30,19 @@ def key_id(key: str) -> str:
 
 @pytest.fixture
 def environ(emu, tmp_path, monkeypatch):
-    """Both regions' URLs on the emulator, no key yet, no key file, nothing of the machine."""
+    """Both regions' URLs on the emulator, no key yet, no key file, nothing of the machine.
+
+    The other regions with a shared host (Virginia, Hong Kong) point at paths the emulator
+    does not serve (404), so that ``doctor``, which checks every region, never tries the
+    real service (it would wait out the retries of an unreachable host)."""
     for name in [n for n in os.environ if n.startswith(("DASHSCOPE_", "QWEN_"))]:
         monkeypatch.delenv(name)
     values = {"HOME": str(tmp_path),
               "DASHSCOPE_HTTP_BASE_URL_AP_SOUTHEAST_1": emu.base_url(SG),
               "DASHSCOPE_HTTP_BASE_URL_CN_BEIJING": emu.base_url(BJ)}
+    for region in OTHER_REGIONS:
+        values[f"DASHSCOPE_HTTP_BASE_URL_{region_env_suffix(region)}"] = \
+            f"{emu.url}/{region}/api/v1"
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     return values
@@ -153,4 +162,6 @@ def test_doctor_tells_a_key_of_the_other_region(emu, environ, monkeypatch, capsy
     assert ("Singapore  key  sk-…jing  [DASHSCOPE_API_KEY]  rejected (InvalidApiKey): it is a "
             "Beijing key") in out
     assert "Beijing    key  sk-…jing  [DASHSCOPE_API_KEY]  accepted" in out
+    # Every region with a shared host was checked here, none at the real service.
+    assert {r.path.split("/")[1] for r in probes(emu)} == {SG, BJ, *OTHER_REGIONS}
     assert main(["doctor", "--region", "cn-beijing"]) == 0
