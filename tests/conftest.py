@@ -1,5 +1,6 @@
 """Test set-up: the repository as the package ``qwen_image_dashscope`` (``support.package``)
 and every fixture of the suite; shared helpers are in ``tests/support/``."""
+import functools
 import os
 import threading
 import time
@@ -27,6 +28,19 @@ def emulator(request):
                **getattr(request, "param", {})}
     with Emulator(**options) as emu:
         yield emu
+
+
+@pytest.fixture(autouse=True)
+def quick_polls(request, monkeypatch):
+    """Task queries on the polling schedule of ``api/call/polling.py`` scaled down four
+    times (the emulator's tasks take a tenth of a second, not fifteen), except in a module
+    that tests the schedule itself (``REAL_POLL_SCHEDULE = True``)."""
+    if getattr(request.module, "REAL_POLL_SCHEDULE", False):
+        return
+    from qwen_image_dashscope.api.call import polling
+
+    for name in ("MIN_INTERVAL", "PAIR_WINDOW", "MIN_GAP", "ALIGN", "SNAP_SLACK"):
+        monkeypatch.setattr(polling, name, getattr(polling, name) / 4)
 
 
 # --- client tests -------------------------------------------------------------------------
@@ -88,6 +102,14 @@ def service(emulator, monkeypatch, tmp_path):
 
     monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", emulator.base_url("ap-southeast-1"))
     monkeypatch.setenv("DASHSCOPE_API_KEY", SINGAPORE_KEY)
+    # The clients the nodes make use the pack's default retry policy: the same attempts and
+    # time budget here, with its backoff scaled down tenfold (a Retry-After is still obeyed).
+    from qwen_image_dashscope.api.service import download, transport
+    from qwen_image_dashscope.api.service.retry import RetryPolicy
+
+    quick = functools.partial(RetryPolicy, base=RetryPolicy.base / 10, cap=RetryPolicy.cap / 10)
+    monkeypatch.setattr(transport, "RetryPolicy", quick)
+    monkeypatch.setattr(download, "RetryPolicy", quick)
     yield emulator
     # Work a node left behind (Cancel, a failed sibling) finishes in the client's background
     # threads. Let it end while the emulator still answers: a worker polling a vanished

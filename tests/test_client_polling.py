@@ -23,6 +23,8 @@ from qwen_image_dashscope.api.state import PROCESS_STATE
 from qwen_image_dashscope.api.storage import durations as durations_store
 from support.client import api_requests, make_client
 
+REAL_POLL_SCHEDULE = True  # conftest's quick_polls leaves this module the real schedule
+
 
 def test_task_end_is_noticed_quickly_without_hammering():
     with Emulator(latency=0.7) as emu, make_client(emu) as client:
