@@ -68,6 +68,21 @@ def create_directly(emu, prompt, *, key=SINGAPORE_KEY, model="qwen-image-plus"):
     return answer.json()["output"]["task_id"]
 
 
+def left_behind(emu, home, *, store):
+    """The journal of ``home`` with a task another process created and never fetched (its
+    entry, owned by a dead process): the key's warm-up call first, so the key is known."""
+    with client_for(emu, home) as client:
+        client.text_to_image(TextToImageRequest("warm up"))
+    task = create_directly(emu, "left behind")
+    journal = journal_of(home)
+    entry = journal.begin(model="qwen-image-plus", region=SG, base_url=emu.base_url(SG),
+                          interface="async", key=next(iter(journal.entries().values())).key,
+                          fingerprint="f", request={"prompt": "left behind", "n": 1},
+                          store=str(store))
+    journal.update(entry.id, task_id=task, status="created", owner="elsewhere:1")
+    return journal, journal.entries()[entry.id]
+
+
 def first_key_id(emu, key=SINGAPORE_KEY):
     """The task list's api_key_id of the first task."""
     answer = requests.get(emu.base_url(SG) + "/tasks", timeout=5, params={
@@ -353,16 +368,7 @@ def test_candidate_lists_in_messages_and_the_journal_are_cut_short(emulator, tmp
 
 
 def test_concurrent_recoveries_store_an_image_once(emu, tmp_path):
-    with client_for(emu, tmp_path) as client:
-        client.text_to_image(TextToImageRequest("warm up"))
-    task = create_directly(emu, "left behind")
-    journal = journal_of(tmp_path)
-    entry = journal.begin(model="qwen-image-plus", region=SG, base_url=emu.base_url(SG),
-                          interface="async", key=next(iter(journal.entries().values())).key,
-                          fingerprint="f", request={"prompt": "left behind", "n": 1},
-                          store=str(tmp_path / "left"))
-    journal.update(entry.id, task_id=task, status="created", owner="elsewhere:1")
-    entry = journal.entries()[entry.id]
+    journal, entry = left_behind(emu, tmp_path, store=tmp_path / "left")
     done = []
     with client_for(emu, tmp_path) as first, client_for(emu, tmp_path) as second:
         runs = [threading.Thread(target=lambda c=c: done.append(
@@ -498,15 +504,7 @@ def test_a_second_ctrl_c_leaves_cleanly_and_recover_saves_the_image(emulator, tm
 
 def test_the_first_call_after_a_restart_recovers_in_the_background(emu, tmp_path, caplog,
                                                                    monkeypatch):
-    with client_for(emu, tmp_path) as client:
-        client.text_to_image(TextToImageRequest("warm up"))
-    task = create_directly(emu, "left behind")
-    journal = journal_of(tmp_path)
-    entry = journal.begin(model="qwen-image-plus", region=SG, base_url=emu.base_url(SG),
-                          interface="async", key=next(iter(journal.entries().values())).key,
-                          fingerprint="f", request={"prompt": "left behind", "n": 1},
-                          store=str(tmp_path / "results"))
-    journal.update(entry.id, task_id=task, status="created", owner="elsewhere:1")
+    journal, entry = left_behind(emu, tmp_path, store=tmp_path / "results")
     monkeypatch.setattr(PROCESS_STATE, "started", time.time())
     caplog.set_level(logging.WARNING)
 
@@ -516,7 +514,7 @@ def test_the_first_call_after_a_restart_recovers_in_the_background(emu, tmp_path
         thread = unfinished.recover_in_background(client)  # already started: not twice
     assert thread is None
     assert wait_until(lambda: journal.entries()[entry.id].status == STORED, timeout=20)
-    assert f"Recovered qwen-image-plus {task}" in caplog.text
+    assert f"Recovered qwen-image-plus {entry.task_id}" in caplog.text
 
 
 # -- the command line's other promises ----------------------------------------------------
