@@ -1,9 +1,10 @@
 """The Qwen-Image client: validate once, run the call in a worker, wait, return images.
 
-A call reads top-down in ``_generate``: validate the request (once: ``validation``),
-serve it from the result store if asked and possible, book it with the spend guard
-(``charges``), then run the worker side (``generation.Generator``) in a thread while the
-calling thread waits, reports progress and watches ``cancel_event`` (``waiting``). An
+A call reads top-down in ``start_*`` and ``_start``: validate the request (once:
+``validation``), serve it from the result store if asked and possible, book it with the
+spend guard (``charges``), then run the worker side (``generation.Generator``) in a thread;
+the returned ``waiting.Running`` is what the caller waits on (``Running.wait``: progress
+and ``cancel_event``; ``text_to_image``/``edit_image`` are ``start_*`` and that wait). An
 ``InvalidApiKey`` gets a hint saying which region the key belongs to (``keycheck``).
 Process-wide state (limiters, upload cache, key probes, learned durations) is the
 client's ``state`` (``state.PROCESS_STATE`` by default), like a ``requests.Session``'s pool.

@@ -39,7 +39,7 @@ class Progress:
 
 
 class Abandoned(Exception):
-    """The caller's cancel_event was set while the worker was still running."""
+    """In the worker of ``wait_task``: the caller stopped waiting (the task is left alone)."""
 
 
 class Job:
