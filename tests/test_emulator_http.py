@@ -129,7 +129,10 @@ def test_only_loopback_hosts_are_accepted():
 
 
 def test_serve_runs_until_interrupted_and_logs_urls_and_keys(tmp_path):
+    # Started with SIGINT ignored, as a background job of a non-interactive shell is (and so
+    # this test's own process may be, and its children with it): serve() still takes it.
     script = (
+        "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
         "import sys; sys.path.insert(0, sys.argv[1]); import conftest\n"
         "from qwen_image_dashscope.api.emulator import serve\n"
         "serve(port=0, latency=0)\n"

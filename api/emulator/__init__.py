@@ -39,6 +39,8 @@ emu.reset_stats(), emu.clear_faults(), emu.set_latency(seconds).
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from typing import Any
 
@@ -52,19 +54,29 @@ log = logging.getLogger(__name__)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8765, **options: Any) -> None:
-    """Run an emulator until Ctrl-C; options are Emulator's (latency, rate_limits, ...)."""
+    """Run an emulator until Ctrl-C (SIGINT); options are Emulator's (latency, rate_limits,
+    ...)."""
     emu = Emulator(host=host, port=port, **options)  # refuses a non-loopback host
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    with emu:
-        for region in REGIONS:
-            # Keys of the emulator only (the defaults are published in rules.py), not secrets.
-            keys = ", ".join(emu.keys_of(region)) or "(none)"
-            log.info("DashScope emulator %s: base URL %s  key %s", region, emu.base_url(region),
-                     keys)
-        log.info("Ctrl-C stops it.")
-        try:
+    # A process started in the background by a non-interactive shell (a script's `cmd &`, a
+    # test runner launched so) inherits SIGINT ignored, and Python then leaves it ignored:
+    # Ctrl-C / kill -INT would not stop the emulator. It takes SIGINT for the time it serves.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler) if main else None
+    try:
+        with emu:
+            for region in REGIONS:
+                # Keys of the emulator only (the defaults are published in rules.py), not
+                # secrets.
+                keys = ", ".join(emu.keys_of(region)) or "(none)"
+                log.info("DashScope emulator %s: base URL %s  key %s", region,
+                         emu.base_url(region), keys)
+            log.info("Ctrl-C stops it.")
             while True:
                 time.sleep(3600)
-        except KeyboardInterrupt:
-            log.info("DashScope emulator stopped.")
+    except KeyboardInterrupt:  # also one that comes before the loop: it stops all the same
+        log.info("DashScope emulator stopped.")
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGINT, previous)
