@@ -30,7 +30,15 @@ from qwen_image_dashscope.api.service.wire import read_usage, within_asked
 from qwen_image_dashscope.api.state import PROCESS_STATE
 from qwen_image_dashscope.api.storage.budget import SpendGuard
 from qwen_image_dashscope.api.storage.durations import FILE_NAME, DurationFile
-from support.client import ASYNC_PATH, FAST_RETRY, SG, SYNC_PATH, api_requests, make_client
+from support.client import (
+    ASYNC_PATH,
+    FAST_RETRY,
+    RECOVERY_GRACE,
+    SG,
+    SYNC_PATH,
+    api_requests,
+    make_client,
+)
 from support.comfy_stubs.harness import run_node
 
 PLUS = "qwen-image-plus"
@@ -39,7 +47,8 @@ MARKUP = '<img src=x onerror="alert(1)"> [[click|https://evil.example/x]] www.ev
 
 def guarded(emu, tmp_path, images_per_day=3, **options):
     config = Config.resolve(SG, api_key=SINGAPORE_KEY, base_url=emu.base_url(SG),
-                            environ={"HOME": str(tmp_path), "QWEN_IMAGE_RECOVERY_GRACE": "1"})
+                            environ={"HOME": str(tmp_path),
+                                     "QWEN_IMAGE_RECOVERY_GRACE": str(RECOVERY_GRACE)})
     guard = SpendGuard(images_per_day=images_per_day, path=tmp_path / "ledger.json")
     return QwenImageClient(config, retry=FAST_RETRY, budget=guard, **options), guard
 

@@ -37,15 +37,29 @@ from qwen_image_dashscope.api.storage.journal import (
     STORED,
     Journal,
 )
-from support.client import ASYNC_PATH, FAST_RETRY, SG, SYNC_PATH, api_requests, wait_until
+from support.client import (
+    ASYNC_PATH,
+    FAST_RETRY,
+    RECOVERY_GRACE,
+    SG,
+    SYNC_PATH,
+    api_requests,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 OTHER_KEY = "sk-emulator-second-key-of-the-account-0002"
 MODEL_30 = "qwen-image-3.0"
+# These tests are about lost answers, not the request rate (test_client_limiter.py and
+# test_adaptive_limits.py are): the account takes 10 creations a second (the quotas API says
+# so), so a creation sent again after its grace period is not held by the rate window too.
+RATE = {"quotas": {model: {"request_limit": 10} for model in ("qwen-image-plus", MODEL_30)}}
+EMULATOR = RATE  # the options of this module's ``emulator``/``emu``
 
 
-def client_for(emu, home, *, key=SINGAPORE_KEY, grace=2.0):
-    """A client configured as a user's environment would be: journal under home."""
+def client_for(emu, home, *, key=SINGAPORE_KEY, grace=2 * RECOVERY_GRACE):
+    """A client configured as a user's environment would be: journal under home; a lost
+    creation looked for ``grace`` seconds (the tests' scaled-down grace periods)."""
     config = Config.resolve(SG, api_key=key, base_url=emu.base_url(SG),
                             environ={"HOME": str(home), "QWEN_IMAGE_RECOVERY_GRACE": str(grace)})
     return QwenImageClient(config, store=ResultStore(home / "results"), retry=FAST_RETRY)
@@ -95,10 +109,12 @@ def creates(emu, path=ASYNC_PATH):
 
 
 @pytest.fixture
-def shared_account():
-    """Two keys of one account in Singapore: each sees the other's tasks in the list."""
+def shared_account(request):
+    """Two keys of one account in Singapore: each sees the other's tasks in the list; a
+    test's own Emulator options by indirect parametrization."""
     keys = {SINGAPORE_KEY: (SG, "acme"), OTHER_KEY: (SG, "acme")}
-    with Emulator(latency=0.3, keys=keys, rate_limits=False) as emu:
+    options = {"latency": 0.3, "rate_limits": False, **RATE, **getattr(request, "param", {})}
+    with Emulator(keys=keys, **options) as emu:
         yield emu
 
 
@@ -171,13 +187,13 @@ def test_an_unknown_keys_3_0_candidate_is_reported_without_downloading_it(emu, t
 
 
 def test_a_request_the_service_never_got_is_sent_again_after_the_grace_period(emu, tmp_path):
-    with client_for(emu, tmp_path, grace=1.0) as client:
+    with client_for(emu, tmp_path, grace=RECOVERY_GRACE) as client:
         client.text_to_image(TextToImageRequest("warm up"))
         emu.inject("drop", path=ASYNC_PATH)  # read, closed, never processed
         started = time.monotonic()
         result = client.text_to_image(TextToImageRequest("a swan"))
 
-    assert result.images and time.monotonic() - started >= 1.0
+    assert result.images and time.monotonic() - started >= RECOVERY_GRACE
     assert len(creates(emu)) == 3 and emu.stats["tasks_created"] == 2
     statuses = sorted(e.status for e in journal_of(tmp_path).entries().values())
     assert statuses == [NOT_CREATED, STORED, STORED]
@@ -194,7 +210,7 @@ def test_tasks_claimed_by_the_journal_are_never_candidates(emu, tmp_path):
 def test_another_keys_task_of_the_same_model_and_window_is_never_adopted(shared_account,
                                                                        tmp_path):
     emu = shared_account
-    with client_for(emu, tmp_path, grace=1.0) as client:
+    with client_for(emu, tmp_path, grace=RECOVERY_GRACE) as client:
         client.text_to_image(TextToImageRequest("warm up"))
         foreign = create_directly(emu, "a red fox", key=OTHER_KEY)  # same prompt, other key
         emu.inject("drop", path=ASYNC_PATH)  # ours never reaches the service
@@ -222,7 +238,7 @@ def test_with_another_keys_task_beside_it_our_own_lost_task_is_adopted(shared_ac
 @pytest.mark.parametrize("emulator", [{"rate_limits": False}], indirect=True)
 def test_several_candidates_without_a_prompt_are_all_stored_and_reported(emulator, tmp_path):
     emu = emulator
-    with client_for(emu, tmp_path, grace=1.5) as client:
+    with client_for(emu, tmp_path, grace=1.5 * RECOVERY_GRACE) as client:
         client.text_to_image(TextToImageRequest("warm up", model=MODEL_30))
         twin = create_directly(emu, "a lantern", model=MODEL_30)  # same key, not journaled
         emu.inject("drop_after", path=IMAGE_GENERATION_PATH)
@@ -243,7 +259,7 @@ def test_a_batch_of_two_lost_answers_ends_with_two_images_billed_two(emu, tmp_pa
     emu.inject("drop_after", path=ASYNC_PATH)
     emu.inject("drop", path=ASYNC_PATH)
     results = {}
-    with client_for(emu, tmp_path, grace=1.0) as client:
+    with client_for(emu, tmp_path, grace=RECOVERY_GRACE) as client:
         def call(seed):
             results[seed] = client.text_to_image(TextToImageRequest("twin boats", seed=seed))
 
@@ -279,7 +295,7 @@ def test_a_same_key_task_of_another_journal_30_s_before_the_send_is_not_adopted(
     emu.set_clock_offset(-30.0)  # so its task was made 30 s before ours, on the service's clock
     foreign = create_directly(emu, "a red fox", model=model)
     emu.set_clock_offset(0.0)
-    with client_for(emu, tmp_path, grace=1.0) as client:
+    with client_for(emu, tmp_path, grace=RECOVERY_GRACE) as client:
         client.text_to_image(TextToImageRequest("warm up", model=model))  # the key's id known
         emu.inject("drop", path=path)  # ours never reaches the service
         result = client.text_to_image(TextToImageRequest("a red fox", model=model))
@@ -305,7 +321,7 @@ def test_a_machine_whose_clock_is_10_minutes_off_still_recovers(emu, tmp_path, o
 
 def test_no_finder_adopts_while_a_sibling_create_awaits_its_answer(emu, tmp_path):
     journal = journal_of(tmp_path)
-    with client_for(emu, tmp_path, grace=1.0) as client:
+    with client_for(emu, tmp_path, grace=RECOVERY_GRACE) as client:
         client.text_to_image(TextToImageRequest("warm up"))
         [warm] = journal.entries().values()
         # A call of this process whose create was sent and whose answer is on its way.
@@ -315,7 +331,7 @@ def test_no_finder_adopts_while_a_sibling_create_awaits_its_answer(emu, tmp_path
         journal.update(sibling.id, sent_at=time.time())
         theirs = create_directly(emu, "a heron")
         emu.inject("drop", path=ASYNC_PATH)  # ours never reaches the service
-        answer = threading.Timer(2.5, lambda: journal.claim(sibling.id, theirs))
+        answer = threading.Timer(2.5 * RECOVERY_GRACE, lambda: journal.claim(sibling.id, theirs))
         answer.start()  # the sibling's answer comes, after our grace period
         result = client.text_to_image(TextToImageRequest("a heron", seed=1))
         answer.join()
@@ -326,6 +342,9 @@ def test_no_finder_adopts_while_a_sibling_create_awaits_its_answer(emu, tmp_path
     assert len(creates(emu)) == 4  # warm up, theirs, lost, sent again
 
 
+# The other key's 30 tasks run side by side, not two at a time for 4.5 s.
+@pytest.mark.parametrize("shared_account", [{"quotas": {**RATE["quotas"], "qwen-image-plus": {
+    "request_limit": 10, "async_user_concurrency_limit": None}}}], indirect=True)
 def test_one_look_at_a_busy_list_makes_at_most_20_task_queries(shared_account, tmp_path):
     emu = shared_account
     for i in range(30):  # another key's tasks of the same model, in the same seconds
@@ -351,7 +370,7 @@ def test_one_look_at_a_busy_list_makes_at_most_20_task_queries(shared_account, t
 @pytest.mark.parametrize("emulator", [{"rate_limits": False}], indirect=True)
 def test_candidate_lists_in_messages_and_the_journal_are_cut_short(emulator, tmp_path):
     emu = emulator
-    with client_for(emu, tmp_path, grace=1.0) as client:
+    with client_for(emu, tmp_path, grace=RECOVERY_GRACE) as client:
         client.text_to_image(TextToImageRequest("warm up", model=MODEL_30))
         twins = [create_directly(emu, "a lantern", model=MODEL_30) for _ in range(13)]
         emu.inject("drop_after", path=IMAGE_GENERATION_PATH)
@@ -440,7 +459,22 @@ def started_task(emu):
     return wait_until(lambda: any(t["status"] == "RUNNING" for t in emu.tasks), timeout=20)
 
 
-@pytest.mark.parametrize("emulator", [{"latency": 3.0}], indirect=True)
+def collect_lines(stream):
+    """The lines ``stream`` gives, in a list that grows as they come (a thread reads them)."""
+    lines = []
+
+    def read():
+        for line in stream:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return lines, reader
+
+
+# The runs' tasks take a second: what the tests do while one runs (kill the run, Ctrl-C it,
+# twice) takes milliseconds once the task is seen running.
+@pytest.mark.parametrize("emulator", [{"latency": 1.0}], indirect=True)
 def test_a_killed_cli_run_is_recovered_without_paying_twice(emulator, tmp_path, monkeypatch,
                                                             capsys):
     emu, out = emulator, tmp_path / "out"
@@ -466,7 +500,7 @@ def test_a_killed_cli_run_is_recovered_without_paying_twice(emulator, tmp_path, 
     assert "No unfinished request" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("emulator", [{"latency": 2.0}], indirect=True)
+@pytest.mark.parametrize("emulator", [{"latency": 1.0}], indirect=True)
 def test_ctrl_c_after_the_task_started_keeps_the_promise(emulator, tmp_path):
     out = tmp_path / "out"
     run = run_cli(["generate", "a windmill", "--out", str(out)], cli_environment(emulator,
@@ -481,16 +515,22 @@ def test_ctrl_c_after_the_task_started_keeps_the_promise(emulator, tmp_path):
     assert png.read_bytes() in emulator.served_images.values()
 
 
-@pytest.mark.parametrize("emulator", [{"latency": 3.0}], indirect=True)
+@pytest.mark.parametrize("emulator", [{"latency": 1.0}], indirect=True)
 def test_a_second_ctrl_c_leaves_cleanly_and_recover_saves_the_image(emulator, tmp_path,
                                                                     monkeypatch):
     out, env = tmp_path / "out", cli_environment(emulator, tmp_path)
     run = run_cli(["generate", "a windmill", "--out", str(out)], env)
+    lines, reader = collect_lines(run.stderr)
     assert started_task(emulator)
     run.send_signal(signal.SIGINT)
-    time.sleep(0.5)  # the first one is handled: the run now waits for the images
+    # The first one is handled: the run now waits for the images.
+    assert wait_until(lambda: any("Waiting to save its images" in line for line in lines),
+                      timeout=20)
     run.send_signal(signal.SIGINT)
-    _, err = run.communicate(timeout=30)
+    run.wait(timeout=30)
+    reader.join(10)
+    run.stdout.close()
+    err = "".join(lines)
     [task] = emulator.tasks
 
     assert run.returncode == 130 and "Traceback" not in err

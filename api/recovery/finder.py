@@ -97,6 +97,7 @@ log = logging.getLogger(__name__)
 
 WINDOW_SLACK = 5.0  # seconds the window reaches past [sent, noticed] on the service's clock
 LIST_STEP = 5.0  # seconds between two looks at the list
+MIN_LIST_STEP = 0.5  # ... but a short grace period (a quarter of it) gets several looks
 PAGE_SIZE = 100  # the list's default is 10; no maximum is documented
 MAX_PAGES = 5  # per time zone; a longer listing is not read to the end (nothing concluded)
 QUERIES_PER_LOOK = 20  # task queries of one look (the account's rate per second)
@@ -202,7 +203,7 @@ class TaskFinder:
         self.key = key  # the configured key's fingerprint
         self.base_url = transport.config.base_url
         self.grace = grace
-        self.step = min(step, max(0.5, grace / 4))  # several looks within a short grace
+        self.step = min(step, max(MIN_LIST_STEP, grace / 4))  # several looks in a short grace
 
     def find(self, entry: Entry, *, noticed: float, shows_prompt: bool,
              sent: float | None = None,

@@ -16,6 +16,9 @@ from qwen_image_dashscope.api.service.retry import RetryPolicy
 SG, BJ = "ap-southeast-1", "cn-beijing"
 KEYS = {SG: SINGAPORE_KEY, BJ: BEIJING_KEY}
 FAST_RETRY = RetryPolicy(attempts=4, base=0.05, cap=0.2, total=10.0)
+# Seconds a lost task creation is looked for in the task list: a quarter of a second, not
+# the real service's two minutes (conftest's quick_recovery lets it have several looks).
+RECOVERY_GRACE = 0.25
 SYNC_PATH = "/services/aigc/multimodal-generation/generation"
 ASYNC_PATH = "/services/aigc/text2image/image-synthesis"
 
@@ -23,8 +26,8 @@ ASYNC_PATH = "/services/aigc/text2image/image-synthesis"
 def make_client(emulator, region=SG, *, key=None, store=None, timeout=300.0,
                 retry=FAST_RETRY, key_region=None):
     # The test's own HOME (conftest) holds the journal; a lost task creation is looked for
-    # in the task list for a second, not the real service's two minutes.
-    environ = {"HOME": os.environ["HOME"], "QWEN_IMAGE_RECOVERY_GRACE": "1"}
+    # in the task list for RECOVERY_GRACE seconds.
+    environ = {"HOME": os.environ["HOME"], "QWEN_IMAGE_RECOVERY_GRACE": str(RECOVERY_GRACE)}
     config = Config.resolve(region, api_key=key or KEYS[key_region or region],
                             base_url=emulator.base_url(region), environ=environ,
                             timeout=timeout)
