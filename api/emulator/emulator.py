@@ -42,6 +42,10 @@ from .uploads import RESULT_PATH, UPLOAD_PATH, Results, Signer, Storage
 
 log = logging.getLogger(__name__)
 
+# Seconds the server loop may take to notice stop(): a test suite starts and stops hundreds of
+# emulators, each stop waited for (0.05 s, socketserver's usual 0.5 s, would add seconds).
+STOP_POLL = 0.01
+
 
 class Emulator:
     """A local DashScope: both regions, sync generation, async tasks, results and uploads.
@@ -105,7 +109,8 @@ class Emulator:
         server = Server(self._host, self._port, self._handle, clock=self._shared.now)
         self._port = server.server_address[1]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+        self._thread = threading.Thread(target=server.serve_forever,
+                                        kwargs={"poll_interval": STOP_POLL},
                                         name="dashscope-emulator", daemon=True)
         self._thread.start()
         log.debug("DashScope emulator listening on %s", self.url)
