@@ -44,6 +44,7 @@ from support.client import (
     SG,
     SYNC_PATH,
     api_requests,
+    roomy_rate,
     wait_until,
 )
 
@@ -53,7 +54,7 @@ MODEL_30 = "qwen-image-3.0"
 # These tests are about lost answers, not the request rate (test_client_limiter.py and
 # test_adaptive_limits.py are): the account takes 10 creations a second (the quotas API says
 # so), so a creation sent again after its grace period is not held by the rate window too.
-RATE = {"quotas": {model: {"request_limit": 10} for model in ("qwen-image-plus", MODEL_30)}}
+RATE = roomy_rate("qwen-image-plus", MODEL_30)
 EMULATOR = RATE  # the options of this module's ``emulator``/``emu``
 
 

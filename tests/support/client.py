@@ -23,6 +23,14 @@ SYNC_PATH = "/services/aigc/multimodal-generation/generation"
 ASYNC_PATH = "/services/aigc/text2image/image-synthesis"
 
 
+def roomy_rate(*models, per_second=10):
+    """Emulator options for an account that takes ``per_second`` calls a second of each of
+    ``models`` (its quotas API says so and the client follows): for tests about calls,
+    failures and images rather than the rate, whose third call within a second (retries
+    included) would otherwise wait for the rate window."""
+    return {"quotas": {model: {"request_limit": per_second} for model in models}}
+
+
 def make_client(emulator, region=SG, *, key=None, store=None, timeout=300.0,
                 retry=FAST_RETRY, key_region=None):
     # The test's own HOME (conftest) holds the journal; a lost task creation is looked for
