@@ -17,7 +17,7 @@ from qwen_image_dashscope.api.service.quotas import (
     read_quotas,
 )
 from qwen_image_dashscope.api.state import PROCESS_STATE
-from support.client import api_requests, make_client, png_bytes
+from support.client import api_requests, make_client, png_bytes, roomy_rate
 
 PLUS = "qwen-image-plus"
 
@@ -34,25 +34,29 @@ def batch(client, count, model=PLUS, offset=0):
 
 
 def test_more_task_slots_granted_by_the_quotas_api_are_used():
-    # Tasks outlast the rate window, so only the slots keep a fourth from starting early.
-    with Emulator(latency=1.5, quotas={PLUS: {"async_user_concurrency_limit": 3}}) as emu, \
-            make_client(emu) as client:
+    # The account also takes 10 requests a second, so all six are created at once but for
+    # the slots: only they keep a fourth from starting early. (At the table's 2 per second,
+    # the tasks had to outlast the rate window, 1.5 s each, for the slots to matter.)
+    granted = {PLUS: {"async_user_concurrency_limit": 3, "request_limit": 10}}
+    with Emulator(latency=0.4, quotas=granted) as emu, make_client(emu) as client:
         results = batch(client, 6)
         stats = emu.stats
     (bucket,) = stats["max_concurrent_tasks"]
     assert all(len(r.images) == 1 for r in results)
     assert stats["max_concurrent_tasks"][bucket] == 3  # the account's 3, not the table's 2
     assert stats["max_outstanding_tasks"][bucket] == 3  # none waited at the service
-    assert stats["max_requests_per_second"][bucket] <= 2 and stats["rate_limited"] == 0
+    # The account's 10 per second, not the table's 2.
+    assert stats["max_requests_per_second"][bucket] <= 10 and stats["rate_limited"] == 0
     assert len(quota_reads(emu)) == 1
     (limiter,) = PROCESS_STATE.limits.limiters.values()
     assert limiter.limits.source == "quotas API" and limiter.limits.concurrent == 3
+    assert limiter.limits.requests == 10
 
 
 def test_a_stricter_quota_is_obeyed():
     with Emulator(latency=0.2, quotas={PLUS: {"request_limit": 1}}) as emu, \
             make_client(emu) as client:
-        results = batch(client, 3)
+        results = batch(client, 2)  # two at once: the second waits a second
         stats = emu.stats
     assert all(len(r.images) == 1 for r in results)
     assert max(stats["max_requests_per_second"].values()) == 1 and stats["rate_limited"] == 0
@@ -67,7 +71,8 @@ def later_clock():
 def test_read_once_per_process_and_model_then_refreshed_after_a_day():
     advance, PROCESS_STATE.quotas = later_clock()
     edit = ImageEditRequest("blue", images=(png_bytes(),), model="qwen-image-edit-plus")
-    with Emulator(latency=0.05) as emu, make_client(emu) as client, make_client(emu) as other:
+    with Emulator(latency=0.05, **roomy_rate(PLUS)) as emu, make_client(emu) as client, \
+            make_client(emu) as other:
         client.text_to_image(TextToImageRequest("one"))
         other.text_to_image(TextToImageRequest("two"))  # another client of the process
         client.edit_image(edit)
@@ -99,7 +104,7 @@ def test_a_refused_quotas_api_falls_back_quietly_once(status, caplog):
 
 def test_a_failing_quotas_api_costs_nothing_and_is_asked_again_later():
     advance, PROCESS_STATE.quotas = later_clock()
-    with Emulator(latency=0.05) as emu, make_client(emu) as client:
+    with Emulator(latency=0.05, **roomy_rate(PLUS)) as emu, make_client(emu) as client:
         emu.inject("http_error", path="/quotas")  # 500 InternalError
         result = client.text_to_image(TextToImageRequest("one"))
         assert len(result.images) == 1 and len(quota_reads(emu)) == 1  # the table's, at once
