@@ -12,7 +12,7 @@ from qwen_image_dashscope.api import (
     request_fingerprint,
 )
 from qwen_image_dashscope.api.emulator import SINGAPORE_KEY
-from support.client import SG, api_requests, make_client, png_bytes
+from support.client import SG, api_requests, make_client, png_bytes, roomy_rate
 
 SEEDED = TextToImageRequest("a windmill in snow", negative_prompt="people", seed=1234)
 
@@ -70,6 +70,7 @@ def test_identical_seeded_request_is_served_from_the_store(emu, store):
         assert len(api_requests(emu, "/image-synthesis", "POST")) == 2
 
 
+@pytest.mark.parametrize("emulator", [roomy_rate("qwen-image-plus")], indirect=True)  # 4 calls
 def test_reuse_needs_a_seed_and_is_opt_in(emu, store):
     unseeded = dataclasses.replace(SEEDED, seed=None)
     with make_client(emu, store=store) as client:
