@@ -21,7 +21,15 @@ from qwen_image_dashscope.api import (
 from qwen_image_dashscope.api.cli.commands import main
 from qwen_image_dashscope.api.emulator import BEIJING_KEY, SINGAPORE_KEY
 from qwen_image_dashscope.api.storage.budget import SpendGuard
-from support.client import ASYNC_PATH, FAST_RETRY, SG, SYNC_PATH, api_requests, png_bytes
+from support.client import (
+    ASYNC_PATH,
+    FAST_RETRY,
+    SG,
+    SYNC_PATH,
+    api_requests,
+    png_bytes,
+    roomy_rate,
+)
 
 
 @pytest.fixture
@@ -195,6 +203,7 @@ def test_a_broken_ledger_or_setting_refuses_rather_than_forgets(emu, ledger):
         "/h/.dashscope/qwen-image-budget.json"
 
 
+@pytest.mark.parametrize("emulator", [roomy_rate("qwen-image-plus")], indirect=True)  # 3 calls
 def test_the_node_info_and_doctor_show_the_budget_left(service, comfy, monkeypatch, tmp_path,
                                                       capsys):
     from qwen_image_dashscope.nodes.text_to_image import DashScopeQwenImageTextToImage as T2I

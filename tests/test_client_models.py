@@ -129,7 +129,8 @@ def test_billed_counts_and_cost_come_from_the_qima_usage(emu, client):
 
 
 def test_3_0_task_cancelled_while_pending_is_not_billed():
-    with Emulator(latency=1.0, rate_limits=False) as emu, make_client(emu) as client:
+    # The blockers run half a second: ours is cancelled within milliseconds of its creation.
+    with Emulator(latency=0.5, rate_limits=False) as emu, make_client(emu) as client:
         body = {"model": "qwen-image-3.0",
                 "input": {"messages": [{"role": "user", "content": [{"text": "blocker"}]}]}}
         for _ in range(2):  # the account's two processing slots
