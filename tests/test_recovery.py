@@ -112,9 +112,10 @@ def creates(emu, path=ASYNC_PATH):
 @pytest.fixture
 def shared_account(request):
     """Two keys of one account in Singapore: each sees the other's tasks in the list; a
-    test's own Emulator options by indirect parametrization."""
+    test's own Emulator options by indirect parametrization. Tasks take 0.1 s, as the
+    ``emulator`` fixture's: still running at a lost call's first look at the list."""
     keys = {SINGAPORE_KEY: (SG, "acme"), OTHER_KEY: (SG, "acme")}
-    options = {"latency": 0.3, "rate_limits": False, **RATE, **getattr(request, "param", {})}
+    options = {"latency": 0.1, "rate_limits": False, **RATE, **getattr(request, "param", {})}
     with Emulator(keys=keys, **options) as emu:
         yield emu
 
