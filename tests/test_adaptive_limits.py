@@ -25,7 +25,7 @@ from qwen_image_dashscope.api.catalog.models import MODELS
 from qwen_image_dashscope.api.emulator import Emulator
 from qwen_image_dashscope.api.errors import CancelledError, RateLimitError, ServerError
 from qwen_image_dashscope.api.state import PROCESS_STATE
-from support.client import SYNC_PATH, api_requests, make_client, png_bytes
+from support.client import SYNC_PATH, api_requests, make_client, png_bytes, roomy_rate
 
 EDIT = "qwen-image-edit-plus"
 RATE_MESSAGE = "waiting for the model's rate limit: next call in"
@@ -91,7 +91,10 @@ def test_a_service_stricter_than_documented_costs_seconds_not_failures():
 
 
 def test_text_to_image_sync_calls_keep_their_two_slots():
-    with Emulator(latency=1.5, rate_limits=True) as emu, make_client(emu) as client:
+    # The account takes 10 requests a second: the rate cannot be what holds the four to two
+    # at once (at 2 a second, each call had to outlast the rate window: 1.5 s).
+    with Emulator(latency=0.4, rate_limits=True, **roomy_rate("qwen-image-plus")) as emu, \
+            make_client(emu) as client:
         requests = [TextToImageRequest(f"kite {i}", seed=i) for i in range(4)]
         with ThreadPoolExecutor(4) as pool:
             results = list(pool.map(lambda r: client.text_to_image(r, interface="sync"),
