@@ -197,6 +197,9 @@ def test_a_request_the_service_never_got_is_sent_again_after_the_grace_period(em
 
     assert result.images and time.monotonic() - started >= RECOVERY_GRACE
     assert len(creates(emu)) == 3 and emu.stats["tasks_created"] == 2
+    # Sent again only after the grace period (the wall above also holds the new task's time).
+    _, lost, again = creates(emu)
+    assert again.time - lost.time >= RECOVERY_GRACE
     statuses = sorted(e.status for e in journal_of(tmp_path).entries().values())
     assert statuses == [NOT_CREATED, STORED, STORED]
 
