@@ -36,7 +36,7 @@ from .service.wire import resolved, task_body
 from .state import PROCESS_STATE, ProcessState
 from .storage.budget import BudgetStatus, SpendGuard
 from .storage.charges import Charges
-from .storage.journal import HANDED, Journal
+from .storage.journal import Journal
 from .storage.store import ResultStore, image_from_stored, request_fingerprint
 
 __all__ = ["Progress", "QwenImageClient"]
@@ -184,7 +184,7 @@ class QwenImageClient:
         self.state.limits.attach_task(task_id, slot)
         self.charges.hold_for_task(task_id, reservation)
         if entry is not None:
-            self.journal.update(entry.id, status=HANDED, outcome="returned to the caller")
+            self.journal.handed(entry.id)
         return task_id
 
     def get_task(self, task_id: str) -> dict:

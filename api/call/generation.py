@@ -53,7 +53,7 @@ from ..service.wire import (
 from ..state import ProcessState
 from ..storage.charges import Charges
 from ..storage.durations import learned_durations
-from ..storage.journal import FAILED, STORED, SUCCEEDED, UNFETCHED, Entry, Journal
+from ..storage.journal import Entry, Journal
 from ..storage.store import ResultStore, request_fingerprint
 from .inputs import InputPlanner
 from .limiter import ModelLimiter, Slot
@@ -203,10 +203,6 @@ class Generator:
         return self.journal.begin_request(request, model=model, interface=interface,
                                           path=path, config=self.config, store=self.store)
 
-    def _journal(self, entry: Entry | None, **changes) -> None:
-        if entry is not None:
-            self.journal.update(entry.id, **changes)
-
     # -- whole calls --------------------------------------------------------------------
 
     def _before_post(self, job: Job, slot: Slot) -> None:
@@ -276,7 +272,8 @@ class Generator:
             raise
         self.durations.record(self.duration_key(spec, SYNC), time.monotonic() - sent[-1])
         generated = read_generated(answer)
-        self._journal(entry, status=SUCCEEDED, urls=generated.urls, sync=True)
+        if entry is not None:
+            self.journal.succeeded(entry.id, generated.urls, sync=True)
         usage, made = self._billed(job, generated.usage, generated.urls, len(images))
         cost = cost_usd(spec, self.config.region, usage, made, len(images))
         self._settle(job, billed_count(usage, made), cost)
@@ -315,8 +312,8 @@ class Generator:
             # succeed, and recovery can fetch it).
             if created is None or isinstance(exc, (TaskFailedError, TaskCanceledError)):
                 self._release(job, exc)
-            if created is not None and isinstance(exc, TaskError):
-                self._journal(entry, status=FAILED, outcome=str(exc))
+            if created is not None and isinstance(exc, TaskError) and entry is not None:
+                self.journal.failed(entry.id, exc)
             raise
         return self.finish_task(job, entry, task_id, final, created.get("request_id"),
                                 inputs=len(images), settle=True)
@@ -354,9 +351,11 @@ class Generator:
         except TaskFailedError as exc:
             if settle:
                 self.charges.release_unless_billed(job.reservation, exc)
-            self._journal(entry, status=FAILED, outcome=str(exc))
+            if entry is not None:
+                self.journal.failed(entry.id, exc)
             raise
-        self._journal(entry, status=SUCCEEDED, urls=final.urls)
+        if entry is not None:
+            self.journal.succeeded(entry.id, final.urls)
         if settle:
             usage, made = self._billed(job, final.usage, final.urls, inputs)
             self._settle(job, billed_count(usage, made), result.cost_usd)
@@ -405,8 +404,12 @@ class Generator:
                 result.notes.append(f"the images could not be saved to the result store: {exc}")
         missing = [url for url, outcome in zip(urls, outcomes, strict=False)
                    if isinstance(outcome, DownloadError) or not saved]
-        self._journal(entry, status=UNFETCHED if missing else STORED, urls=missing,
-                      saved=[i.saved_path for i in result.images if i.saved_path])
+        if entry is not None:
+            saved_paths = [i.saved_path for i in result.images if i.saved_path]
+            if missing:
+                self.journal.unfetched(entry.id, missing, saved_paths)
+            else:
+                self.journal.stored(entry.id, saved_paths)
         oversized = [image for image in result.images if over_pixel_cap(image)]
         for image in oversized:
             result.images.remove(image)

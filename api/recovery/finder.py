@@ -86,7 +86,7 @@ from ..errors import (
 )
 from ..service.transport import Transport
 from ..service.wire import TaskState, read_created
-from ..storage.journal import AMBIGUOUS, CREATED, LOST, NOT_CREATED, SENDING, Entry, Journal
+from ..storage.journal import LOST, NOT_CREATED, SENDING, Entry, Journal
 from ..storage.store import ResultStore
 
 if TYPE_CHECKING:
@@ -355,14 +355,10 @@ class TaskFinder:
                 outcome["incomplete"] = True  # "not created" needs every page read
                 return None
             outcome["plan"] = plan
-            return {member_id: {"task_id": task.task_id, "status": CREATED, "doubt": doubt,
-                                "updated": time.time()} if task else
-                    {"status": NOT_CREATED, "updated": time.time(),
-                     "outcome": "the task list shows no task for it after the grace period: "
-                                "not created"}
+            return {member_id: (task.task_id if task else None, doubt)
                     for member_id, (task, doubt) in plan.items()}
 
-        self.journal.transact(decide)
+        self.journal.share(decide)
         if "several" in outcome:
             return Finding(several=outcome["several"], complete=complete,
                            key_unknown=own_id is None)
@@ -482,7 +478,7 @@ def create_or_find(generator: "Generator", spec: ModelSpec, send: Callable[..., 
                 before_attempt()
             sent.append(time.time())
             if entry is not None:  # before it leaves: a finder waits for its answer
-                generator.journal.update(entry.id, sent_at=sent[-1])
+                generator.journal.sending(entry.id, sent[-1])
 
         try:
             try:
@@ -511,10 +507,9 @@ def create_or_find(generator: "Generator", spec: ModelSpec, send: Callable[..., 
                 generator.journal.unanswered(entry.id, sent=bool(sent), error=exc)
             raise
         if entry is not None:
-            if not generator.journal.claim(entry.id, task_id):
+            if not generator.journal.answered(entry.id, task_id):
                 log.error("Task %s, named by its creation answer, was adopted by another "
                           "call's recovery; this call keeps it", task_id)
-                generator.journal.update(entry.id, status=CREATED, task_id=task_id, sync=True)
             learn_key_id_soon(generator.finder(), task_id, generator.state.learning_key_ids)
         return task_id, answer, entry
     raise AssertionError("unreachable: the loop returns or raises")
@@ -549,7 +544,7 @@ def resolve_lost(generator: "Generator", spec: ModelSpec, entry: Entry,
     the list could not tell. ``sent``: when the lost attempt left (epoch seconds)."""
     journal = generator.journal
     noticed = time.time()
-    journal.update(entry.id, status=LOST, outcome=str(lost), sent_at=sent, sync=True)
+    journal.lost(entry.id, lost, sent)
     log.warning("%s Looking for the task in the task list (up to %g s).", lost.detail,
                 generator.config.recovery_grace)
     if job is not None:
@@ -565,8 +560,7 @@ def resolve_lost(generator: "Generator", spec: ModelSpec, entry: Entry,
     if finding.several:
         store_candidates(generator, job, entry, finding, lost)
     if finding.none:
-        journal.update(entry.id, status=NOT_CREATED, outcome="the task list shows no task "
-                       "for it after the grace period: not created")
+        journal.not_created(entry.id)
         log.warning("The lost request created no task; it may be sent again")
         return None
     raise AmbiguousRequestError(
@@ -601,13 +595,9 @@ def store_candidates(generator: "Generator", job: Job | None, entry: Entry, find
         lines.append(f"and {len(several) - MAX_LISTED} more")
     ids = [task.task_id for task in several[:MAX_LISTED]]
     if finding.key_unknown:  # left open: once the key's id is known, `recover` looks again
-        changes = {"candidates": ids, "outcome": "candidate tasks not adopted: this key's id "
-                   "in the task list is not known yet"}  # "updated" stays: when it was lost
-        generator.journal.transact(lambda entries: {entry.id: changes})
+        generator.journal.undecided(entry.id, ids)
     else:
-        generator.journal.update(entry.id, status=AMBIGUOUS, candidates=ids, saved=saved,
-                                 outcome="candidate tasks not adopted; their images were "
-                                         "stored")
+        generator.journal.ambiguous(entry.id, ids, saved)
     why = ("several could be it" if len(several) > 1 else
            "this key's id in the task list is not known yet (it is learned from the key's "
            "first answered task), so a task of another key could not be told apart")
