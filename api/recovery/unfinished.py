@@ -44,7 +44,7 @@ from ..storage.journal import (
     journaled_request,
 )
 from ..storage.store import ResultStore
-from .finder import TASK_DATA_TTL, store_candidates
+from .finder import TASK_DATA_TTL
 
 if TYPE_CHECKING:
     from ..client import QwenImageClient
@@ -138,7 +138,7 @@ class Recoverer:
             finding = generator.finder().find(entry, noticed=noticed,
                                               shows_prompt=spec.async_path == TEXT2IMAGE_PATH)
             if finding.several:
-                store_candidates(generator, job, entry, finding, store=store)
+                generator.store_candidates(job, entry, finding, store=store)
             if finding.none:
                 message = "no task was created for it (the task list shows none): nothing billed"
                 self.journal.not_created(entry.id, message)
