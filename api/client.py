@@ -172,20 +172,21 @@ class QwenImageClient:
             self.charges.release(reservation)
             raise
         try:
-            task_id, _, entry = self.generator.create(spec, task_body(request, spec),
-                                                      request=request,
-                                                      before_attempt=limiter.before_post)
+            # No poll follows in this call, so the key's id is not learned here: a search
+            # of the task list that needs it looks it up from the journal's tasks.
+            created = self.generator.create(spec, task_body(request, spec), request=request,
+                                            before_attempt=limiter.before_post)
         except BaseException as exc:
             slot.release()
             self.charges.release_unless_billed(reservation, exc)
             if isinstance(exc, AuthenticationError):
                 raise self._explained(exc) from None
             raise
-        self.state.limits.attach_task(task_id, slot)
-        self.charges.hold_for_task(task_id, reservation)
-        if entry is not None:
-            self.journal.handed(entry.id)
-        return task_id
+        self.state.limits.attach_task(created.task_id, slot)
+        self.charges.hold_for_task(created.task_id, reservation)
+        if created.entry is not None:
+            self.journal.handed(created.entry.id)
+        return created.task_id
 
     def get_task(self, task_id: str) -> dict:
         """The task's current answer (``output.task_status``, results, times, usage)."""

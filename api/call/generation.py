@@ -11,15 +11,17 @@ Every billed request is written to the journal before it is sent and updated as 
 (``create``): one search of the task list (``recovery.TaskFinder.find``), and then the task
 adopted when exactly one is this call's, the candidates' images stored and reported when
 several could be (``store_candidates``, which ``recover`` uses too), or the request sent
-once more when the list shows none after the grace period. A spend-guard ledger that fails after the answer came is
-reported, never allowed to cost the images.
+once more when the list shows none after the grace period. After a key's first answered
+creation, the worker looks its task up in the list before the first poll, to learn the
+key's id there (``_learn_key_id``). A spend-guard ledger that fails after the answer came
+is reported, never allowed to cost the images.
 """
 from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
+from dataclasses import dataclass
 
 from ..catalog.pricing import cost_usd
 from ..catalog.specs import ASYNC, IMAGE_EDIT, SYNC, TEXT2IMAGE_PATH, ModelSpec
@@ -72,6 +74,16 @@ log = logging.getLogger(__name__)
 POLL_OUTAGE_LIMIT = 300.0
 MAX_CANDIDATE_DOWNLOADS = 6  # candidates whose images are fetched when none is adopted
 MAX_LISTED = 10  # candidate ids kept in a message or in the journal
+
+
+@dataclass(frozen=True)
+class Created:
+    """A task created for a call."""
+
+    task_id: str
+    answer: dict  # the creation answer; of a task found in the list, its ids only
+    entry: Entry | None  # None without a journal
+    answered: bool = True  # False: the answer was lost and the task found in the list
 
 
 class Generator:
@@ -194,8 +206,8 @@ class Generator:
 
     def create(self, spec: ModelSpec, body: dict, *, request=None, job: Job | None = None,
                oss: bool = False, cancel_event=None,
-               before_attempt=None) -> tuple[str, dict, Entry | None]:
-        """Create a task: its id, the creation answer and its journal entry.
+               before_attempt=None) -> Created:
+        """Create a task (``Created``: its id, the creation answer and its journal entry).
 
         With ``request`` and a journal, the request is journaled first; a lost answer is
         looked for in the task list (``_find_lost``), and a creation the list shows no task
@@ -231,8 +243,9 @@ class Generator:
                 found = self._find_lost(spec, entry, lost, job,
                                         sent=sent[-1] if sent else entry.time)
                 if found is not None:
-                    return found.task_id, {"request_id": found.request_id,
-                                           "output": {"task_id": found.task_id}}, entry
+                    return Created(found.task_id, {"request_id": found.request_id,
+                                                   "output": {"task_id": found.task_id}},
+                                   entry, answered=False)
                 if resend:
                     raise TransportError(
                         "The task creation was sent twice without an answer, and the task "
@@ -243,33 +256,27 @@ class Generator:
                 if entry is not None:
                     self.journal.unanswered(entry.id, sent=bool(sent), error=exc)
                 raise
-            if entry is not None:
-                if not self.journal.answered(entry.id, task_id):
-                    log.error("Task %s, named by its creation answer, was adopted by another "
-                              "call's recovery; this call keeps it", task_id)
-                self._learn_key_id_soon(task_id)
-            return task_id, answer, entry
+            if entry is not None and not self.journal.answered(entry.id, task_id):
+                log.error("Task %s, named by its creation answer, was adopted by another "
+                          "call's recovery; this call keeps it", task_id)
+            return Created(task_id, answer, entry)
         raise AssertionError("unreachable: the loop returns or raises")
 
-    def _learn_key_id_soon(self, task_id: str) -> None:
-        """Learn the key's id from its answered task ``task_id`` in a thread (the call goes on
-        meanwhile), unless known or being learned (the process state's marks of look-ups
-        under way): a lost answer of a task without a prompt (3.0) can then be found from
-        the key's second call on."""
+    def _learn_key_id(self, task_id: str) -> None:
+        """Learn the key's id in the task list from its answered task ``task_id`` (one free
+        look-up by id), unless it is known or another call is learning it (the process
+        state's marks): a lost answer of a task without a prompt (3.0) can then be found
+        from the key's second call on."""
         finder, learning = self.finder(), self.state.learning_key_ids
         mark = (finder.key, finder.base_url)
         if not learning.first(mark, unless=lambda: bool(self.journal.key_id(*mark))):
             return
-
-        def run() -> None:
-            try:
-                finder.learn_key_id(task_id)
-            except QwenImageError as exc:
-                log.info("This key's id in the task list could not be learned (%s)", exc)
-            finally:
-                learning.clear(mark)
-
-        threading.Thread(target=run, name="qwen-image-key-id", daemon=True).start()
+        try:
+            finder.learn_key_id(task_id)
+        except QwenImageError as exc:
+            log.info("This key's id in the task list could not be learned (%s)", exc)
+        finally:
+            learning.clear(mark)
 
     def _find_lost(self, spec: ModelSpec, entry: Entry, lost: AmbiguousRequestError,
                    job: Job | None, *, sent: float) -> ListedTask | None:
@@ -428,24 +435,26 @@ class Generator:
 
     def run_async(self, job: Job) -> GenerationResult:
         request, spec = job.request, job.spec
-        created = entry = None
+        created = None
         try:  # from here on, any failure before sending gives the booking back
             limiter = self.limiter(spec, job.abandon_event)
             images = self._image_values(job)
             slot = self._acquire(job, limiter)
             try:
-                task_id, created, entry = self.create(
+                created = self.create(
                     spec, task_body(request, spec, images), request=request, job=job,
                     oss=needs_oss_resolve(images), cancel_event=job.abandon_event,
                     before_attempt=lambda: self._before_post(job, slot))
-                created_at = time.monotonic()
+                task_id, created_at = created.task_id, time.monotonic()
                 with job.lock:
                     job.task_id = task_id
-                    job.status = created["output"].get("task_status")
+                    job.status = created.answer["output"].get("task_status")
                     cancel_now = job.abandoned
                 if cancel_now:
                     self.cancel_for(job, task_id)
                 job.emit("queued", f"task {task_id} created")
+                if created.answered and created.entry is not None:
+                    self._learn_key_id(task_id)  # in the gap before the first poll
                 final = self.poll_until_done(job, task_id, created_at)
             finally:
                 slot.release()
@@ -455,11 +464,11 @@ class Generator:
             # succeed, and recovery can fetch it).
             if created is None or isinstance(exc, (TaskFailedError, TaskCanceledError)):
                 self._release(job, exc)
-            if created is not None and isinstance(exc, TaskError) and entry is not None:
-                self.journal.failed(entry.id, exc)
+            if created is not None and created.entry is not None and isinstance(exc, TaskError):
+                self.journal.failed(created.entry.id, exc)
             raise
-        return self.finish_task(job, entry, task_id, final, created.get("request_id"),
-                                inputs=len(images), settle=True)
+        return self.finish_task(job, created.entry, task_id, final,
+                                created.answer.get("request_id"), inputs=len(images), settle=True)
 
     def task_result(self, job: Job, task_id: str, final: TaskState, request_id: str | None,
                     inputs: int = 0) -> GenerationResult:
