@@ -1,10 +1,11 @@
 """The worker side of a call: send, follow the task, download, store, account.
 
-``Generator`` runs in the worker thread of ``waiting``: the synchronous call
-(``run_sync``), or the task's creation and polling (``run_async``), then the downloads and
-the result store (``collect``). It also carries the task primitives the client's low-level
-API uses (``create``, ``query``, ``cancel``). Concurrency and rate come from the process
-state's limiters; the spend guard's booking is settled here from the service's usage.
+``Generator.start`` books a call with the spend guard and starts its worker thread
+(``waiting``), which runs the synchronous call (``run_sync``), or the task's creation and
+polling (``run_async``), then the downloads and the result store (``collect``). It also
+carries the client's low-level API (``create_task``, ``query``, ``cancel``). Concurrency
+and rate come from the process state's limiters; every booking of the spend guard is made,
+settled or given back here (``charges``), from the service's usage.
 
 Every billed request is written to the journal before it is sent and updated as it goes
 (``journal``). Finding the task of a creation whose answer is lost is a step of sending
@@ -22,9 +23,11 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from ..catalog.pricing import cost_usd
 from ..catalog.specs import ASYNC, IMAGE_EDIT, SYNC, TEXT2IMAGE_PATH, ModelSpec
+from ..catalog.validation import Checked
 from ..config import Config, key_fingerprint
 from ..errors import (
     AmbiguousRequestError,
@@ -66,7 +69,7 @@ from ..storage.store import ResultStore, request_fingerprint
 from .inputs import InputPlanner
 from .limiter import ModelLimiter, Slot
 from .polling import service_duration
-from .waiting import Abandoned, Job
+from .waiting import Abandoned, Job, Running, Worker, guarded
 
 log = logging.getLogger(__name__)
 
@@ -354,6 +357,64 @@ class Generator:
             candidates=ids, saved=saved, hint=hint)
 
     # -- whole calls --------------------------------------------------------------------
+
+    def start(self, checked: Checked, interface: str, *, input_transport: str,
+              after: Callable | None = None, on_done: Callable[[], None] | None = None,
+              where_images_go: str = "",
+              explain: Callable[[BaseException], BaseException] | None = None) -> Running:
+        """Book the call with the spend guard (a refusal is raised here, before any thread)
+        and start its worker (``run_sync``/``run_async``, then ``after(result)``, whose
+        value is ``Running.extra``; ``on_done()`` when the worker ends). ``where_images_go``
+        and ``explain``: the ``Running``'s words for a call given up, and its errors'."""
+        spec, request, notes = checked.spec, checked.request, checked.notes
+        inputs = len(getattr(request, "images", ()))
+        reservation = self.charges.reserve(spec, request.n, request.size, inputs, notes)
+        try:  # until the worker has the job, a failure gives the booking back here
+            expected = self.state.durations.expected(self.duration_key(spec, interface))[0]
+            job = Job(request, spec, interface, expected, notes=notes, reservation=reservation,
+                      input_transport=input_transport)
+            work = self.run_async if interface == ASYNC else self.run_sync
+            running = Running(job, None, where_images_go=where_images_go,
+                              keeps_images=self.store is not None, explain=explain)
+
+            def call() -> GenerationResult:
+                result = guarded(job, work)
+                if after is not None:
+                    running.extra = after(result)
+                return result
+
+            running.worker = Worker(call, f"qwen-image-{interface}-{spec.id}", on_done)
+        except BaseException:
+            self.charges.release(reservation)
+            raise
+        return running
+
+    def create_task(self, checked: Checked) -> str:
+        """The low-level API's task creation: booked, in the model's slot, journaled as
+        handed to the caller. The slot and the booking stay with the task id until a query
+        sees the task end (``query``) or it is cancelled (``cancel``)."""
+        spec, request = checked.spec, checked.request
+        limiter = self.limiter(spec)
+        reservation = self.charges.reserve(spec, request.n, request.size, 0, checked.notes)
+        try:
+            slot = limiter.acquire()
+        except BaseException:
+            self.charges.release(reservation)
+            raise
+        try:
+            # No poll follows in this call, so the key's id is not learned here: a search
+            # of the task list that needs it looks it up from the journal's tasks.
+            created = self.create(spec, task_body(request, spec), request=request,
+                                  before_attempt=limiter.before_post)
+        except BaseException as exc:
+            slot.release()
+            self.charges.release_unless_billed(reservation, exc)
+            raise
+        self.state.limits.attach_task(created.task_id, slot)
+        self.charges.hold_for_task(created.task_id, reservation)
+        if created.entry is not None:
+            self.journal.handed(created.entry.id)
+        return created.task_id
 
     def _before_post(self, job: Job, slot: Slot) -> None:
         slot.before_attempt(
