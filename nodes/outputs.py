@@ -41,11 +41,13 @@ def assemble(node_id: str, model: str, family: str, calls: list[Call], outcomes:
     if not succeeded:
         raise next(result for result in outcomes if isinstance(result, QwenImageError))
     total = sum(call.n for call in calls)
-    datas, files, prompts, requests_info = [], [], [], []
+    datas, files, prompts, requests_info, pixels = [], [], [], [], []
     for call, result in succeeded:
         used = one_line(result.actual_prompt or call.request.prompt)
-        for image in result.images:
+        decoded = call.decoded or [None] * len(result.images)
+        for image, done in zip(result.images, decoded, strict=True):
             datas.append(image.data)
+            pixels.append(done.pixels if done is not None else None)
             files.append(image.saved_path or image.url.split("?", 1)[0])  # no signature
             prompts.append(used)
         notes.extend(result.notes)
@@ -65,7 +67,7 @@ def assemble(node_id: str, model: str, family: str, calls: list[Call], outcomes:
                if result.actual_prompt and result.actual_prompt != call.request.prompt else {}),
         })
     if compose is None:
-        images, masks, padded = decode_images(datas, files)
+        images, masks, padded = decode_images(datas, files, pixels)
         fitted = {}
     else:
         (images, masks, fitted, composed), padded = compose(succeeded), []

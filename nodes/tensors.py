@@ -137,7 +137,8 @@ class Placement:
 BATCH_TENSOR_BYTES = 10 << 30
 
 
-def decode_images(datas: list[bytes], files: list[str] | None = None
+def decode_images(datas: list[bytes], files: list[str] | None = None,
+                  decoded: list | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, list[Placement]]:
     """Encoded images of one output -> IMAGE [B, H, W, 3] float32 (v/255 exactly), MASK
     [B, H, W] (``alpha_mask``; zeros where a result has no alpha) and the padded ones.
@@ -146,6 +147,8 @@ def decode_images(datas: list[bytes], files: list[str] | None = None
     batch takes the largest width and the largest height, and each smaller image keeps its
     exact pixels, centred on black: resizing would change every pixel, and the store keeps
     the original files. The third value lists those smaller images (empty when none).
+    ``decoded[i]``: the pixels of ``datas[i]`` as ``decode_pixels`` gave them already (None:
+    decoded here).
 
     A batch whose frame would be over the pixel cap, or whose tensors over
     ``BATCH_TENSOR_BYTES``, is refused before anything is decoded (``DownloadError``
@@ -162,7 +165,8 @@ def decode_images(datas: list[bytes], files: list[str] | None = None
     # One after the other: Pillow decodes in 64 KiB steps, each taking the GIL back, so
     # threads here wait on each other more than they gain (measured: 3x slower on 2 CPUs).
     for index, data in enumerate(datas):
-        array, alpha = decode_pixels(data)
+        given = decoded[index] if decoded is not None else None
+        array, alpha = given if given is not None else decode_pixels(data)
         target, mask = out[index], masks[index]
         if index in corners:
             target[:] = 0
