@@ -29,11 +29,13 @@ def _dedupe(notes: list[str]) -> list[str]:
 
 
 def assemble(node_id: str, model: str, family: str, calls: list[Call], outcomes: list,
-             notes: list[str], compose=None):
+             notes: list[str], compose=None, memory=None):
     """(IMAGE, prompt_used, info, MASK) from the results; raises the first error if none
     worked. ``compose(succeeded)``, when given, makes IMAGE and MASK from the (call, result)
     pairs instead of decoding the results as they are, and returns ``(images, masks,
-    {call.first: facts for that request's info}, notes)`` (nodes/placement.py)."""
+    {call.first: facts for that request's info}, notes)`` (nodes/placement.py).
+    ``memory``: the IMAGE tensor's memory, mapped while the calls ran (``runner.OutputMemory``).
+    """
     from .tensors import decode_images
 
     succeeded = [(call, result) for call, result in zip(calls, outcomes, strict=False)
@@ -67,7 +69,8 @@ def assemble(node_id: str, model: str, family: str, calls: list[Call], outcomes:
                if result.actual_prompt and result.actual_prompt != call.request.prompt else {}),
         })
     if compose is None:
-        images, masks, padded = decode_images(datas, files, pixels)
+        images, masks, padded = decode_images(
+            datas, files, pixels, memory.take() if memory is not None else None)
         fitted = {}
     else:
         (images, masks, fitted, composed), padded = compose(succeeded), []
