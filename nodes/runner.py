@@ -131,7 +131,9 @@ def _decoded(result) -> list[Decoded]:
             pixels, alpha = decode_pixels(image.data)
             picture = Image.fromarray(pixels) if alpha is None else flatten(
                 Image.fromarray(np.dstack((pixels, alpha)), "RGBA"))
-            picture.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+            # reducing_gap 1: a box reduction first, then bicubic; half the time of the
+            # default (2) and alike at preview size.
+            picture.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE), reducing_gap=1.0)
         except Exception as exc:  # Pillow raises many kinds; a preview is never worth a run
             log.warning("No preview of %s: %s", image.saved_path or image.url, exc)
             decoded.append(Decoded(None, None))
