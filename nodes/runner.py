@@ -62,10 +62,8 @@ class OutputMemory:
     def start(self, shape: tuple[int, ...]) -> None:
         import asyncio
 
-        from .tensors import new_output
-
         if self._future is None:
-            self._future = asyncio.ensure_future(asyncio.to_thread(new_output, shape))
+            self._future = asyncio.ensure_future(asyncio.to_thread(_map_output, shape))
 
     async def finish(self) -> None:
         if self._future is not None and self._array is None:
@@ -74,6 +72,12 @@ class OutputMemory:
     def take(self):
         array, self._array = self._array, None
         return array
+
+
+def _map_output(shape: tuple[int, ...]):
+    from .tensors import new_output  # in the thread: the first import loads torch
+
+    return new_output(shape)
 
 
 async def in_thread(comfy: Comfy, function, *args):
