@@ -30,8 +30,10 @@ import json
 import math
 from typing import TYPE_CHECKING
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
+from ..images import fast_png
 from . import rules
 
 if TYPE_CHECKING:  # validate imports this module
@@ -42,11 +44,15 @@ Size = tuple[int, int]
 
 
 def png_bytes(img: Image.Image, rgba: bool = False) -> bytes:
+    if not rgba and img.mode == "RGB":
+        # The pack's own fast PNG writer: Pillow's encoder spends most of its time choosing a
+        # filter per row, and tests make many of these. Clients decode them with Pillow.
+        return fast_png(np.asarray(img))
     if rgba:
         img = img.copy()
         img.putalpha(rgba_alpha(img.size))
     buf = io.BytesIO()
-    img.save(buf, "PNG", compress_level=1)  # speed over size: tests make many of these
+    img.save(buf, "PNG", compress_level=1)  # speed over size
     return buf.getvalue()
 
 
