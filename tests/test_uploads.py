@@ -24,17 +24,21 @@ from qwen_image_dashscope.api.images import data_uri_length, inspect_image, shri
 from support.client import BJ, SG, SYNC_PATH, api_requests, make_client, png_bytes
 
 
-def noisy_png(side: int = 3000) -> bytes:
-    """A new side x side PNG of ~4.2 MB (5.6 MB as a data URI): random 3x3 blocks."""
-    small = Image.frombytes("RGB", (side // 3, side // 3), os.urandom(3 * (side // 3) ** 2))
+SIDE = 1180  # px of a noisy input
+
+
+def noisy_png(side: int = SIDE) -> bytes:
+    """A new side x side PNG of ~4.2 MB (5.6 MB as a data URI): random pixels, which no
+    coding shrinks, so few pixels make a big file (stored uncompressed: zlib would only try)."""
     buffer = io.BytesIO()
-    small.resize((side, side), Image.Resampling.NEAREST).save(buffer, "PNG")
+    Image.frombytes("RGB", (side, side), os.urandom(3 * side * side)).save(
+        buffer, "PNG", compress_level=0)
     return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
 def big():
-    """Three different noisy 3000x3000 PNGs: one fits a body, three together do not."""
+    """Three different noisy PNGs: one fits a body, three together do not."""
     images = [noisy_png() for _ in range(3)]
     assert all(data_uri_length(len(i), "image/png") < REQUEST_BODY_TARGET for i in images)
     assert sum(data_uri_length(len(i), "image/png") for i in images) > REQUEST_BODY_LIMIT
@@ -152,10 +156,10 @@ def test_singapore_shrinks_big_inputs_and_says_so(emu, big, caplog):
     assert_no_body_over_the_limit(emu)
     for data in emu.input_images(generation):
         fmt, width, height = inspect_image(data)
-        assert width == height and 384 <= width < 3000  # downscaled, aspect kept
+        assert width == height and 384 <= width < SIDE  # downscaled, aspect kept
     (note,) = [n for n in result.notes if "re-encoded to fit" in n]
     assert "Singapore has no temporary file storage" in note
-    assert all(f"image {i} downscaled from 3000x3000" in note for i in (1, 2, 3))
+    assert all(f"image {i} downscaled from {SIDE}x{SIDE}" in note for i in (1, 2, 3))
     assert note in caplog.text  # and the log says it too
 
 
