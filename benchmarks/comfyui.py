@@ -29,7 +29,8 @@ BATCH = 8
 OUTPUTS = {"PreviewAny": {"source": ["1", 2]}, "PreviewImage": {"images": ["1", 0]}}
 
 
-def one_run(directory: Path, python: Path, latency: float, seed: int, output: str) -> dict:
+def one_run(directory: Path, python: Path, latency: float, seed: int, output: str,
+            timeline: bool = False) -> dict:
     from qwen_image_dashscope.api.emulator import SINGAPORE_KEY, Emulator
     from support import comfyui as harness
 
@@ -65,7 +66,7 @@ def one_run(directory: Path, python: Path, latency: float, seed: int, output: st
         busiest = max((sum(1 for t in queries[i:] if t - start < 1.0)
                        for i, start in enumerate(queries)), default=0)
         stats = emu.stats
-        if "--timeline" in sys.argv:
+        if timeline:
             begin = events["execution_start"]["timestamp"] / 1000
             for r in emu.requests:
                 print(f"  {r.time - begin:7.3f} {r.method} {r.path[-50:]}")
@@ -79,9 +80,13 @@ def one_run(directory: Path, python: Path, latency: float, seed: int, output: st
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--latency", type=float, default=2.0)
-    parser.add_argument("--timeline", action="store_true")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="fresh ComfyUI processes per output node (default 3)")
+    parser.add_argument("--latency", type=float, default=2.0,
+                        help="emulator seconds per task (default 2)")
+    parser.add_argument("--timeline", action="store_true",
+                        help="also print every request the emulator saw, in seconds from the "
+                             "prompt's start")
     args = parser.parse_args(argv)
     load_package()
     from support import comfyui as harness
@@ -92,7 +97,7 @@ def main(argv=None) -> int:
         return 2
     rows = []
     for output in OUTPUTS:
-        runs = [one_run(*location, args.latency, 100 * index, output)
+        runs = [one_run(*location, args.latency, 100 * index, output, args.timeline)
                 for index in range(args.runs)]
         for run in runs:
             print(f"{output}: wall {run['wall']:.2f} s, ratio {run['ratio']:.3f}; "
