@@ -1,10 +1,11 @@
 """The Qwen-Image client: validate once, run the call in a worker, wait, return images.
 
 A call reads top-down in ``start_*`` and ``_start``: validate the request (once:
-``validation``), serve it from the result store if asked and possible, book it with the
-spend guard (``charges``), then run the worker side (``generation.Generator``) in a thread;
-the returned ``waiting.Running`` is what the caller waits on (``Running.wait``: progress
-and ``cancel_event``; ``text_to_image``/``edit_image`` are ``start_*`` and that wait). An
+``validation``), serve it from the result store if asked and possible, else hand it to
+``generation.Generator.start``, which books it with the spend guard and runs its worker
+side in a thread; the returned ``waiting.Running`` is what the caller waits on
+(``Running.wait``: progress and ``cancel_event``; ``text_to_image``/``edit_image`` are
+``start_*`` and that wait). ``create_task`` is ``Generator.create_task``. An
 ``InvalidApiKey`` gets a hint saying which region the key belongs to (``keycheck``).
 Process-wide state (limiters, upload cache, key probes, learned durations) is the
 client's ``state`` (``state.PROCESS_STATE`` by default), like a ``requests.Session``'s pool.
@@ -19,7 +20,7 @@ import requests
 
 from .call.generation import Generator
 from .call.inputs import AUTO, check_transport
-from .call.waiting import Job, Progress, Running, Worker, guarded
+from .call.waiting import Job, Progress, Running, Worker
 from .catalog.models import spec_for
 from .catalog.regions import normalize_region, other_region, region_url
 from .catalog.specs import ASYNC, SYNC, TEXT_TO_IMAGE
@@ -32,11 +33,11 @@ from .service.download import Downloader
 from .service.keycheck import explained, key_accepted
 from .service.retry import RetryPolicy
 from .service.transport import Transport
-from .service.wire import resolved, task_body
+from .service.wire import resolved
 from .state import PROCESS_STATE, ProcessState
 from .storage.budget import BudgetStatus, SpendGuard
 from .storage.charges import Charges
-from .storage.journal import HANDED, Journal
+from .storage.journal import Journal
 from .storage.store import ResultStore, image_from_stored, request_fingerprint
 
 __all__ = ["Progress", "QwenImageClient"]
@@ -160,32 +161,14 @@ class QwenImageClient:
         task end or ``cancel_task`` cancels it.
         """
         checked = self._check(request, TextToImageRequest)
-        spec, request = checked.spec, checked.request
+        spec = checked.spec
         if spec.async_path is None:
             raise ValidationError("model", f"{spec.id} has no asynchronous interface",
                                   hint="Use text_to_image(), which calls it synchronously.")
-        limiter = self.generator.limiter(spec)
-        reservation = self.charges.reserve(spec, request.n, request.size, 0, checked.notes)
         try:
-            slot = limiter.acquire()
-        except BaseException:
-            self.charges.release(reservation)
-            raise
-        try:
-            task_id, _, entry = self.generator.create(spec, task_body(request, spec),
-                                                      request=request,
-                                                      before_attempt=limiter.before_post)
-        except BaseException as exc:
-            slot.release()
-            self.charges.release_unless_billed(reservation, exc)
-            if isinstance(exc, AuthenticationError):
-                raise self._explained(exc) from None
-            raise
-        self.state.limits.attach_task(task_id, slot)
-        self.charges.hold_for_task(task_id, reservation)
-        if entry is not None:
-            self.journal.update(entry.id, status=HANDED, outcome="returned to the caller")
-        return task_id
+            return self.generator.create_task(checked)
+        except AuthenticationError as exc:
+            raise self._explained(exc) from None
 
     def get_task(self, task_id: str) -> dict:
         """The task's current answer (``output.task_status``, results, times, usage)."""
@@ -242,8 +225,7 @@ class QwenImageClient:
 
     def _start(self, checked: Checked, interface: str, reuse: bool, after, on_done, *,
                input_transport: str = AUTO) -> Running:
-        spec, request, notes = checked.spec, checked.request, checked.notes
-        stored = self._from_store(request, notes, reuse)
+        stored = self._from_store(checked.request, checked.notes, reuse)
         if stored is not None:
             running = Running.ready(stored)
             running.extra = after(stored) if after is not None else None
@@ -253,28 +235,10 @@ class QwenImageClient:
         self.config.api_key()  # a missing or malformed key fails here, before any work
         if self.background_recovery:
             recover_in_background(self)
-        inputs = len(getattr(request, "images", ()))
-        reservation = self.charges.reserve(spec, request.n, request.size, inputs, notes)
-        try:  # until the worker has the job, a failure gives the booking back here
-            expected = self.state.durations.expected(
-                self.generator.duration_key(spec, interface))[0]
-            job = Job(request, spec, interface, expected, notes=notes, reservation=reservation,
-                      input_transport=input_transport)
-            work = self.generator.run_async if interface == ASYNC else self.generator.run_sync
-            running = Running(job, None, where_images_go=self._where_images_go(),
-                              keeps_images=self.store is not None, explain=self._explained)
-
-            def call() -> GenerationResult:
-                result = guarded(job, work)
-                if after is not None:
-                    running.extra = after(result)
-                return result
-
-            running.worker = Worker(call, f"qwen-image-{interface}-{spec.id}", on_done)
-        except BaseException:
-            self.charges.release(reservation)
-            raise
-        return running
+        return self.generator.start(checked, interface, input_transport=input_transport,
+                                    after=after, on_done=on_done,
+                                    where_images_go=self._where_images_go(),
+                                    explain=self._explained)
 
     def _explained(self, error: BaseException) -> BaseException:
         """An ``InvalidApiKey`` with a hint saying which region the key belongs to."""

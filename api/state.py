@@ -193,7 +193,7 @@ class ProcessState:
         self.warned = Marks()  # what was logged once
         self.recovering = Marks()  # journal entries a recovery of this process is fetching
         self.recoveries_started = Marks()  # (journal, endpoint): background recovery started
-        self.learning_key_ids = Marks()  # (key, base URL) whose task-list id a thread looks up
+        self.learning_key_ids = Marks()  # (key, base URL) whose task-list id a call looks up
 
 
 PROCESS_STATE = ProcessState()

@@ -239,11 +239,14 @@ class DashScopeQwenImageEdit(widgets.QwenImageNode):
             return client.start_edit_image(call.request, input_transport=input_transport,
                                            reuse=reuse_stored, after=after, on_done=on_done)
 
+        # Composed outputs (placement) are made at image 1's size, not the results'.
+        memory = runner.OutputMemory() if placement is None else None
         outcomes = await runner.run_calls(calls, start, comfy=comfy, node_id=unique_id,
-                                          fail_fast=on_partial_failure == widgets.FAIL)
+                                          fail_fast=on_partial_failure == widgets.FAIL,
+                                          memory=memory)
         return await runner.in_thread(comfy, outputs.assemble, NODE_ID, model, IMAGE_EDIT, calls,
                                       outcomes, notes,
-                                      None if placement is None else placement.compose)
+                                      None if placement is None else placement.compose, memory)
 
 
 def _batch_size(tensor) -> int:

@@ -29,11 +29,13 @@ def _dedupe(notes: list[str]) -> list[str]:
 
 
 def assemble(node_id: str, model: str, family: str, calls: list[Call], outcomes: list,
-             notes: list[str], compose=None):
+             notes: list[str], compose=None, memory=None):
     """(IMAGE, prompt_used, info, MASK) from the results; raises the first error if none
     worked. ``compose(succeeded)``, when given, makes IMAGE and MASK from the (call, result)
     pairs instead of decoding the results as they are, and returns ``(images, masks,
-    {call.first: facts for that request's info}, notes)`` (nodes/placement.py)."""
+    {call.first: facts for that request's info}, notes)`` (nodes/placement.py).
+    ``memory``: the IMAGE tensor's memory, mapped while the calls ran (``runner.OutputMemory``).
+    """
     from .tensors import decode_images
 
     succeeded = [(call, result) for call, result in zip(calls, outcomes, strict=False)
@@ -41,11 +43,13 @@ def assemble(node_id: str, model: str, family: str, calls: list[Call], outcomes:
     if not succeeded:
         raise next(result for result in outcomes if isinstance(result, QwenImageError))
     total = sum(call.n for call in calls)
-    datas, files, prompts, requests_info = [], [], [], []
+    datas, files, prompts, requests_info, pixels = [], [], [], [], []
     for call, result in succeeded:
         used = one_line(result.actual_prompt or call.request.prompt)
-        for image in result.images:
+        decoded = call.decoded or [None] * len(result.images)
+        for image, done in zip(result.images, decoded, strict=True):
             datas.append(image.data)
+            pixels.append(done.pixels if done is not None else None)
             files.append(image.saved_path or image.url.split("?", 1)[0])  # no signature
             prompts.append(used)
         notes.extend(result.notes)
@@ -65,7 +69,8 @@ def assemble(node_id: str, model: str, family: str, calls: list[Call], outcomes:
                if result.actual_prompt and result.actual_prompt != call.request.prompt else {}),
         })
     if compose is None:
-        images, masks, padded = decode_images(datas, files)
+        images, masks, padded = decode_images(
+            datas, files, pixels, memory.take() if memory is not None else None)
         fitted = {}
     else:
         (images, masks, fitted, composed), padded = compose(succeeded), []

@@ -137,7 +137,8 @@ class Placement:
 BATCH_TENSOR_BYTES = 10 << 30
 
 
-def decode_images(datas: list[bytes], files: list[str] | None = None
+def decode_images(datas: list[bytes], files: list[str] | None = None,
+                  decoded: list | None = None, out: np.ndarray | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, list[Placement]]:
     """Encoded images of one output -> IMAGE [B, H, W, 3] float32 (v/255 exactly), MASK
     [B, H, W] (``alpha_mask``; zeros where a result has no alpha) and the padded ones.
@@ -146,6 +147,9 @@ def decode_images(datas: list[bytes], files: list[str] | None = None
     batch takes the largest width and the largest height, and each smaller image keeps its
     exact pixels, centred on black: resizing would change every pixel, and the store keeps
     the original files. The third value lists those smaller images (empty when none).
+    ``decoded[i]``: the pixels of ``datas[i]`` as ``decode_pixels`` gave them already (None:
+    decoded here). ``out``: memory for the IMAGE tensor (``new_output``), used when its
+    shape is the batch's.
 
     A batch whose frame would be over the pixel cap, or whose tensors over
     ``BATCH_TENSOR_BYTES``, is refused before anything is decoded (``DownloadError``
@@ -154,15 +158,21 @@ def decode_images(datas: list[bytes], files: list[str] | None = None
     sizes = [inspect_image(data)[1:] for data in datas]  # headers only; nothing decoded yet
     width, height = max(w for w, _ in sizes), max(h for _, h in sizes)
     _check_budget(sizes, width, height, files)
-    out = _new_output((len(datas), height, width, 3))
-    masks = torch.zeros(len(datas), height, width)  # calloc'd: untouched pages cost nothing
+    shape = (len(datas), height, width, 3)
+    if out is not None and out.shape != shape:
+        out = None  # let it go before mapping the right one
+    if out is None:
+        out = new_output(shape)
+    # calloc'd (numpy's zeros, unlike torch's, writes nothing): untouched pages cost nothing
+    masks = torch.from_numpy(np.zeros(shape[:3], np.float32))
     placed = [Placement(i, w, h, (width - w) // 2, (height - h) // 2)
               for i, (w, h) in enumerate(sizes) if (w, h) != (width, height)]
     corners = {p.index: (p.x, p.y) for p in placed}
     # One after the other: Pillow decodes in 64 KiB steps, each taking the GIL back, so
     # threads here wait on each other more than they gain (measured: 3x slower on 2 CPUs).
     for index, data in enumerate(datas):
-        array, alpha = decode_pixels(data)
+        given = decoded[index] if decoded is not None else None
+        array, alpha = given if given is not None else decode_pixels(data)
         target, mask = out[index], masks[index]
         if index in corners:
             target[:] = 0
@@ -206,7 +216,7 @@ def _check_budget(sizes: list[tuple[int, int]], width: int, height: int,
 _POPULATE_BYTES = 16 << 20  # smaller outputs (under one 1328x1328 image) as usual
 
 
-def _new_output(shape: tuple[int, ...]) -> np.ndarray:
+def new_output(shape: tuple[int, ...]) -> np.ndarray:
     """An uninitialised float32 array for a new IMAGE tensor, its memory mapped in one go.
 
     Fresh memory is otherwise mapped one 4 KiB page at a time as it is first written: a

@@ -137,7 +137,9 @@ class DashScopeQwenImageTextToImage(widgets.QwenImageNode):
             return client.start_text_to_image(call.request, interface=interface,
                                               reuse=reuse_stored, after=after, on_done=on_done)
 
+        memory = runner.OutputMemory()
         outcomes = await runner.run_calls(calls, start, comfy=comfy, node_id=unique_id,
-                                          fail_fast=on_partial_failure == widgets.FAIL)
+                                          fail_fast=on_partial_failure == widgets.FAIL,
+                                          memory=memory)
         return await runner.in_thread(comfy, outputs.assemble, NODE_ID, model, TEXT_TO_IMAGE,
-                                      calls, outcomes, notes)
+                                      calls, outcomes, notes, None, memory)

@@ -352,13 +352,14 @@ def test_the_index_is_never_written_or_read_through_a_symlink(tmp_path):
 
 
 def test_previews_skip_images_over_the_cap_without_decoding_them():
-    from qwen_image_dashscope.nodes.runner import _previews
+    from qwen_image_dashscope.nodes.runner import _decoded
 
     result = GenerationResult(images=[GeneratedImage(png(4200, 4200), "u", 4200, 4200),
                                       GeneratedImage(png(600, 300, "RGB"), "v", 600, 300)],
                               model=PLUS, region=SG, interface="sync")
-    [picture] = _previews(result)
-    assert picture.size == (512, 256)
+    over, fine = _decoded(result)
+    assert over.preview is None and over.pixels is None
+    assert fine.preview.size == (512, 256) and fine.pixels[0].shape == (300, 600, 3)
 
 
 def test_a_padded_batch_over_the_cap_fails_before_decoding(monkeypatch):

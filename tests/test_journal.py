@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from qwen_image_dashscope.api.errors import ConfigurationError
+from qwen_image_dashscope.api.errors import (
+    AmbiguousRequestError,
+    ConfigurationError,
+    QwenImageError,
+)
 from qwen_image_dashscope.api.storage import journal as journal_module
 from qwen_image_dashscope.api.storage.journal import (
     CREATED,
-    FAILED,
     JOURNAL_NAME,
     LOST,
     STORED,
@@ -49,8 +52,8 @@ def test_an_entry_is_on_disk_before_the_call_returns_and_updates_fold_into_it(jo
     assert journal.path.name == JOURNAL_NAME
     assert oct(journal.path.stat().st_mode & 0o777) == "0o600"
 
-    journal.update(entry.id, task_id="t-1", status=CREATED)
-    journal.update(entry.id, status=STORED, saved=["/tmp/results/a.png"], outcome="saved")
+    journal.claim(entry.id, "t-1")
+    journal.stored(entry.id, ["/tmp/results/a.png"])
     folded = journal.entries()[entry.id]
     assert (folded.task_id, folded.status, folded.saved) == ("t-1", STORED,
                                                              ["/tmp/results/a.png"])
@@ -64,7 +67,8 @@ def test_a_torn_last_line_from_a_crash_is_skipped(journal):
         handle.write(b'{"op": "set", "id": "' + entry.id.encode() + b'", "set": {"sta')
 
     assert journal.entries()[entry.id].status == "sending"
-    journal.update(entry.id, status=LOST)  # appending after the torn line still works
+    # Appending after the torn line still works.
+    journal.lost(entry.id, AmbiguousRequestError("no answer"), time.time())
     assert journal.entries()[entry.id].status == LOST
 
 
@@ -80,9 +84,9 @@ def test_a_task_id_is_claimed_by_one_entry_only(journal):
 def test_done_entries_older_than_48_hours_are_pruned_and_unfinished_ones_kept(journal):
     old_done, old_open, new_done = begin(journal), begin(journal), begin(journal)
     long_ago = time.time() - 49 * 3600
-    journal.update(old_done.id, time=long_ago, status=STORED)
-    journal.update(old_open.id, time=long_ago, task_id="t-open", status=CREATED)
-    journal.update(new_done.id, status=FAILED)
+    journal._update(old_done.id, time=long_ago, status=STORED)  # sent 49 hours ago
+    journal._update(old_open.id, time=long_ago, task_id="t-open", status=CREATED)
+    journal.failed(new_done.id, QwenImageError("refused"))
     journal.learn_key_id("0123456789abcdef", "http://x/api/v1", "key-id-1")
 
     assert journal.prune() == 1
@@ -99,7 +103,7 @@ def test_a_growing_file_is_compacted_on_the_next_begin(journal, monkeypatch):
     entries = [begin(journal) for _ in range(3)]
     for round_ in range(20):
         for entry in entries:
-            journal.update(entry.id, outcome=f"round {round_}")
+            journal._update(entry.id, outcome=f"round {round_}")
     assert journal.path.stat().st_size > 4096
 
     begin(journal)
@@ -129,7 +133,7 @@ def test_an_unusable_folder_refuses_begin_but_updates_never_raise(tmp_path, capl
     entry = begin(journal)
     journal.path.unlink()
     journal.path.mkdir()  # the file cannot be opened any more
-    journal.update(entry.id, status=STORED)  # logged, not raised
+    journal.stored(entry.id, [])  # logged, not raised
     assert "Could not write to the journal" in caplog.text
 
 
@@ -148,7 +152,7 @@ def test_processes_share_the_journal_without_losing_a_line(journal):
             entry = journal.begin(model="m", region="r", base_url="b", interface="async",
                                   key="k", fingerprint="f", request={{"prompt": "p"}},
                                   store=None)
-            journal.update(entry.id, task_id=f"{{sys.argv[1]}}-{{i}}", status="created")
+            journal._update(entry.id, task_id=f"{{sys.argv[1]}}-{{i}}", status="created")
     """)
     processes = [subprocess.Popen([sys.executable, "-c", script, str(n)]) for n in range(4)]
     assert [p.wait(timeout=60) for p in processes] == [0, 0, 0, 0]

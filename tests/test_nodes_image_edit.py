@@ -28,7 +28,7 @@ def image(batch=1, height=400, width=520, channels=3, seed=0):
 
 def thumbnail(data: bytes) -> bytes:
     picture = Image.open(io.BytesIO(data)).convert("RGB")
-    picture.thumbnail((512, 512))
+    picture.thumbnail((512, 512), reducing_gap=1.0)  # as the node scales its previews
     return picture.tobytes()
 
 

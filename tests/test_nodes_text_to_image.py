@@ -31,6 +31,39 @@ def served_by_seed(emu):
     return {task["seed"]: served[task["urls"][0]] for task in emu.tasks if task["urls"]}
 
 
+@pytest.mark.parametrize("keep", [True, False], ids=["kept", "over the budget"])
+def test_each_image_is_decoded_once_and_the_output_mapped_while_the_calls_run(
+        service, comfy, monkeypatch, keep):
+    from qwen_image_dashscope.api import images as codec
+    from qwen_image_dashscope.nodes import runner, tensors
+
+    decoded, decode = [], codec.decode_pixels
+
+    def counting(data):
+        decoded.append(len(data))
+        return decode(data)
+
+    mapped, new_output = [], tensors.new_output
+
+    def mapping(shape):
+        mapped.append(shape)
+        return new_output(shape)
+
+    monkeypatch.setattr(codec, "decode_pixels", counting)  # the worker's (runner._decoded)
+    monkeypatch.setattr(tensors, "decode_pixels", counting)  # the output's
+    monkeypatch.setattr(tensors, "new_output", mapping)
+    if not keep:  # a run past the budget decodes its images again for the output
+        monkeypatch.setattr(runner, "KEEP_DECODED_BYTES", 0)
+    images, _, _, _ = run_node(T2I, prompt="a paper boat", size=WIDE, seed=7, batch=3)
+    # The output's memory was mapped once, while the calls ran, after the first had its images.
+    assert mapped == [(3, 928, 1664, 3)]
+
+    by_seed = served_by_seed(service)
+    for index, seed in enumerate((7, 8, 9)):
+        assert np.array_equal(saved_pixels(images[index:index + 1])[0], png_pixels(by_seed[seed]))
+    assert len(decoded) == (3 if keep else 6)
+
+
 def test_batch_uses_consecutive_seeds_and_returns_the_served_pixels(service, comfy):
     images, prompts, info, masks = run_node(T2I, prompt="a red kite over a beach", size=WIDE,
                                             seed=41, batch=3)

@@ -94,7 +94,7 @@ def left_behind(emu, home, *, store):
                           interface="async", key=next(iter(journal.entries().values())).key,
                           fingerprint="f", request={"prompt": "left behind", "n": 1},
                           store=str(store))
-    journal.update(entry.id, task_id=task, status="created", owner="elsewhere:1")
+    journal._update(entry.id, task_id=task, status="created", owner="elsewhere:1")
     return journal, journal.entries()[entry.id]
 
 
@@ -333,7 +333,7 @@ def test_no_finder_adopts_while_a_sibling_create_awaits_its_answer(emu, tmp_path
         sibling = journal.begin(model="qwen-image-plus", region=SG, base_url=emu.base_url(SG),
                                 interface="async", key=warm.key, fingerprint="f",
                                 request={"prompt": "a heron", "n": 1, "seed": 2}, store=None)
-        journal.update(sibling.id, sent_at=time.time())
+        journal.sending(sibling.id, time.time())
         theirs = create_directly(emu, "a heron")
         emu.inject("drop", path=ASYNC_PATH)  # ours never reaches the service
         answer = threading.Timer(2.5 * RECOVERY_GRACE, lambda: journal.claim(sibling.id, theirs))

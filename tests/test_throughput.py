@@ -237,7 +237,7 @@ def test_server_errors_are_survived(service, comfy, store_dir):
 
 @pytest.mark.parametrize("emulator", [BUSY_ACCOUNT], indirect=True)
 def test_images_are_on_disk_before_the_node_decodes_them(service, comfy, store_dir, monkeypatch):
-    def decode_fails(datas, files=None):
+    def decode_fails(datas, files=None, decoded=None, out=None):
         raise MemoryError("no room for the output tensor")
 
     monkeypatch.setattr(tensors, "decode_images", decode_fails)

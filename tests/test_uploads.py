@@ -23,18 +23,21 @@ from qwen_image_dashscope.api.emulator import BEIJING_KEY, Emulator
 from qwen_image_dashscope.api.images import data_uri_length, inspect_image, shrink_to_fit
 from support.client import BJ, SG, SYNC_PATH, api_requests, make_client, png_bytes
 
+SIDE = 1180  # px of a noisy input
 
-def noisy_png(side: int = 3000) -> bytes:
-    """A new side x side PNG of ~4.2 MB (5.6 MB as a data URI): random 3x3 blocks."""
-    small = Image.frombytes("RGB", (side // 3, side // 3), os.urandom(3 * (side // 3) ** 2))
+
+def noisy_png(side: int = SIDE) -> bytes:
+    """A new side x side PNG of ~4.2 MB (5.6 MB as a data URI): random pixels, which no
+    coding shrinks, so few pixels make a big file (stored uncompressed: zlib would only try)."""
     buffer = io.BytesIO()
-    small.resize((side, side), Image.Resampling.NEAREST).save(buffer, "PNG")
+    Image.frombytes("RGB", (side, side), os.urandom(3 * side * side)).save(
+        buffer, "PNG", compress_level=0)
     return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
 def big():
-    """Three different noisy 3000x3000 PNGs: one fits a body, three together do not."""
+    """Three different noisy PNGs: one fits a body, three together do not."""
     images = [noisy_png() for _ in range(3)]
     assert all(data_uri_length(len(i), "image/png") < REQUEST_BODY_TARGET for i in images)
     assert sum(data_uri_length(len(i), "image/png") for i in images) > REQUEST_BODY_LIMIT
@@ -152,10 +155,10 @@ def test_singapore_shrinks_big_inputs_and_says_so(emu, big, caplog):
     assert_no_body_over_the_limit(emu)
     for data in emu.input_images(generation):
         fmt, width, height = inspect_image(data)
-        assert width == height and 384 <= width < 3000  # downscaled, aspect kept
+        assert width == height and 384 <= width < SIDE  # downscaled, aspect kept
     (note,) = [n for n in result.notes if "re-encoded to fit" in n]
     assert "Singapore has no temporary file storage" in note
-    assert all(f"image {i} downscaled from 3000x3000" in note for i in (1, 2, 3))
+    assert all(f"image {i} downscaled from {SIDE}x{SIDE}" in note for i in (1, 2, 3))
     assert note in caplog.text  # and the log says it too
 
 
@@ -237,9 +240,9 @@ def test_an_oss_name_without_its_upload_is_refused_by_the_service(emu):
 
 def test_shrink_to_fit_is_lossless_when_it_can_be():
     rng = np.random.default_rng(0)
-    ramp = np.linspace(0, 255, 1024)
+    ramp = np.linspace(0, 255, 512)
     pixels = np.stack([np.add.outer(ramp, ramp) / 2, np.add.outer(ramp, -ramp) / 2 + 128,
-                       np.full((1024, 1024), 90.0)], -1)
+                       np.full((512, 512), 90.0)], -1)
     pixels = (pixels + rng.integers(0, 4, pixels.shape)).clip(0, 255).astype(np.uint8)
     image = Image.fromarray(pixels)
 
@@ -263,6 +266,7 @@ def test_shrink_to_fit_is_lossless_when_it_can_be():
     assert np.array_equal(decoded(data), pixels)
 
     assert shrink_to_fit(default, 10 * 2**20) == (default, "")
+    image = image.resize((1024, 1024))  # a JPEG a third of its size keeps sides over 384
     jpeg = encoded("JPEG", quality=98)
     data, done = shrink_to_fit(jpeg, len(jpeg) // 3)
     assert inspect_image(data)[0] == "JPEG" and "downscaled from 1024x1024" in done

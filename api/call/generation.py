@@ -1,38 +1,48 @@
 """The worker side of a call: send, follow the task, download, store, account.
 
-``Generator`` runs in the worker thread of ``waiting``: the synchronous call
-(``run_sync``), or the task's creation and polling (``run_async``), then the downloads and
-the result store (``collect``). It also carries the task primitives the client's low-level
-API uses (``create``, ``query``, ``cancel``). Concurrency and rate come from the process
-state's limiters; the spend guard's booking is settled here from the service's usage.
+``Generator.start`` books a call with the spend guard and starts its worker thread
+(``waiting``), which runs the synchronous call (``run_sync``), or the task's creation and
+polling (``run_async``), then the downloads and the result store (``collect``). It also
+carries the client's low-level API (``create_task``, ``query``, ``cancel``). Concurrency
+and rate come from the process state's limiters; every booking of the spend guard is made,
+settled or given back here (``charges``), from the service's usage.
 
 Every billed request is written to the journal before it is sent and updated as it goes
-(``journal``); a task creation whose answer is lost is looked for in the task list
-(``recovery.TaskFinder``): adopted when exactly one task is this call's, its candidates'
-images stored and reported when several could be, and sent once more when the list shows
-none after the grace period. A spend-guard ledger that fails after the answer came is
-reported, never allowed to cost the images.
+(``journal``). Finding the task of a creation whose answer is lost is a step of sending
+(``create``): one search of the task list (``recovery.TaskFinder.find``), and then the task
+adopted when exactly one is this call's, the candidates' images stored and reported when
+several could be (``store_candidates``, which ``recover`` uses too), or the request sent
+once more when the list shows none after the grace period. After a key's first answered
+creation, the worker looks its task up in the list before the first poll, to learn the
+key's id there (``_learn_key_id``). A spend-guard ledger that fails after the answer came
+is reported, never allowed to cost the images.
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 from ..catalog.pricing import cost_usd
-from ..catalog.specs import ASYNC, IMAGE_EDIT, SYNC, ModelSpec
+from ..catalog.specs import ASYNC, IMAGE_EDIT, SYNC, TEXT2IMAGE_PATH, ModelSpec
+from ..catalog.validation import Checked
 from ..config import Config, key_fingerprint
 from ..errors import (
+    AmbiguousRequestError,
+    AmbiguousTaskError,
     ApiError,
     DownloadError,
     QwenImageError,
+    ServerError,
     TaskCanceledError,
     TaskError,
     TaskFailedError,
     TransportError,
     ValidationError,
 )
-from ..recovery.finder import TaskFinder, create_or_find
+from ..recovery.finder import Finding, ListedTask, TaskFinder
 from ..schema import GeneratedImage, GenerationResult, Usage
 from ..service.answers import task_error
 from ..service.download import Downloader, over_pixel_cap
@@ -45,6 +55,7 @@ from ..service.wire import (
     encode_body,
     messages_body,
     needs_oss_resolve,
+    read_created,
     read_generated,
     read_task,
     task_body,
@@ -53,17 +64,29 @@ from ..service.wire import (
 from ..state import ProcessState
 from ..storage.charges import Charges
 from ..storage.durations import learned_durations
-from ..storage.journal import FAILED, STORED, SUCCEEDED, UNFETCHED, Entry, Journal
+from ..storage.journal import Entry, Journal
 from ..storage.store import ResultStore, request_fingerprint
 from .inputs import InputPlanner
 from .limiter import ModelLimiter, Slot
 from .polling import service_duration
-from .waiting import Abandoned, Job
+from .waiting import Abandoned, Job, Running, Worker, guarded
 
 log = logging.getLogger(__name__)
 
 # Polls keep failing (network down, 5xx) for this long before the wait gives up.
 POLL_OUTAGE_LIMIT = 300.0
+MAX_CANDIDATE_DOWNLOADS = 6  # candidates whose images are fetched when none is adopted
+MAX_LISTED = 10  # candidate ids kept in a message or in the journal
+
+
+@dataclass(frozen=True)
+class Created:
+    """A task created for a call."""
+
+    task_id: str
+    answer: dict  # the creation answer; of a task found in the list, its ids only
+    entry: Entry | None  # None without a journal
+    answered: bool = True  # False: the answer was lost and the task found in the list
 
 
 class Generator:
@@ -95,25 +118,6 @@ class Generator:
         return (self.config.base_url, spec.id, interface)
 
     # -- task primitives ----------------------------------------------------------------
-
-    def create(self, spec: ModelSpec, body: dict, *, request=None, job: Job | None = None,
-               oss: bool = False, cancel_event=None,
-               before_attempt=None) -> tuple[str, dict, Entry | None]:
-        """Create a task: its id, the creation answer and its journal entry.
-
-        With ``request`` and a journal, the request is journaled first, and a lost answer
-        is looked for in the task list (``recovery.create_or_find``); ``job``: the call
-        whose result store receives the candidates' images when several tasks could be it.
-        """
-        payload = encode_body(body)
-
-        def send(before) -> dict:
-            return self.transport.post_billed(spec.async_path, payload, asynchronous=True,
-                                              oss_resolve=oss, cancel_event=cancel_event,
-                                              before_attempt=before)
-
-        return create_or_find(self, spec, send, request=request, job=job,
-                              before_attempt=before_attempt)
 
     def query(self, task_id: str) -> TaskState:
         gate = self.state.limits.query_gate(self.config.api_key())
@@ -194,7 +198,7 @@ class Generator:
         raise task_error(task_id, state.status, state.code, state.message, state.request_id,
                          self.config.region)
 
-    # -- the journal ----------------------------------------------------------------------
+    # -- creating a task: journal it, send it, find it when its answer is lost -----------
 
     def begin(self, request, model: str, interface: str, path: str) -> Entry | None:
         """Journal a request before it is sent (None without a journal or a request)."""
@@ -203,11 +207,214 @@ class Generator:
         return self.journal.begin_request(request, model=model, interface=interface,
                                           path=path, config=self.config, store=self.store)
 
-    def _journal(self, entry: Entry | None, **changes) -> None:
-        if entry is not None:
-            self.journal.update(entry.id, **changes)
+    def create(self, spec: ModelSpec, body: dict, *, request=None, job: Job | None = None,
+               oss: bool = False, cancel_event=None,
+               before_attempt=None) -> Created:
+        """Create a task (``Created``: its id, the creation answer and its journal entry).
+
+        With ``request`` and a journal, the request is journaled first; a lost answer is
+        looked for in the task list (``_find_lost``), and a creation the list shows no task
+        for is sent once more (it cannot pay twice). ``job``: the call whose result store
+        receives the candidates' images when several tasks could be it.
+        """
+        payload = encode_body(body)
+        for resend in (False, True):
+            entry = self.begin(request, spec.id, ASYNC, spec.async_path)
+            sent = []
+
+            # The POST calls it in this iteration; the defaults bind this iteration's values.
+            def before(*, entry=entry, sent=sent) -> None:
+                if before_attempt is not None:
+                    before_attempt()
+                sent.append(time.time())
+                if entry is not None:  # before it leaves: a finder waits for its answer
+                    self.journal.sending(entry.id, sent[-1])
+
+            try:
+                try:
+                    answer = self.transport.post_billed(
+                        spec.async_path, payload, asynchronous=True, oss_resolve=oss,
+                        cancel_event=cancel_event, before_attempt=before)
+                    task_id = read_created(answer)
+                except ServerError as exc:  # a 200 without a task id: one may exist
+                    if not sent or exc.code != "InvalidResponse":
+                        raise
+                    raise AmbiguousRequestError(exc.detail, hint=exc.hint) from None
+            except AmbiguousRequestError as lost:
+                if entry is None:
+                    raise
+                found = self._find_lost(spec, entry, lost, job,
+                                        sent=sent[-1] if sent else entry.time)
+                if found is not None:
+                    return Created(found.task_id, {"request_id": found.request_id,
+                                                   "output": {"task_id": found.task_id}},
+                                   entry, answered=False)
+                if resend:
+                    raise TransportError(
+                        "The task creation was sent twice without an answer, and the task "
+                        "list shows no task for either: nothing was created or billed.",
+                        hint="Check the network or proxy between here and DashScope.") from None
+                continue
+            except BaseException as exc:
+                if entry is not None:
+                    self.journal.unanswered(entry.id, sent=bool(sent), error=exc)
+                raise
+            if entry is not None and not self.journal.answered(entry.id, task_id):
+                log.error("Task %s, named by its creation answer, was adopted by another "
+                          "call's recovery; this call keeps it", task_id)
+            return Created(task_id, answer, entry)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _learn_key_id(self, task_id: str) -> None:
+        """Learn the key's id in the task list from its answered task ``task_id`` (one free
+        look-up by id), unless it is known or another call is learning it (the process
+        state's marks): a lost answer of a task without a prompt (3.0) can then be found
+        from the key's second call on."""
+        finder, learning = self.finder(), self.state.learning_key_ids
+        mark = (finder.key, finder.base_url)
+        if not learning.first(mark, unless=lambda: bool(self.journal.key_id(*mark))):
+            return
+        try:
+            finder.learn_key_id(task_id)
+        except QwenImageError as exc:
+            log.info("This key's id in the task list could not be learned (%s)", exc)
+        finally:
+            learning.clear(mark)
+
+    def _find_lost(self, spec: ModelSpec, entry: Entry, lost: AmbiguousRequestError,
+                   job: Job | None, *, sent: float) -> ListedTask | None:
+        """The task of a lost creation (adopted; ``entry.doubt`` says when it may be another
+        call's), or None when the list shows none (the request was not processed and may be
+        sent again); raises ``AmbiguousTaskError`` when several could be it, or ``lost`` when
+        the list could not tell. ``sent``: when the lost attempt left (epoch seconds)."""
+        noticed = time.time()
+        self.journal.lost(entry.id, lost, sent)
+        log.warning("%s Looking for the task in the task list (up to %g s).", lost.detail,
+                    self.config.recovery_grace)
+        if job is not None:
+            job.emit("queued", "answer lost: looking for the task in the task list")
+        finding = self.finder().find(entry, noticed=noticed, sent=sent,
+                                     shows_prompt=spec.async_path == TEXT2IMAGE_PATH)
+        if finding.adopted is not None:
+            entry.doubt = finding.doubt
+            if job is not None:
+                job.notes.append(f"the answer to the task creation was lost; task "
+                                 f"{finding.adopted.task_id} was found in the task list")
+            return finding.adopted
+        if finding.several:
+            self.store_candidates(job, entry, finding, lost)
+        if finding.none:
+            self.journal.not_created(entry.id)
+            log.warning("The lost request created no task; it may be sent again")
+            return None
+        raise AmbiguousRequestError(
+            lost.detail, hint=f"{lost.hint} The task list could not be read in full to find "
+                              "the task; `qwen-image recover` looks again and saves its images.")
+
+    def store_candidates(self, job: Job | None, entry: Entry, finding: Finding,
+                         lost: AmbiguousRequestError | None = None, *,
+                         store: ResultStore | None = None) -> None:
+        """Download the images of every candidate (at most MAX_CANDIDATE_DOWNLOADS; none
+        without a ``job``, nor while this key's id is unknown: they may be another key's)
+        into the store, then raise ``AmbiguousTaskError`` listing them (at most MAX_LISTED):
+        downloads cost nothing, and one of them may be the lost call's."""
+        several, saved, lines = finding.several, [], []
+        fetch = several[:MAX_CANDIDATE_DOWNLOADS] if job is not None and not finding.key_unknown \
+            else []
+        for task in fetch:
+            try:
+                final = self.poll_until_done(job, task.task_id, time.monotonic())
+                # Not indexed for reuse: the image may be another call's.
+                result = self.finish_task(job, None, task.task_id, final, task.request_id,
+                                          store=store, index=False)
+            except QwenImageError as exc:
+                lines.append(f"{task.task_id}: {exc.detail}")
+                continue
+            paths = [image.saved_path or image.url for image in result.images]
+            saved += paths
+            lines.append(f"{task.task_id}: {' '.join(paths)}")
+        lines += [f"{task.task_id}: not downloaded" for task in several[len(lines):MAX_LISTED]]
+        if len(several) > MAX_LISTED:
+            lines.append(f"and {len(several) - MAX_LISTED} more")
+        ids = [task.task_id for task in several[:MAX_LISTED]]
+        if finding.key_unknown:  # left open: once the key's id is known, `recover` looks again
+            self.journal.undecided(entry.id, ids)
+        else:
+            self.journal.ambiguous(entry.id, ids, saved)
+        why = ("several could be it" if len(several) > 1 else
+               "this key's id in the task list is not known yet (it is learned from the key's "
+               "first answered task), so a task of another key could not be told apart")
+        if finding.key_unknown:
+            hint = ("Their images were not downloaded: they may be another key's. Once this "
+                    "key has had an answered task, `qwen-image recover` looks again; or check "
+                    "the task list of the Model Studio console.")
+        else:
+            hint = ("Their images are in the result store (downloading costs nothing); those "
+                    "you did not ask for belong to another call of the same key and model.")
+        raise AmbiguousTaskError(
+            f"{lost.detail + ' ' if lost else ''}The task list shows {len(several)} candidate "
+            f"task(s) and {why}; none was adopted: " + "; ".join(lines) + ".",
+            candidates=ids, saved=saved, hint=hint)
 
     # -- whole calls --------------------------------------------------------------------
+
+    def start(self, checked: Checked, interface: str, *, input_transport: str,
+              after: Callable | None = None, on_done: Callable[[], None] | None = None,
+              where_images_go: str = "",
+              explain: Callable[[BaseException], BaseException] | None = None) -> Running:
+        """Book the call with the spend guard (a refusal is raised here, before any thread)
+        and start its worker (``run_sync``/``run_async``, then ``after(result)``, whose
+        value is ``Running.extra``; ``on_done()`` when the worker ends). ``where_images_go``
+        and ``explain``: the ``Running``'s words for a call given up, and its errors'."""
+        spec, request, notes = checked.spec, checked.request, checked.notes
+        inputs = len(getattr(request, "images", ()))
+        reservation = self.charges.reserve(spec, request.n, request.size, inputs, notes)
+        try:  # until the worker has the job, a failure gives the booking back here
+            expected = self.state.durations.expected(self.duration_key(spec, interface))[0]
+            job = Job(request, spec, interface, expected, notes=notes, reservation=reservation,
+                      input_transport=input_transport)
+            work = self.run_async if interface == ASYNC else self.run_sync
+            running = Running(job, None, where_images_go=where_images_go,
+                              keeps_images=self.store is not None, explain=explain)
+
+            def call() -> GenerationResult:
+                result = guarded(job, work)
+                if after is not None:
+                    running.extra = after(result)
+                return result
+
+            running.worker = Worker(call, f"qwen-image-{interface}-{spec.id}", on_done)
+        except BaseException:
+            self.charges.release(reservation)
+            raise
+        return running
+
+    def create_task(self, checked: Checked) -> str:
+        """The low-level API's task creation: booked, in the model's slot, journaled as
+        handed to the caller. The slot and the booking stay with the task id until a query
+        sees the task end (``query``) or it is cancelled (``cancel``)."""
+        spec, request = checked.spec, checked.request
+        limiter = self.limiter(spec)
+        reservation = self.charges.reserve(spec, request.n, request.size, 0, checked.notes)
+        try:
+            slot = limiter.acquire()
+        except BaseException:
+            self.charges.release(reservation)
+            raise
+        try:
+            # No poll follows in this call, so the key's id is not learned here: a search
+            # of the task list that needs it looks it up from the journal's tasks.
+            created = self.create(spec, task_body(request, spec), request=request,
+                                  before_attempt=limiter.before_post)
+        except BaseException as exc:
+            slot.release()
+            self.charges.release_unless_billed(reservation, exc)
+            raise
+        self.state.limits.attach_task(created.task_id, slot)
+        self.charges.hold_for_task(created.task_id, reservation)
+        if created.entry is not None:
+            self.journal.handed(created.entry.id)
+        return created.task_id
 
     def _before_post(self, job: Job, slot: Slot) -> None:
         slot.before_attempt(
@@ -276,7 +483,8 @@ class Generator:
             raise
         self.durations.record(self.duration_key(spec, SYNC), time.monotonic() - sent[-1])
         generated = read_generated(answer)
-        self._journal(entry, status=SUCCEEDED, urls=generated.urls, sync=True)
+        if entry is not None:
+            self.journal.succeeded(entry.id, generated.urls, sync=True)
         usage, made = self._billed(job, generated.usage, generated.urls, len(images))
         cost = cost_usd(spec, self.config.region, usage, made, len(images))
         self._settle(job, billed_count(usage, made), cost)
@@ -288,24 +496,26 @@ class Generator:
 
     def run_async(self, job: Job) -> GenerationResult:
         request, spec = job.request, job.spec
-        created = entry = None
+        created = None
         try:  # from here on, any failure before sending gives the booking back
             limiter = self.limiter(spec, job.abandon_event)
             images = self._image_values(job)
             slot = self._acquire(job, limiter)
             try:
-                task_id, created, entry = self.create(
+                created = self.create(
                     spec, task_body(request, spec, images), request=request, job=job,
                     oss=needs_oss_resolve(images), cancel_event=job.abandon_event,
                     before_attempt=lambda: self._before_post(job, slot))
-                created_at = time.monotonic()
+                task_id, created_at = created.task_id, time.monotonic()
                 with job.lock:
                     job.task_id = task_id
-                    job.status = created["output"].get("task_status")
+                    job.status = created.answer["output"].get("task_status")
                     cancel_now = job.abandoned
                 if cancel_now:
                     self.cancel_for(job, task_id)
                 job.emit("queued", f"task {task_id} created")
+                if created.answered and created.entry is not None:
+                    self._learn_key_id(task_id)  # in the gap before the first poll
                 final = self.poll_until_done(job, task_id, created_at)
             finally:
                 slot.release()
@@ -315,11 +525,11 @@ class Generator:
             # succeed, and recovery can fetch it).
             if created is None or isinstance(exc, (TaskFailedError, TaskCanceledError)):
                 self._release(job, exc)
-            if created is not None and isinstance(exc, TaskError):
-                self._journal(entry, status=FAILED, outcome=str(exc))
+            if created is not None and created.entry is not None and isinstance(exc, TaskError):
+                self.journal.failed(created.entry.id, exc)
             raise
-        return self.finish_task(job, entry, task_id, final, created.get("request_id"),
-                                inputs=len(images), settle=True)
+        return self.finish_task(job, created.entry, task_id, final,
+                                created.answer.get("request_id"), inputs=len(images), settle=True)
 
     def task_result(self, job: Job, task_id: str, final: TaskState, request_id: str | None,
                     inputs: int = 0) -> GenerationResult:
@@ -354,9 +564,11 @@ class Generator:
         except TaskFailedError as exc:
             if settle:
                 self.charges.release_unless_billed(job.reservation, exc)
-            self._journal(entry, status=FAILED, outcome=str(exc))
+            if entry is not None:
+                self.journal.failed(entry.id, exc)
             raise
-        self._journal(entry, status=SUCCEEDED, urls=final.urls)
+        if entry is not None:
+            self.journal.succeeded(entry.id, final.urls)
         if settle:
             usage, made = self._billed(job, final.usage, final.urls, inputs)
             self._settle(job, billed_count(usage, made), result.cost_usd)
@@ -405,8 +617,12 @@ class Generator:
                 result.notes.append(f"the images could not be saved to the result store: {exc}")
         missing = [url for url, outcome in zip(urls, outcomes, strict=False)
                    if isinstance(outcome, DownloadError) or not saved]
-        self._journal(entry, status=UNFETCHED if missing else STORED, urls=missing,
-                      saved=[i.saved_path for i in result.images if i.saved_path])
+        if entry is not None:
+            saved_paths = [i.saved_path for i in result.images if i.saved_path]
+            if missing:
+                self.journal.unfetched(entry.id, missing, saved_paths)
+            else:
+                self.journal.stored(entry.id, saved_paths)
         oversized = [image for image in result.images if over_pixel_cap(image)]
         for image in oversized:
             result.images.remove(image)

@@ -2,8 +2,8 @@
 request: a random seed).
 
 Text to image: a pattern from sha256(json.dumps([model, prompt, negative_prompt, W, H, seed,
-index], ensure_ascii=False)) (prompts after cutting): two crossing gradients and four discs,
-exactly W x H.
+index], ensure_ascii=False)) (prompts after cutting): two crossing gradients (drawn at 256 x
+256 and resized to W x H with BICUBIC) and four discs, exactly W x H.
 
 Edit: output size (W, H) = the requested size (catalog.py: some models round it), else
 fit_size(last input, area A) with A = 1048576 unless the model says otherwise (3.0 and
@@ -30,8 +30,10 @@ import json
 import math
 from typing import TYPE_CHECKING
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
+from ..images import fast_png
 from . import rules
 
 if TYPE_CHECKING:  # validate imports this module
@@ -42,11 +44,15 @@ Size = tuple[int, int]
 
 
 def png_bytes(img: Image.Image, rgba: bool = False) -> bytes:
+    if not rgba and img.mode == "RGB":
+        # The pack's own fast PNG writer: Pillow's encoder spends most of its time choosing a
+        # filter per row, and tests make many of these. Clients decode them with Pillow.
+        return fast_png(np.asarray(img))
     if rgba:
         img = img.copy()
         img.putalpha(rgba_alpha(img.size))
     buf = io.BytesIO()
-    img.save(buf, "PNG", compress_level=1)  # speed over size: tests make many of these
+    img.save(buf, "PNG", compress_level=1)  # speed over size
     return buf.getvalue()
 
 
@@ -93,11 +99,12 @@ def text_to_image(model: str, prompt: str, negative_prompt: str, size: Size, see
                      ensure_ascii=False)
     digest = hashlib.sha256(key.encode()).digest()
     width, height = size
-    ramp = Image.linear_gradient("L")  # 256 px; resizing is far cheaper than drawing W*H pixels
-    img = Image.composite(Image.new("RGB", size, tuple(digest[0:3])),
-                          Image.new("RGB", size, tuple(digest[3:6])), ramp.resize(size))
-    img = Image.composite(img, Image.new("RGB", size, tuple(digest[6:9])),
-                          ramp.rotate(90).resize(size))
+    ramp = Image.linear_gradient("L")
+    small = ramp.size  # the gradients are linear: drawn small and resized, W*H costs once
+    img = Image.composite(Image.new("RGB", small, tuple(digest[0:3])),
+                          Image.new("RGB", small, tuple(digest[3:6])), ramp)
+    img = Image.composite(img, Image.new("RGB", small, tuple(digest[6:9])), ramp.rotate(90))
+    img = img.resize(size, BICUBIC)
     draw, unit = ImageDraw.Draw(img), min(width, height)
     for i in range(4):
         b = digest[9 + 5 * i : 14 + 5 * i]

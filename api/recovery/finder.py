@@ -1,4 +1,4 @@
-"""Finding a task whose creation answer was lost, and finishing what the journal left open.
+"""Finding, in the task list, the task of a creation whose answer was lost.
 
 Lost answers (``TaskFinder``)
 =============================
@@ -35,14 +35,14 @@ Calls of one journal that lose their answers together (a batch) are decided toge
 while another creation of the same key and model whose task could fall in the window
 still awaits its answer, nobody decides; then the lost calls whose windows overlap (and,
 for prompt-showing tasks, with the same prompt) share the candidates under the journal's
-lock (``Journal.transact``): each task goes to one call (the earliest sent first), calls
-left without one were not created and are sent once more. Where more than one of those
+lock (``Journal.share``): each task goes to one call (the earliest sent first), calls
+left without one were not created. Where more than one of those
 calls could own a task and they differ (a seed), the adoption carries a ``doubt``:
 ``info``, the result's notes and the sidecar say so, and the result is not indexed for
 reuse. More candidates than lost calls: none is adopted, the candidates are reported
-(``Finding.several``; with this key's id known their images are downloaded, which costs
-nothing). None once every lost call's grace period is over: not created, and
-``create_or_find`` sends it once more.
+(``Finding.several``). None once every lost call's grace period is over: not created.
+What the sender then does (adopt, store the candidates' images, send once more) is a step
+of sending (``call.generation``).
 
 What evidence cannot tell apart: a task of the same key made elsewhere (another machine
 or journal) in the same seconds, with the same prompt (or for 3.0 with any prompt), is
@@ -69,29 +69,15 @@ import logging
 import math
 import os
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-from ..call.waiting import Job
-from ..catalog.specs import ASYNC, TEXT2IMAGE_PATH, ModelSpec
-from ..errors import (
-    AmbiguousRequestError,
-    AmbiguousTaskError,
-    ApiError,
-    QwenImageError,
-    ServerError,
-    TransportError,
-)
+from ..catalog.specs import ASYNC
+from ..errors import ApiError, TransportError
 from ..service.transport import Transport
-from ..service.wire import TaskState, read_created
-from ..storage.journal import AMBIGUOUS, CREATED, LOST, NOT_CREATED, SENDING, Entry, Journal
-from ..storage.store import ResultStore
-
-if TYPE_CHECKING:
-    from ..call.generation import Generator
-    from ..state import Marks
+from ..service.wire import TaskState
+from ..storage.journal import LOST, NOT_CREATED, SENDING, Entry, Journal
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +88,6 @@ PAGE_SIZE = 100  # the list's default is 10; no maximum is documented
 MAX_PAGES = 5  # per time zone; a longer listing is not read to the end (nothing concluded)
 QUERIES_PER_LOOK = 20  # task queries of one look (the account's rate per second)
 PROMPT_WAIT = 1800.0  # longest wait past the grace period for candidates to show a prompt
-MAX_CANDIDATE_DOWNLOADS = 6  # candidates whose images are fetched when none is adopted
-MAX_LISTED = 10  # candidate ids kept in a message or in the journal
 TASK_DATA_TTL = 24 * 3600.0  # the service keeps tasks and result URLs this long
 _UTC8 = datetime.timezone(datetime.timedelta(hours=8))
 
@@ -356,14 +340,10 @@ class TaskFinder:
                 outcome["incomplete"] = True  # "not created" needs every page read
                 return None
             outcome["plan"] = plan
-            return {member_id: {"task_id": task.task_id, "status": CREATED, "doubt": doubt,
-                                "updated": time.time()} if task else
-                    {"status": NOT_CREATED, "updated": time.time(),
-                     "outcome": "the task list shows no task for it after the grace period: "
-                                "not created"}
+            return {member_id: (task.task_id if task else None, doubt)
                     for member_id, (task, doubt) in plan.items()}
 
-        self.journal.transact(decide)
+        self.journal.share(decide)
         if "several" in outcome:
             return Finding(several=outcome["several"], complete=complete,
                            key_unknown=own_id is None)
@@ -462,164 +442,3 @@ def _share(group: list[_Lost], pool: list[ListedTask],
         plan[free[0].entry.id] = (task, doubt)
     return plan
 
-
-# -- task creation with a lost answer in a live call -------------------------------------
-
-
-def create_or_find(generator: "Generator", spec: ModelSpec, send: Callable[..., dict], *,
-                   request=None, job: Job | None = None,
-                   before_attempt: Callable[[], None] | None = None
-                   ) -> tuple[str, dict, Entry | None]:
-    """Journal a task creation, ``send(before_attempt)`` it, and return the task id, the
-    answer and the entry; a lost answer goes to ``resolve_lost``, and a creation the list
-    shows no task for is sent once more (it cannot pay twice)."""
-    for resend in (False, True):
-        entry = generator.begin(request, spec.id, ASYNC, spec.async_path)
-        sent = []
-
-        # ``send`` calls it in this iteration; the defaults bind this iteration's values.
-        def before(*, entry=entry, sent=sent) -> None:
-            if before_attempt is not None:
-                before_attempt()
-            sent.append(time.time())
-            if entry is not None:  # before it leaves: a finder waits for its answer
-                generator.journal.update(entry.id, sent_at=sent[-1])
-
-        try:
-            try:
-                answer = send(before)
-                task_id = read_created(answer)
-            except ServerError as exc:  # a 200 without a task id: one may exist
-                if not sent or exc.code != "InvalidResponse":
-                    raise
-                raise AmbiguousRequestError(exc.detail, hint=exc.hint) from None
-        except AmbiguousRequestError as lost:
-            if entry is None:
-                raise
-            found = resolve_lost(generator, spec, entry, lost, job,
-                                 sent=sent[-1] if sent else entry.time)
-            if found is not None:
-                return found.task_id, {"request_id": found.request_id,
-                                       "output": {"task_id": found.task_id}}, entry
-            if resend:
-                raise TransportError(
-                    "The task creation was sent twice without an answer, and the task list "
-                    "shows no task for either: nothing was created or billed.",
-                    hint="Check the network or proxy between here and DashScope.") from None
-            continue
-        except BaseException as exc:
-            if entry is not None:
-                generator.journal.unanswered(entry.id, sent=bool(sent), error=exc)
-            raise
-        if entry is not None:
-            if not generator.journal.claim(entry.id, task_id):
-                log.error("Task %s, named by its creation answer, was adopted by another "
-                          "call's recovery; this call keeps it", task_id)
-                generator.journal.update(entry.id, status=CREATED, task_id=task_id, sync=True)
-            learn_key_id_soon(generator.finder(), task_id, generator.state.learning_key_ids)
-        return task_id, answer, entry
-    raise AssertionError("unreachable: the loop returns or raises")
-
-
-def learn_key_id_soon(finder: TaskFinder, task_id: str, learning: Marks) -> None:
-    """Learn the key's id from its answered task ``task_id`` in a thread (the call goes on
-    meanwhile), unless known or being learned (``learning``: the process state's marks of
-    look-ups under way): a lost answer of a task without a prompt (3.0) can then be found
-    from the key's second call on."""
-    mark = (finder.key, finder.base_url)
-    if not learning.first(mark, unless=lambda: bool(finder.journal.key_id(*mark))):
-        return
-
-    def run() -> None:
-        try:
-            finder.learn_key_id(task_id)
-        except QwenImageError as exc:
-            log.info("This key's id in the task list could not be learned (%s)", exc)
-        finally:
-            learning.clear(mark)
-
-    threading.Thread(target=run, name="qwen-image-key-id", daemon=True).start()
-
-
-def resolve_lost(generator: "Generator", spec: ModelSpec, entry: Entry,
-                 lost: AmbiguousRequestError, job: Job | None, *,
-                 sent: float) -> ListedTask | None:
-    """The task of a lost creation (adopted; ``entry.doubt`` says when it may be another
-    call's), or None when the list shows none (the request was not processed and may be
-    sent again); raises ``AmbiguousTaskError`` when several could be it, or ``lost`` when
-    the list could not tell. ``sent``: when the lost attempt left (epoch seconds)."""
-    journal = generator.journal
-    noticed = time.time()
-    journal.update(entry.id, status=LOST, outcome=str(lost), sent_at=sent, sync=True)
-    log.warning("%s Looking for the task in the task list (up to %g s).", lost.detail,
-                generator.config.recovery_grace)
-    if job is not None:
-        job.emit("queued", "answer lost: looking for the task in the task list")
-    finding = generator.finder().find(entry, noticed=noticed, sent=sent,
-                                      shows_prompt=spec.async_path == TEXT2IMAGE_PATH)
-    if finding.adopted is not None:
-        entry.doubt = finding.doubt
-        if job is not None:
-            job.notes.append(f"the answer to the task creation was lost; task "
-                             f"{finding.adopted.task_id} was found in the task list")
-        return finding.adopted
-    if finding.several:
-        store_candidates(generator, job, entry, finding, lost)
-    if finding.none:
-        journal.update(entry.id, status=NOT_CREATED, outcome="the task list shows no task "
-                       "for it after the grace period: not created")
-        log.warning("The lost request created no task; it may be sent again")
-        return None
-    raise AmbiguousRequestError(
-        lost.detail, hint=f"{lost.hint} The task list could not be read in full to find the "
-                          "task; `qwen-image recover` looks again and saves its images.")
-
-
-def store_candidates(generator: "Generator", job: Job | None, entry: Entry, finding: Finding,
-                     lost: AmbiguousRequestError | None = None, *,
-                     store: ResultStore | None = None) -> None:
-    """Download the images of every candidate (at most MAX_CANDIDATE_DOWNLOADS; none
-    without a ``job``, nor while this key's id is unknown: they may be another key's)
-    into the store, then raise ``AmbiguousTaskError`` listing them (at most MAX_LISTED):
-    downloads cost nothing, and one of them may be the lost call's."""
-    several, saved, lines = finding.several, [], []
-    fetch = several[:MAX_CANDIDATE_DOWNLOADS] if job is not None and not finding.key_unknown \
-        else []
-    for task in fetch:
-        try:
-            final = generator.poll_until_done(job, task.task_id, time.monotonic())
-            # Not indexed for reuse: the image may be another call's.
-            result = generator.finish_task(job, None, task.task_id, final, task.request_id,
-                                           store=store, index=False)
-        except QwenImageError as exc:
-            lines.append(f"{task.task_id}: {exc.detail}")
-            continue
-        paths = [image.saved_path or image.url for image in result.images]
-        saved += paths
-        lines.append(f"{task.task_id}: {' '.join(paths)}")
-    lines += [f"{task.task_id}: not downloaded" for task in several[len(lines):MAX_LISTED]]
-    if len(several) > MAX_LISTED:
-        lines.append(f"and {len(several) - MAX_LISTED} more")
-    ids = [task.task_id for task in several[:MAX_LISTED]]
-    if finding.key_unknown:  # left open: once the key's id is known, `recover` looks again
-        changes = {"candidates": ids, "outcome": "candidate tasks not adopted: this key's id "
-                   "in the task list is not known yet"}  # "updated" stays: when it was lost
-        generator.journal.transact(lambda entries: {entry.id: changes})
-    else:
-        generator.journal.update(entry.id, status=AMBIGUOUS, candidates=ids, saved=saved,
-                                 outcome="candidate tasks not adopted; their images were "
-                                         "stored")
-    why = ("several could be it" if len(several) > 1 else
-           "this key's id in the task list is not known yet (it is learned from the key's "
-           "first answered task), so a task of another key could not be told apart")
-    if finding.key_unknown:
-        hint = ("Their images were not downloaded: they may be another key's. Once this key "
-                "has had an answered task, `qwen-image recover` looks again; or check the "
-                "task list of the Model Studio console.")
-    else:
-        hint = ("Their images are in the result store (downloading costs nothing); those you "
-                "did not ask for belong to another call of the same key and model.")
-    raise AmbiguousTaskError(
-        f"{lost.detail + ' ' if lost else ''}The task list shows {len(several)} candidate "
-        f"task(s) and {why}; none was adopted: " + "; ".join(lines) + ".",
-        candidates=ids, saved=saved, hint=hint)

@@ -44,7 +44,7 @@ from ..storage.journal import (
     journaled_request,
 )
 from ..storage.store import ResultStore
-from .finder import TASK_DATA_TTL, store_candidates
+from .finder import TASK_DATA_TTL
 
 if TYPE_CHECKING:
     from ..client import QwenImageClient
@@ -67,8 +67,7 @@ def pending(journal: Journal, *, before: float | None = None) -> list[Entry]:
     """Unfinished entries of the last 24 hours (oldest first; ``before``: sent before that
     epoch time); older ones are closed as expired, as the service no longer keeps them."""
     for old in journal.unfinished(within=float("inf"), before=time.time() - TASK_DATA_TTL):
-        journal.update(old.id, status=EXPIRED,
-                       outcome="older than the 24 hours the service keeps tasks")
+        journal.expired(old.id, "older than the 24 hours the service keeps tasks")
     journal.prune()  # done entries older than 48 hours go
     return journal.unfinished(within=TASK_DATA_TTL, before=before)
 
@@ -106,12 +105,13 @@ class Recoverer:
         except AmbiguousTaskError as exc:
             return Recovered(entry, AMBIGUOUS, str(exc), exc.saved)
         except TaskError as exc:
-            status = EXPIRED if exc.status == "UNKNOWN" else FAILED
-            self.journal.update(entry.id, status=status, outcome=str(exc))
-            return Recovered(entry, status, str(exc))
+            if exc.status == "UNKNOWN":  # the service no longer knows the task
+                self.journal.expired(entry.id, str(exc))
+                return Recovered(entry, EXPIRED, str(exc))
+            self.journal.failed(entry.id, exc)
+            return Recovered(entry, FAILED, str(exc))
         finally:
-            self.journal.transact(lambda entries: None if entries[entry.id].done
-                                  else {entry.id: {"owner": ""}})  # another run may try
+            self.journal.released(entry.id)
             recovering.clear(entry.id)
 
     def _recover(self, entry: Entry, store: ResultStore) -> Recovered:
@@ -127,7 +127,7 @@ class Recoverer:
             result = generator.collect(job, result, entry.urls, store=store, entry=entry)
             return Recovered(entry, STORED, "downloaded", _saved(result))
         if entry.interface == SYNC:
-            self.journal.update(entry.id, status=LOST_SYNC, outcome=_SYNC_LOST)
+            self.journal.sync_lost(entry.id, _SYNC_LOST)
             return Recovered(entry, LOST_SYNC, _SYNC_LOST)
         task_id, request_id = entry.task_id, None
         if task_id is None:
@@ -138,10 +138,10 @@ class Recoverer:
             finding = generator.finder().find(entry, noticed=noticed,
                                               shows_prompt=spec.async_path == TEXT2IMAGE_PATH)
             if finding.several:
-                store_candidates(generator, job, entry, finding, store=store)
+                generator.store_candidates(job, entry, finding, store=store)
             if finding.none:
                 message = "no task was created for it (the task list shows none): nothing billed"
-                self.journal.update(entry.id, status=NOT_CREATED, outcome=message)
+                self.journal.not_created(entry.id, message)
                 return Recovered(entry, NOT_CREATED, message)
             if finding.adopted is None:
                 return Recovered(entry, entry.status, "the task list could not be read in "

@@ -19,9 +19,13 @@ Locking
     the file is opened after the lock is taken, so a compaction (rewrite to one line per
     entry, temporary file + rename) is never appended to behind its back.
 
-    ``transact`` runs a decision over the entries and writes its outcome under those
-    locks (recovery shares lost calls' candidates that way; ``claim`` and ``take_over``
-    are such decisions).
+    A decision over the entries is made and written under those locks (``claim``,
+    ``share``: recovery shares lost calls' candidates that way, ``take_over``).
+
+Writing
+    What is written is decided here only: the other modules say what happened, one method
+    each (``sending``, ``answered``, ``lost``, ``succeeded``, ``stored``, ``failed``, ...),
+    and never compose statuses or fields themselves.
 
 Ownership
     The folder and the file must belong to this user and be writable by nobody else
@@ -76,6 +80,7 @@ LOST_SYNC = "lost_sync"  # a synchronous call without an answer: it cannot be re
 EXPIRED = "expired"  # older than the service keeps tasks and result URLs
 HANDED = "handed"  # create_task returned the task id to its caller, who fetches the images
 DONE = (STORED, FAILED, NOT_SENT, NOT_CREATED, AMBIGUOUS, LOST_SYNC, EXPIRED, HANDED)
+NO_TASK_LISTED = "the task list shows no task for it after the grace period: not created"
 
 
 @dataclass
@@ -189,32 +194,21 @@ class Journal:
             request=request_fields(request), path=path,
             store=str(store.directory) if store is not None else None)
 
+    def sending(self, entry_id: str, at: float) -> None:
+        """An attempt leaves at ``at`` (epoch seconds): from now on a finder of another
+        lost creation waits for its answer."""
+        self._update(entry_id, sent_at=at)
+
     def unanswered(self, entry_id: str, *, sent: bool, error: BaseException) -> None:
         """Record how a request ended without an answer to use: never sent, sent without
         an answer (synchronous: lost for good), or answered with an error (not billed).
         Anything else (a bug) leaves the entry for ``recover``."""
         if not sent:
-            self.update(entry_id, status=NOT_SENT, outcome=f"not sent: {error}")
+            self._update(entry_id, status=NOT_SENT, outcome=f"not sent: {error}")
         elif isinstance(error, AmbiguousRequestError):
-            self.update(entry_id, status=LOST_SYNC, outcome=str(error))
+            self._update(entry_id, status=LOST_SYNC, outcome=str(error))
         elif isinstance(error, QwenImageError):
-            self.update(entry_id, status=FAILED, outcome=str(error))
-
-    def update(self, entry_id: str, *, sync: bool = False, **changes) -> None:
-        """Add what became known about an entry (task_id, urls, status, outcome, ...).
-
-        Never raises: after a request was sent, a journal that cannot be written must not
-        cost the image; the failure is logged.
-        """
-        unknown = set(changes) - _FIELDS
-        if unknown:
-            raise TypeError(f"not journal fields: {sorted(unknown)}")
-        record = {"op": "set", "id": entry_id, "set": {**changes, "updated": time.time()}}
-        try:
-            with self._locked():
-                self._append(record, sync=sync)
-        except (OSError, ConfigurationError) as exc:
-            log.error("Could not write to the journal %s (%s): %s", self.path, exc, changes)
+            self._update(entry_id, status=FAILED, outcome=str(error))
 
     def claim(self, entry_id: str, task_id: str) -> bool:
         """Give ``task_id`` to this entry unless another entry already has it (atomic)."""
@@ -227,19 +221,80 @@ class Journal:
                                   "updated": time.time()}}, sync=True)
         return True
 
-    def transact(self, decide: Callable[[dict[str, Entry]], dict[str, dict] | None]
-                 ) -> dict[str, dict] | None:
-        """``decide(entries)`` under the journal's locks; the changes it returns
-        ({entry id: {field: value}}) are written (synced) before the locks are let go, so
-        no other process decides on the same entries in between."""
-        with self._locked():
-            changes = decide(self._fold()[0])
-            for entry_id, fields in (changes or {}).items():
-                unknown = set(fields) - _FIELDS
-                if unknown:
-                    raise TypeError(f"not journal fields: {sorted(unknown)}")
-                self._append({"op": "set", "id": entry_id, "set": fields}, sync=True)
-        return changes
+    def answered(self, entry_id: str, task_id: str) -> bool:
+        """The creation answer named ``task_id``: claimed; False when another entry had it
+        (a recovery adopted it meanwhile), and this one is given it all the same."""
+        if self.claim(entry_id, task_id):
+            return True
+        self._update(entry_id, status=CREATED, task_id=task_id, sync=True)
+        return False
+
+    def lost(self, entry_id: str, error: BaseException, sent_at: float) -> None:
+        """The creation sent at ``sent_at`` got no usable answer: its task is looked for."""
+        self._update(entry_id, status=LOST, outcome=str(error), sent_at=sent_at, sync=True)
+
+    def share(self, decide: Callable[[dict[str, Entry]],
+                                     dict[str, tuple[str | None, str]] | None]) -> None:
+        """Recovery's sharing of candidate tasks among lost creations: ``decide(entries)``,
+        under the journal's locks, gives {entry id: (its task id, doubt)} (None: nothing
+        to write); an entry with a task adopts it, one without was not created. Written
+        (synced) before the locks are let go, so no other process decides on the same
+        entries in between."""
+        def changes(entries: dict[str, Entry]) -> dict[str, dict] | None:
+            plan = decide(entries)
+            if plan is None:
+                return None
+            return {entry_id: {"task_id": task_id, "status": CREATED, "doubt": doubt,
+                               "updated": time.time()} if task_id else
+                    {"status": NOT_CREATED, "updated": time.time(), "outcome": NO_TASK_LISTED}
+                    for entry_id, (task_id, doubt) in plan.items()}
+
+        self._transact(changes)
+
+    def not_created(self, entry_id: str, why: str = NO_TASK_LISTED) -> None:
+        """The task list shows no task for it: nothing was created or billed."""
+        self._update(entry_id, status=NOT_CREATED, outcome=why)
+
+    def undecided(self, entry_id: str, candidates: list[str]) -> None:
+        """Candidate tasks reported, none adopted while this key's id in the task list is
+        unknown: the entry stays open (``recover`` looks again), and its ``updated`` stays
+        when it was lost (the finder's window)."""
+        changes = {"candidates": candidates, "outcome": "candidate tasks not adopted: this "
+                   "key's id in the task list is not known yet"}
+        self._transact(lambda entries: {entry_id: changes})
+
+    def ambiguous(self, entry_id: str, candidates: list[str], saved: list[str]) -> None:
+        """Several tasks could be its; none was adopted, their images are in ``saved``."""
+        self._update(entry_id, status=AMBIGUOUS, candidates=candidates, saved=saved,
+                     outcome="candidate tasks not adopted; their images were stored")
+
+    def succeeded(self, entry_id: str, urls: list[str], *, sync: bool = False) -> None:
+        """The result URLs are known; the images are not downloaded yet."""
+        self._update(entry_id, status=SUCCEEDED, urls=urls, sync=sync)
+
+    def stored(self, entry_id: str, saved: list[str]) -> None:
+        """Every image is in the result store (``saved``: its files)."""
+        self._update(entry_id, status=STORED, urls=[], saved=saved)
+
+    def unfetched(self, entry_id: str, missing: list[str], saved: list[str]) -> None:
+        """The images at ``missing`` could not be downloaded or stored yet."""
+        self._update(entry_id, status=UNFETCHED, urls=missing, saved=saved)
+
+    def failed(self, entry_id: str, error: BaseException) -> None:
+        """An error answer, or a task that failed or was cancelled: proven not billed."""
+        self._update(entry_id, status=FAILED, outcome=str(error))
+
+    def handed(self, entry_id: str) -> None:
+        """``create_task`` returned the task id: its caller fetches the images."""
+        self._update(entry_id, status=HANDED, outcome="returned to the caller")
+
+    def sync_lost(self, entry_id: str, why: str) -> None:
+        """A synchronous call without an answer: it made no task to recover."""
+        self._update(entry_id, status=LOST_SYNC, outcome=why)
+
+    def expired(self, entry_id: str, why: str) -> None:
+        """The service no longer keeps its task."""
+        self._update(entry_id, status=EXPIRED, outcome=why)
 
     def take_over(self, entry_id: str) -> bool:
         """Make this process the entry's owner, unless it is done or a live process owns
@@ -252,7 +307,12 @@ class Journal:
                 return None  # this process's own entries stay recoverable here
             return {entry_id: {"owner": me}}
 
-        return bool(self.transact(decide))
+        return bool(self._transact(decide))
+
+    def released(self, entry_id: str) -> None:
+        """A recovery let go of the entry: unless it is done, another run may try it."""
+        self._transact(lambda entries: None if entries[entry_id].done
+                       else {entry_id: {"owner": ""}})
 
     def learn_key_id(self, key: str, base_url: str, api_key_id: str) -> None:
         """Remember the task list's ``api_key_id`` of the key with fingerprint ``key``."""
@@ -314,6 +374,36 @@ class Journal:
             except OSError as exc:
                 raise self._unusable(exc) from None
             yield size
+
+    def _update(self, entry_id: str, *, sync: bool = False, **changes) -> None:
+        """Add what became known about an entry (task_id, urls, status, outcome, ...).
+
+        Never raises: after a request was sent, a journal that cannot be written must not
+        cost the image; the failure is logged.
+        """
+        unknown = set(changes) - _FIELDS
+        if unknown:
+            raise TypeError(f"not journal fields: {sorted(unknown)}")
+        record = {"op": "set", "id": entry_id, "set": {**changes, "updated": time.time()}}
+        try:
+            with self._locked():
+                self._append(record, sync=sync)
+        except (OSError, ConfigurationError) as exc:
+            log.error("Could not write to the journal %s (%s): %s", self.path, exc, changes)
+
+    def _transact(self, decide: Callable[[dict[str, Entry]], dict[str, dict] | None]
+                  ) -> dict[str, dict] | None:
+        """``decide(entries)`` under the journal's locks; the changes it returns
+        ({entry id: {field: value}}) are written (synced) before the locks are let go, so
+        no other process decides on the same entries in between."""
+        with self._locked():
+            changes = decide(self._fold()[0])
+            for entry_id, fields in (changes or {}).items():
+                unknown = set(fields) - _FIELDS
+                if unknown:
+                    raise TypeError(f"not journal fields: {sorted(unknown)}")
+                self._append({"op": "set", "id": entry_id, "set": fields}, sync=True)
+        return changes
 
     def _append(self, record: dict, *, sync: bool) -> None:
         line = (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
