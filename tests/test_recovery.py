@@ -477,9 +477,12 @@ def collect_lines(stream):
     return lines, reader
 
 
-# The runs' tasks take a second: what the tests do while one runs (kill the run, Ctrl-C it,
-# twice) takes milliseconds once the task is seen running.
-@pytest.mark.parametrize("emulator", [{"latency": 1.0}], indirect=True)
+# What the tests do while a run's task runs (kill the run, Ctrl-C it, twice) takes
+# milliseconds once the task is seen running. A run polls on the real schedule, 0.55 s and
+# 1.1 s after the creation: a task of 0.6 s is seen done at the second poll, as one of 1 s,
+# so the run cannot have its image before 1.1 s either way; the 0.4 s less is what the
+# in-process `recover` waits.
+@pytest.mark.parametrize("emulator", [{"latency": 0.6}], indirect=True)
 def test_a_killed_cli_run_is_recovered_without_paying_twice(emulator, tmp_path, monkeypatch,
                                                             capsys):
     emu, out = emulator, tmp_path / "out"
@@ -520,7 +523,7 @@ def test_ctrl_c_after_the_task_started_keeps_the_promise(emulator, tmp_path):
     assert png.read_bytes() in emulator.served_images.values()
 
 
-@pytest.mark.parametrize("emulator", [{"latency": 1.0}], indirect=True)
+@pytest.mark.parametrize("emulator", [{"latency": 0.6}], indirect=True)
 def test_a_second_ctrl_c_leaves_cleanly_and_recover_saves_the_image(emulator, tmp_path,
                                                                     monkeypatch):
     out, env = tmp_path / "out", cli_environment(emulator, tmp_path)
