@@ -28,6 +28,15 @@ def _dedupe(notes: list[str]) -> list[str]:
     return list(dict.fromkeys(notes))
 
 
+def _take_pixels(call: Call, count: int) -> list:
+    """The pixels the call's worker decoded (None each where it did not), handed over: the
+    call keeps no reference, so the output frees each image as soon as it holds it."""
+    decoded, call.decoded = call.decoded, None
+    if decoded is None:
+        return [None] * count
+    return [done.pixels for done in decoded]
+
+
 def assemble(node_id: str, model: str, family: str, calls: list[Call], outcomes: list,
              notes: list[str], compose=None, memory=None):
     """(IMAGE, prompt_used, info, MASK) from the results; raises the first error if none
@@ -46,10 +55,10 @@ def assemble(node_id: str, model: str, family: str, calls: list[Call], outcomes:
     datas, files, prompts, requests_info, pixels = [], [], [], [], []
     for call, result in succeeded:
         used = one_line(result.actual_prompt or call.request.prompt)
-        decoded = call.decoded or [None] * len(result.images)
-        for image, done in zip(result.images, decoded, strict=True):
+        for image, given in zip(result.images, _take_pixels(call, len(result.images)),
+                                strict=True):
             datas.append(image.data)
-            pixels.append(done.pixels if done is not None else None)
+            pixels.append(given)
             files.append(image.saved_path or image.url.split("?", 1)[0])  # no signature
             prompts.append(used)
         notes.extend(result.notes)

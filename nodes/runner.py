@@ -122,6 +122,7 @@ def _decoded(result) -> list[Decoded]:
     from PIL import Image
 
     from ..api.images import decode_pixels, flatten, over_pixel_cap
+    from .tensors import return_freed_memory  # torch is loaded: a result is in hand
 
     decoded = []
     for image in result.images:
@@ -143,6 +144,7 @@ def _decoded(result) -> list[Decoded]:
             decoded.append(Decoded(None, None))
             continue
         decoded.append(Decoded((pixels, alpha), picture))
+    return_freed_memory()  # the worker's buffers: see there
     return decoded
 
 
@@ -215,7 +217,7 @@ async def run_calls(calls: list[Call], start, *, comfy: Comfy, node_id, fail_fas
                         raise
                     continue
                 status.finish(index, outcomes[index])
-                decoded = call_running.extra or []
+                decoded, call_running.extra = call_running.extra or [], None  # ours now
                 kept = sum(d.pixels[0].nbytes for d in decoded if d.pixels is not None)
                 if kept_bytes + kept <= KEEP_DECODED_BYTES:
                     call.decoded, kept_bytes = decoded, kept_bytes + kept

@@ -1,6 +1,7 @@
 """IMAGE tensor <-> PNG conversion (nodes/tensors.py, api/images.py): exactness, channels,
 range, limits."""
 import io
+import platform
 
 import numpy as np
 import pytest
@@ -107,6 +108,22 @@ def test_results_of_different_sizes_share_the_batch_padded_with_exact_pixels():
 def test_results_of_one_size_are_not_padded():
     images, _, placed = tensors.decode_images([png(all_values_image())] * 2)
     assert placed == [] and tuple(images.shape) == (2, 64, 64, 3)
+
+
+def test_pixels_decoded_already_are_used_and_handed_over():
+    served = all_values_image()
+    given = (served[::-1].copy(), None)  # not the file's pixels: shows which were used
+    decoded = [given, None]
+    images, _, _ = tensors.decode_images([png(served), png(served)], decoded=decoded)
+    assert np.array_equal(saved_pixels(images)[0], served[::-1])
+    assert np.array_equal(saved_pixels(images)[1], served)  # decoded from its file
+    assert decoded == [None, None]  # the output holds no other copy of them
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_freed_memory_is_handed_back_with_glibc():
+    assert tensors._malloc_trim() is not None
+    tensors.return_freed_memory()
 
 
 # -- in: IMAGE -> PNG -----------------------------------------------------------------------
