@@ -217,7 +217,9 @@ async def run_calls(calls: list[Call], start, *, comfy: Comfy, node_id, fail_fas
                         raise
                     continue
                 status.finish(index, outcomes[index])
-                decoded, call_running.extra = call_running.extra or [], None  # ours now
+                # Taken from the Running, which outlives this loop: its reference kept the
+                # pixels of calls past KEEP_DECODED_BYTES alive until the node returned.
+                decoded, call_running.extra = call_running.extra or [], None
                 kept = sum(d.pixels[0].nbytes for d in decoded if d.pixels is not None)
                 if kept_bytes + kept <= KEEP_DECODED_BYTES:
                     call.decoded, kept_bytes = decoded, kept_bytes + kept

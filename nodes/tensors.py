@@ -187,9 +187,6 @@ def decode_images(datas: list[bytes], files: list[str] | None = None,
         to_float(array, target)
         if alpha is not None:
             mask.copy_(alpha_mask(alpha))
-        if given is not None:  # a worker's pixels, now in the output: give them back
-            del given, array, alpha
-            return_freed_memory()
     return torch.from_numpy(out), masks, placed
 
 
@@ -249,9 +246,9 @@ def return_freed_memory() -> None:
 
     glibc keeps what a thread frees in that thread's arena, and after the first large free
     it serves buffers of an image's size from the arenas instead of fresh mappings: each
-    call's worker would keep its decode's ~40 MB (2048x2048) resident, and the pixels the
-    output has copied would stay too. Benchmark 4 (6 images of 2048x2048): the peak 1.99 x
-    the output without this, about 1.5 with it. Well under a millisecond once trimmed.
+    call's worker would keep its decode's ~40 MB (2048x2048) resident. Benchmark 4 (6 images
+    of 2048x2048): the peak 1.99 x the output without this, about 1.5 with it. Well under a
+    millisecond once trimmed.
     """
     trim = _malloc_trim()
     if trim is not None:
