@@ -68,6 +68,7 @@ def test_batch_uses_consecutive_seeds_and_returns_the_served_pixels(service, com
     images, prompts, info, masks = run_node(T2I, prompt="a red kite over a beach", size=WIDE,
                                             seed=41, batch=3)
     assert tuple(masks.shape) == (3, 928, 1664) and not masks.any()  # opaque: zeros
+    assert not any("transparency" in note for note in json.loads(info)["notes"])
     bodies = [r.json for r in generation_posts(service)]
     assert sorted(b["parameters"]["seed"] for b in bodies) == [41, 42, 43]
     assert all(b["parameters"]["size"] == "1664*928" for b in bodies)
