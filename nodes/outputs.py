@@ -28,13 +28,17 @@ def _dedupe(notes: list[str]) -> list[str]:
     return list(dict.fromkeys(notes))
 
 
-def _take_pixels(call: Call, count: int) -> list:
-    """The pixels the call's worker decoded (None each where it did not), handed over: the
-    call keeps no reference, so the output frees each image as soon as it holds it."""
+def _take_pixels(call: Call, count: int, position: int) -> list:
+    """The pixels the run's decoder made of the call's images (None each where it did not),
+    handed over: the call keeps no reference, so the output frees each image as soon as it
+    holds it. ``position``: the output index of the call's first image; pixels written into
+    the frame of another index (``call.first``: an earlier call gave fewer or more images
+    than asked) are decoded again."""
     decoded, call.decoded = call.decoded, None
     if decoded is None:
         return [None] * count
-    return [done.pixels for done in decoded]
+    return [None if done.pixels is not None and done.pixels[0] is None
+            and position != call.first else done.pixels for done in decoded]
 
 
 def assemble(node_id: str, model: str, family: str, calls: list[Call], outcomes: list,
@@ -55,8 +59,8 @@ def assemble(node_id: str, model: str, family: str, calls: list[Call], outcomes:
     datas, files, prompts, requests_info, pixels = [], [], [], [], []
     for call, result in succeeded:
         used = one_line(result.actual_prompt or call.request.prompt)
-        for image, given in zip(result.images, _take_pixels(call, len(result.images)),
-                                strict=True):
+        for image, given in zip(result.images,
+                                _take_pixels(call, len(result.images), len(datas)), strict=True):
             datas.append(image.data)
             pixels.append(given)
             files.append(image.saved_path or image.url.split("?", 1)[0])  # no signature

@@ -150,9 +150,10 @@ def decode_images(datas: list[bytes], files: list[str] | None = None,
     exact pixels, centred on black: resizing would change every pixel, and the store keeps
     the original files. The third value lists those smaller images (empty when none).
     ``decoded[i]``: the pixels of ``datas[i]`` as ``decode_pixels`` gave them already (None:
-    decoded here); each is taken out of the list once copied, so that its memory can go
-    before the next image is decoded. ``out``: memory for the IMAGE tensor
-    (``new_output``), used when its shape is the batch's.
+    decoded here; ``(None, alpha)``: the colour pixels are in ``out[i]`` already); each is
+    taken out of the list once copied, so that its memory can go before the next image is
+    decoded. ``out``: memory for the IMAGE tensor (``new_output``), used when its shape is
+    the batch's (else what was written into it is decoded again).
 
     A batch whose frame would be over the pixel cap, or whose tensors over
     ``BATCH_TENSOR_BYTES``, is refused before anything is decoded (``DownloadError``
@@ -162,9 +163,9 @@ def decode_images(datas: list[bytes], files: list[str] | None = None,
     width, height = max(w for w, _ in sizes), max(h for _, h in sizes)
     _check_budget(sizes, width, height, files)
     shape = (len(datas), height, width, 3)
-    if out is not None and out.shape != shape:
+    reused = out is not None and out.shape == shape
+    if not reused:
         out = None  # let it go before mapping the right one
-    if out is None:
         out = new_output(shape)
     # calloc'd (numpy's zeros, unlike torch's, writes nothing): untouched pages cost nothing
     masks = torch.from_numpy(np.zeros(shape[:3], np.float32))
@@ -177,8 +178,14 @@ def decode_images(datas: list[bytes], files: list[str] | None = None,
         given = None
         if decoded is not None:  # let go of each as it is copied: the peak stays low
             given, decoded[index] = decoded[index], None
+        if given is not None and given[0] is None and not reused:  # written into another
+            given = None
         array, alpha = given if given is not None else decode_pixels(data)
         target, mask = out[index], masks[index]
+        if array is None:  # in its frame already, which has the batch's size
+            if alpha is not None:
+                mask.copy_(alpha_mask(alpha))
+            continue
         if index in corners:
             target[:] = 0
             x, y = corners[index]
@@ -245,10 +252,10 @@ def return_freed_memory() -> None:
     """Hand freed buffers back to the system now (glibc only; elsewhere nothing to do).
 
     glibc keeps what a thread frees in that thread's arena, and after the first large free
-    it serves buffers of an image's size from the arenas instead of fresh mappings: each
-    call's worker would keep its decode's ~40 MB (2048x2048) resident. Benchmark 4 (6 images
-    of 2048x2048): the peak 1.99 x the output without this, about 1.5 with it. Well under a
-    millisecond once trimmed.
+    it serves buffers of an image's size from the arenas instead of fresh mappings: the
+    run's decoder thread (``runner.Decoder``) would keep the freed buffers of its decodes
+    resident. Benchmark 4 (6 images of 2048x2048): the peak 1.55 x the output without this,
+    1.33-1.38 with it. Well under a millisecond once trimmed.
     """
     trim = _malloc_trim()
     if trim is not None:

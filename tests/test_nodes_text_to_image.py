@@ -40,7 +40,7 @@ def test_each_image_is_decoded_once_and_the_output_mapped_while_the_calls_run(
     decoded, decode = [], codec.decode_pixels
 
     def counting(data):
-        decoded.append(len(data))
+        decoded.append(data)
         return decode(data)
 
     mapped, new_output = [], tensors.new_output
@@ -49,11 +49,14 @@ def test_each_image_is_decoded_once_and_the_output_mapped_while_the_calls_run(
         mapped.append(shape)
         return new_output(shape)
 
-    monkeypatch.setattr(codec, "decode_pixels", counting)  # the worker's (runner._decoded)
+    monkeypatch.setattr(codec, "decode_pixels", counting)  # the decoder's (runner._decoded)
     monkeypatch.setattr(tensors, "decode_pixels", counting)  # the output's
     monkeypatch.setattr(tensors, "new_output", mapping)
-    if not keep:  # a run past the budget decodes its images again for the output
+    if not keep:  # a run past the budget decodes the images it did not write again
         monkeypatch.setattr(runner, "KEEP_DECODED_BYTES", 0)
+    # qwen-image-plus runs 2 tasks at once: the third call ends a task's length after the
+    # first two, when the output's memory is mapped.
+    service.set_latency(0.6)
     images, _, _, _ = run_node(T2I, prompt="a paper boat", size=WIDE, seed=7, batch=3)
     # The output's memory was mapped once, while the calls ran, after the first had its images.
     assert mapped == [(3, 928, 1664, 3)]
@@ -61,7 +64,26 @@ def test_each_image_is_decoded_once_and_the_output_mapped_while_the_calls_run(
     by_seed = served_by_seed(service)
     for index, seed in enumerate((7, 8, 9)):
         assert np.array_equal(saved_pixels(images[index:index + 1])[0], png_pixels(by_seed[seed]))
-    assert len(decoded) == (3 if keep else 6)
+    times = [sum(data == image for data in decoded) for image in
+             (service.served_images[task["urls"][0]] for task in
+              sorted(service.tasks, key=lambda task: task["seed"]))]
+    if keep:
+        assert times == [1, 1, 1]
+    else:
+        # The first call to end (of the first two) came before the output's memory: neither
+        # kept nor written, its image was decoded again; the third went into its frame.
+        assert sorted(times[:2]) in ([1, 2], [2, 2]) and times[2] == 1
+
+
+def test_pixels_written_for_another_place_in_the_batch_are_decoded_again():
+    from qwen_image_dashscope.nodes import outputs, runner
+
+    def call():  # images 3-4 of a run, both written into their frames by the decoder
+        return runner.Call(None, first=2, n=2, decoded=[runner.Decoded((None, None), None)] * 2)
+
+    # An earlier call gave one image fewer than asked: this call's images are 2 and 3 now.
+    assert outputs._take_pixels(call(), 2, position=1) == [None, None]
+    assert outputs._take_pixels(call(), 2, position=2) == [(None, None)] * 2
 
 
 def test_batch_uses_consecutive_seeds_and_returns_the_served_pixels(service, comfy):

@@ -120,6 +120,26 @@ def test_pixels_decoded_already_are_used_and_handed_over():
     assert decoded == [None, None]  # the output holds no other copy of them
 
 
+@pytest.mark.parametrize("frames", [2, 3], ids=["the batch's shape", "another shape"])
+def test_pixels_written_into_the_output_are_not_decoded_again_if_it_is_used(monkeypatch,
+                                                                             frames):
+    served = all_values_image()
+    decoded, decode = [], tensors.decode_pixels
+    monkeypatch.setattr(tensors, "decode_pixels", lambda data: decoded.append(data) or decode(data))
+    out = tensors.new_output((frames, *served.shape))
+    tensors.to_float(served[::-1], out[0])  # not the file's pixels: shows which were used
+    alpha = np.full(served.shape[:2], 51, np.uint8)
+    images, masks, _ = tensors.decode_images([png(served), png(served)],
+                                             decoded=[(None, alpha), None], out=out)
+    if frames == 2:  # used: image 1 is what was written, its mask from the alpha given
+        assert np.array_equal(saved_pixels(images)[0], served[::-1]) and len(decoded) == 1
+        assert torch.equal(masks[0], tensors.alpha_mask(alpha))
+    else:  # not the batch's: what was written is in the wrong memory, decoded again
+        assert np.array_equal(saved_pixels(images)[0], served) and len(decoded) == 2
+        assert not masks.any()  # the file's own alpha: none
+    assert np.array_equal(saved_pixels(images)[1], served)
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
 def test_freed_memory_is_handed_back_with_glibc():
     assert tensors._malloc_trim() is not None
