@@ -37,8 +37,8 @@ def _take_pixels(call: Call, count: int, position: int) -> list:
     decoded, call.decoded = call.decoded, None
     if decoded is None:
         return [None] * count
-    return [None if done.pixels is not None and done.pixels[0] is None
-            and position != call.first else done.pixels for done in decoded]
+    return [None if done.written and position != call.first else done.pixels
+            for done in decoded]
 
 
 def assemble(node_id: str, model: str, family: str, calls: list[Call], outcomes: list,

@@ -120,9 +120,14 @@ class Decoded:
     preview: object | None
 
     @property
+    def written(self) -> bool:
+        """Whether the colour pixels went into the output's frame (only the alpha is kept)."""
+        return self.pixels is not None and self.pixels[0] is None
+
+    @property
     def kept_bytes(self) -> int:
         """What the kept colour pixels take (0 when none are kept)."""
-        return 0 if self.pixels is None or self.pixels[0] is None else self.pixels[0].nbytes
+        return 0 if self.pixels is None or self.written else self.pixels[0].nbytes
 
 
 def _decoded(result, frame=None) -> list[Decoded]:
